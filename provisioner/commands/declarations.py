@@ -1,0 +1,109 @@
+"""Commands of the pull-request gate: validate, schema, codeowners, show."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from provisioner.cli import EXIT_INVALID, EXIT_OK, cli, default_cache_dir
+from provisioner.report import FORMATS, render, render_text
+from provisioner.validate import ValidateSettings, validate
+
+
+@cli.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="Output format on standard output.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report in --format to FILE; the terminal then gets text.",
+)
+@click.option(
+    "--base",
+    metavar="GITREF",
+    help="Compare with the repository at GITREF: technical users are immutable.",
+)
+@click.option(
+    "--author",
+    metavar="EMAIL",
+    help="Refuse changes to qualities that do not name EMAIL as administrator "
+    "(needs --base, default HEAD).",
+)
+@click.option(
+    "--cache/--no-cache",
+    default=True,
+    show_default=True,
+    help="Reuse results of unchanged files (keyed by content hash).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the cache lives [default: $XDG_CACHE_HOME/sftp-provisioner].",
+)
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes.")
+def validate_command(
+    paths: tuple[Path, ...],
+    fmt: str,
+    output: Path | None,
+    base: str | None,
+    author: str | None,
+    cache: bool,
+    cache_dir: Path | None,
+    jobs: int | None,
+) -> int:
+    """Validate declarations: files or directories (recursively *.yaml, *.yml).
+
+    Exit 0 when valid (warnings allowed), 1 when any error was found.
+    """
+    settings = ValidateSettings(
+        paths=paths or (Path(),),
+        base=base,
+        author=author,
+        cache_dir=(cache_dir or default_cache_dir()) if cache else None,
+    )
+    if jobs:
+        settings = replace(settings, jobs=jobs)
+    report = validate(settings)
+    if output is not None:
+        output.write_text(render(report, fmt), "utf-8")
+        click.echo(render_text(report, color=sys.stdout.isatty()), nl=False)
+    else:
+        click.echo(render(report, fmt, color=sys.stdout.isatty()), nl=False)
+    return EXIT_OK if report.ok else EXIT_INVALID
+
+
+@cli.command("schema")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("schemas/quality.schema.json"),
+    show_default=True,
+)
+@click.option("--check", is_flag=True, help="Exit 1 when the file differs from the models.")
+def schema_command(output: Path, check: bool) -> int:
+    """Write the JSON Schema of a declaration (for editors and check-jsonschema)."""
+    from provisioner.models import json_schema
+
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if check:
+        current = output.read_text("utf-8") if output.exists() else ""
+        if current != text:
+            click.echo(f"{output} is out of date; run `provisioner schema`", err=True)
+            return EXIT_INVALID
+        click.echo(f"{output} is up to date")
+        return EXIT_OK
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, "utf-8")
+    click.echo(f"wrote {output}")
+    return EXIT_OK

@@ -1,0 +1,405 @@
+"""One declaration file, checked on its own: YAML, model, referenced key and certificate files.
+
+Everything here depends only on the bytes of the file and of the files it references, so its
+result can be cached by content hash and computed in a worker process. Checks that depend on
+the clock (certificate validity, key expiry) or on other files live in `rules.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from provisioner.certificates import CertificateInfo, CertificateProblem, load_certificate
+from provisioner.diagnostics import Diagnostic, Location, error, warning
+from provisioner.errormap import validation_diagnostics
+from provisioner.keys import KeyProblem, PublicKey, parse_public_key
+from provisioner.models import Declaration, KeyEntry, field_table
+from provisioner.source import SourceDocument, YamlPath, parse_document, read_source
+
+_FIELDS = field_table()
+CERT_SUFFIXES = (".cer", ".crt", ".pem", ".der")
+MAX_REFERENCED_BYTES = 256 * 1024
+_KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-")
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedKey:
+    key: PublicKey
+    from_: tuple[str, ...] | None
+    expires: datetime | None
+    location: Location
+    source: str  # "inline" or the referenced .pub file, relative to the root
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the cross-file rules need, small enough to cache."""
+
+    enterprise_number: str | None = None
+    enterprise_number_at: Location | None = None
+    technical_user: str | None = None
+    technical_user_at: Location | None = None
+    administrators: tuple[str, ...] = ()
+    administrators_at: Location | None = None
+
+
+@dataclass(slots=True)
+class FileResult:
+    display: str
+    path: Path
+    digest: str
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    declaration: Declaration | None = None
+    keys: list[ResolvedKey] = field(default_factory=list)
+    certificate: CertificateInfo | None = None
+    certificate_at: Location | None = None
+    facts: Facts = field(default_factory=Facts)
+    # Referenced files and their content hashes: part of the cache key.
+    refs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.declaration is not None and not any(d.is_error for d in self.diagnostics)
+
+
+def check_file(path: Path, display: str, root: Path) -> FileResult:
+    """Check one declaration file. Never raises for anything a file can contain."""
+    raw, problems = read_source(path, display)
+    result = FileResult(display, path, hashlib.sha256(raw).hexdigest() if raw else "")
+    result.diagnostics.extend(problems)
+    if raw is None:
+        return result
+    doc, problems = parse_document(raw, path, display)
+    result.diagnostics.extend(problems)
+    if doc is None:
+        return result
+    try:
+        declaration = Declaration.model_validate(doc.data)
+    except ValidationError as exc:
+        result.diagnostics.extend(validation_diagnostics(doc, exc, _FIELDS))
+        result.facts = _partial_facts(doc)
+        return result
+    result.declaration = declaration
+    result.facts = _facts(doc, declaration)
+    result.diagnostics.extend(_structure_rules(doc, declaration))
+    sftp = declaration.structured_messages.channels.sftp
+    if sftp is not None:
+        _resolve_keys(doc, sftp.ssh_keys, root, result)
+        _resolve_certificate(doc, sftp.certificate, root, result)
+    return result
+
+
+def ref_state(candidate: Path) -> str:
+    """What a referenced path points at now: part of the cache key of the declaration.
+
+    The resolved target is included so that re-pointing a symlink invalidates the cache even
+    when the new target has the same content hash as an earlier one.
+    """
+    try:
+        resolved = candidate.resolve(strict=True)
+        if resolved.stat().st_size > MAX_REFERENCED_BYTES:
+            return f"{resolved}|large"
+        return f"{resolved}|{hashlib.sha256(resolved.read_bytes()).hexdigest()}"
+    except (OSError, RuntimeError):
+        return "missing"
+
+
+def _facts(doc: SourceDocument, decl: Declaration) -> Facts:
+    sm = ("structured_messages",)
+    return Facts(
+        enterprise_number=decl.quality.enterprise_number,
+        enterprise_number_at=doc.location(("quality", "enterprise_number")),
+        technical_user=decl.structured_messages.technical_user,
+        technical_user_at=doc.location((*sm, "technical_user")),
+        administrators=tuple(a.email.lower() for a in decl.administrators),
+        administrators_at=doc.location(("administrators",), key=True),
+    )
+
+
+def _partial_facts(doc: SourceDocument) -> Facts:
+    """Even an invalid file claims its username and number; other files must not take them."""
+    data = doc.data
+    quality = data.get("quality") if isinstance(data, dict) else None
+    sm = data.get("structured_messages") if isinstance(data, dict) else None
+    number = quality.get("enterprise_number") if isinstance(quality, dict) else None
+    user = sm.get("technical_user") if isinstance(sm, dict) else None
+    digits = None
+    if isinstance(number, str):
+        compact = number.replace(".", "").replace(" ", "")
+        digits = compact if compact.isdigit() and len(compact) == 10 else None
+    admins = data.get("administrators") if isinstance(data, dict) else None
+    emails = (
+        tuple(
+            a["email"].lower()
+            for a in admins or []
+            if isinstance(a, dict) and isinstance(a.get("email"), str)
+        )
+        if isinstance(admins, list)
+        else ()
+    )
+    return Facts(
+        enterprise_number=digits,
+        enterprise_number_at=doc.location(("quality", "enterprise_number")) if digits else None,
+        technical_user=user if isinstance(user, str) else None,
+        technical_user_at=doc.location(("structured_messages", "technical_user"))
+        if isinstance(user, str)
+        else None,
+        administrators=emails,
+        administrators_at=doc.location(("administrators",), key=True),
+    )
+
+
+def _structure_rules(doc: SourceDocument, decl: Declaration) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    locals_ = [i for i, a in enumerate(decl.administrators) if a.role == "local"]
+    if len(locals_) != 1:
+        where = (
+            doc.location(("administrators", locals_[1]))
+            if len(locals_) > 1
+            else doc.location(("administrators",), key=True)
+        )
+        out.append(
+            error(
+                "administrators-local",
+                "a quality has exactly one local administrator (role: local); "
+                f"found {len(locals_)}; the others are co_local",
+                where,
+            )
+        )
+    seen_admin: dict[str, int] = {}
+    for i, admin in enumerate(decl.administrators):
+        email = admin.email.lower()
+        if email in seen_admin:
+            out.append(
+                error(
+                    "duplicate-administrator",
+                    f"{admin.email} is listed twice as administrator",
+                    doc.location(("administrators", i)),
+                    doc.location(("administrators", seen_admin[email])),
+                )
+            )
+        seen_admin.setdefault(email, i)
+
+    sm = ("structured_messages",)
+    emails: dict[str, int] = {}
+    for i, email in enumerate(decl.structured_messages.contact.emails):
+        if email.lower() in emails:
+            out.append(
+                error(
+                    "duplicate-email",
+                    f"the e-mail address {email} is listed twice",
+                    doc.location((*sm, "contact", "emails", i)),
+                    doc.location((*sm, "contact", "emails", emails[email.lower()])),
+                )
+            )
+        emails.setdefault(email.lower(), i)
+
+    channels = decl.structured_messages.channels.declared()
+    if not channels:
+        out.append(
+            error(
+                "no-channel",
+                "declare at least one channel (sftp, ftp, mqlink or wbs)",
+                doc.location((*sm, "channels"), key=True),
+            )
+        )
+    carriers: dict[str, list[str]] = {}
+    for name, channel in channels.items():
+        seen_app: dict[str, int] = {}
+        for i, app in enumerate(channel.applications):
+            if app in seen_app:
+                out.append(
+                    error(
+                        "duplicate-application",
+                        f"the application '{app}' is listed twice for {name}",
+                        doc.location((*sm, "channels", name, "applications", i)),
+                    )
+                )
+                continue
+            seen_app[app] = i
+            carriers.setdefault(app, []).append(name)
+
+    preferred = decl.structured_messages.preferred_channels
+    for app, names in carriers.items():
+        if len(names) > 1 and app not in preferred:
+            out.append(
+                error(
+                    "preferred-channel-missing",
+                    f"the application '{app}' is carried by {' and '.join(names)}; choose its "
+                    f"preferred channel under preferred_channels ({app}: {names[0]})",
+                    doc.location((*sm, "preferred_channels"), key=True)
+                    if "preferred_channels" in doc.data["structured_messages"]
+                    else doc.location((*sm, "channels"), key=True),
+                )
+            )
+    for app, chosen in preferred.items():
+        names = carriers.get(app, [])
+        if chosen not in names:
+            carried = f"carried by {', '.join(names)}" if names else "not carried by any channel"
+            out.append(
+                error(
+                    "preferred-channel-invalid",
+                    f"the preferred channel of '{app}' is {chosen}, but {chosen} does not carry "
+                    f"it ({app} is {carried})",
+                    doc.location((*sm, "preferred_channels", app)),
+                )
+            )
+    return out
+
+
+def _looks_like_path(text: str) -> bool:
+    stripped = text.strip()
+    if stripped.startswith(_KEY_PREFIXES) or "\n" in stripped or " " in stripped:
+        return False
+    return stripped.endswith(".pub") or "/" in stripped
+
+
+def _confine(
+    doc: SourceDocument, ref: str, root: Path, at: Location, result: FileResult
+) -> Path | None:
+    """Resolve a referenced path; refuse what leads outside the declarations root."""
+    if Path(ref).is_absolute():
+        result.diagnostics.append(
+            error(
+                "path-absolute",
+                f"'{ref}' is an absolute path; reference files relative to the declaration",
+                at,
+            )
+        )
+        return None
+    candidate = doc.path.parent / ref
+    result.refs[str(candidate)] = ref_state(candidate)
+    try:
+        resolved = candidate.resolve(strict=True)
+    except FileNotFoundError:
+        result.diagnostics.append(error("file-not-found", f"the file '{ref}' does not exist", at))
+        return None
+    except (OSError, RuntimeError) as exc:
+        result.diagnostics.append(error("file-unreadable", f"cannot read '{ref}': {exc}", at))
+        return None
+    if not resolved.is_relative_to(root):
+        result.diagnostics.append(
+            error(
+                "path-outside-root",
+                f"'{ref}' leads outside the declarations root ({root}); keep keys and certificates "
+                "in the repository",
+                at,
+            )
+        )
+        return None
+    if not resolved.is_file():
+        result.diagnostics.append(error("file-not-found", f"'{ref}' is not a regular file", at))
+        return None
+    return resolved
+
+
+def _read_ref(path: Path, ref: str, at: Location, result: FileResult, root: Path) -> bytes | None:
+    try:
+        size = path.stat().st_size
+        if size > MAX_REFERENCED_BYTES:
+            result.diagnostics.append(
+                error(
+                    "file-too-large", f"'{ref}' is {size} bytes; at most {MAX_REFERENCED_BYTES}", at
+                )
+            )
+            return None
+        data = path.read_bytes()
+    except OSError as exc:
+        result.diagnostics.append(
+            error("file-unreadable", f"cannot read '{ref}': {exc.strerror}", at)
+        )
+        return None
+    return data
+
+
+def _expiry(value: date | datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    # A key that "expires 2027-01-31" still works on that day.
+    return datetime.combine(value, time(23, 59), tzinfo=UTC)
+
+
+def _resolve_keys(
+    doc: SourceDocument, entries: list[str | KeyEntry], root: Path, result: FileResult
+) -> None:
+    base: YamlPath = ("structured_messages", "channels", "sftp", "ssh_keys")
+    seen: dict[str, Location] = {}
+    for i, entry in enumerate(entries):
+        text = entry.key if isinstance(entry, KeyEntry) else entry
+        path: YamlPath = (*base, i, "key") if isinstance(entry, KeyEntry) else (*base, i)
+        at = doc.location(path)
+        source = "inline"
+        if _looks_like_path(text):
+            resolved = _confine(doc, text.strip(), root, at, result)
+            if resolved is None:
+                continue
+            data = _read_ref(resolved, text.strip(), at, result, root)
+            if data is None:
+                continue
+            try:
+                text = data.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                result.diagnostics.append(
+                    error(
+                        "key-malformed",
+                        f"'{entry if isinstance(entry, str) else entry.key}' is not a text file",
+                        at,
+                    )
+                )
+                continue
+            source = str(resolved.relative_to(root))
+        try:
+            key, warnings = parse_public_key(text)
+        except KeyProblem as problem:
+            where = f" (in {source})" if source != "inline" else ""
+            result.diagnostics.append(error(problem.code, problem.message + where, at))
+            continue
+        for w in warnings:
+            result.diagnostics.append(warning(w.code, w.message, at))
+        if key.fingerprint in seen:
+            first = seen[key.fingerprint]
+            result.diagnostics.append(
+                error(
+                    "duplicate-key",
+                    f"this key ({key.fingerprint}) is already declared at line {first.line}",
+                    at,
+                    first,
+                )
+            )
+            continue
+        seen[key.fingerprint] = at
+        from_ = tuple(entry.from_) if isinstance(entry, KeyEntry) and entry.from_ else None
+        expires = _expiry(entry.expires) if isinstance(entry, KeyEntry) else None
+        result.keys.append(ResolvedKey(key, from_, expires, at, source))
+
+
+def _resolve_certificate(doc: SourceDocument, ref: str, root: Path, result: FileResult) -> None:
+    at = doc.location(("structured_messages", "channels", "sftp", "certificate"))
+    if not ref.lower().endswith(CERT_SUFFIXES):
+        result.diagnostics.append(
+            error(
+                "certificate-file-type",
+                f"'{ref}' should be the public certificate, a .cer, .crt or .pem file",
+                at,
+            )
+        )
+        return
+    resolved = _confine(doc, ref, root, at, result)
+    if resolved is None:
+        return
+    data = _read_ref(resolved, ref, at, result, root)
+    if data is None:
+        return
+    try:
+        result.certificate = load_certificate(data)
+    except CertificateProblem as problem:
+        result.diagnostics.append(error(problem.code, problem.message, at))
+        return
+    result.certificate_at = at

@@ -1,0 +1,337 @@
+"""The declaration format: one YAML file per quality. Field names are a public contract.
+
+Rules that need only one value live here as pydantic validators, so that the JSON Schema and
+the gate agree. Rules that need several places at once (preferred channels, files on disk,
+uniqueness across files) live in `rules.py`, where source positions are at hand.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import date, datetime
+from functools import cache
+from typing import Annotated, Any, Literal
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
+
+from provisioner.catalogue import load_catalogue
+
+CHANNELS = ("sftp", "ftp", "mqlink", "wbs")
+ChannelName = Literal["sftp", "ftp", "mqlink", "wbs"]
+
+
+class Model(BaseModel):
+    # A typo in a field name must not pass silently: unknown fields are errors.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --- single values -------------------------------------------------------------------------
+
+
+def enterprise_number_digits(value: str) -> str:
+    """Normalise "0403.170.701" / "0403 170 701" / "BE0403170701" to ten digits, checked."""
+    raw = value.strip()
+    compact = raw.replace(".", "").replace(" ", "")
+    if compact[:2].upper() == "BE":
+        compact = compact[2:]
+    if not compact.isdigit() or not compact.isascii() or len(compact) != 10:
+        raise PydanticCustomError(
+            "enterprise-number-format",
+            "an enterprise number has 10 digits, e.g. 0403.170.701 (found {value!r})",
+            {"value": value},
+        )
+    if compact[0] not in "01":
+        raise PydanticCustomError(
+            "enterprise-number-format",
+            "an enterprise number starts with 0 or 1 (found {value!r})",
+            {"value": value},
+        )
+    base, check = int(compact[:8]), int(compact[8:])
+    if 97 - base % 97 != check:
+        raise PydanticCustomError(
+            "enterprise-number-checksum",
+            "{value} is not a valid enterprise number: its check digits should be {expected:02d} "
+            "(mod 97); check for a typing error",
+            {"value": value, "expected": 97 - base % 97},
+        )
+    return compact
+
+
+def format_enterprise_number(digits: str) -> str:
+    return f"{digits[:4]}.{digits[4:7]}.{digits[7:]}"
+
+
+def _nsso_number(value: str) -> str:
+    # The NSSO registration number's check-digit rule is not public enough to confirm, so
+    # only its shape is checked: digits with optional separators, at most 10 digits.
+    compact = value.replace("-", "").replace(" ", "").replace(".", "").replace("/", "")
+    if not compact.isdigit() or not compact.isascii() or not 3 <= len(compact) <= 10:
+        raise PydanticCustomError(
+            "nsso-number-format",
+            "an NSSO registration number has up to 10 digits (found {value!r})",
+            {"value": value},
+        )
+    return compact
+
+
+def _technical_user(value: str) -> str:
+    if not (8 <= len(value) <= 20) or not value.isascii() or not value.isalnum():
+        raise PydanticCustomError(
+            "technical-user-format",
+            "a technical username has 8 to 20 characters, ASCII letters and digits only, "
+            "no spaces (found {value!r})",
+            {"value": value},
+        )
+    if value.isdigit():
+        # chown, sshd and getent read an all-digit name as a uid, so such a login cannot be
+        # provisioned safely on a Unix host.
+        raise PydanticCustomError(
+            "technical-user-format",
+            "a technical username must contain at least one letter: {value!r} would be read "
+            "as a numeric user id by the SFTP host",
+            {"value": value},
+        )
+    if value.lower() in load_catalogue().reserved_usernames:
+        raise PydanticCustomError(
+            "technical-user-reserved",
+            "{value!r} is a reserved account name; choose another technical username",
+            {"value": value},
+        )
+    return value
+
+
+def _phone(value: str) -> str:
+    try:
+        number = phonenumbers.parse(value, "BE")
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phonenumbers.is_valid_number(number):
+        raise PydanticCustomError(
+            "phone-invalid",
+            "{value!r} is not a valid phone number; write a Belgian number (02 555 12 34) or "
+            "an international one (+32 2 555 12 34)",
+            {"value": value},
+        )
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _email(value: str) -> str:
+    try:
+        # No DNS: the gate runs in CI without network, and a domain's mail setup is not the
+        # declaration's concern.
+        checked = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise PydanticCustomError(
+            "email-invalid",
+            "{value!r} is not a valid e-mail address: {reason}",
+            {"value": value, "reason": str(exc)},
+        ) from None
+    return str(checked.normalized)
+
+
+def _catalogue_check(kind: str) -> Any:
+    def check(value: str) -> str:
+        cat = load_catalogue()
+        known = cat.applications if kind == "application" else cat.quality_types
+        if value not in known:
+            raise PydanticCustomError(
+                f"unknown-{kind.replace('_', '-')}",
+                "{value!r} is not a known {kind}; expected one of: {known}",
+                {"value": value, "kind": kind.replace("_", " "), "known": ", ".join(known)},
+            )
+        return value
+
+    return check
+
+
+@cache
+def _enum(kind: str) -> list[str]:
+    cat = load_catalogue()
+    return list(cat.applications if kind == "application" else cat.quality_types)
+
+
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+EnterpriseNumber = Annotated[
+    str,
+    AfterValidator(enterprise_number_digits),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^(BE ?)?[01][0-9]{3}[. ]?[0-9]{3}[. ]?[0-9]{3}$",
+            "description": "10 digits, dotted or not, first digit 0 or 1, mod-97 check digits",
+        }
+    ),
+]
+TechnicalUser = Annotated[
+    str,
+    AfterValidator(_technical_user),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9]{8,20}$",
+            "description": "SFTP login: 8-20 ASCII letters and digits, case-sensitive, immutable",
+        }
+    ),
+]
+Phone = Annotated[
+    str,
+    AfterValidator(_phone),
+    WithJsonSchema({"type": "string", "description": "Belgian or international phone number"}),
+]
+Email = Annotated[
+    str, AfterValidator(_email), WithJsonSchema({"type": "string", "format": "email"})
+]
+Application = Annotated[
+    str,
+    AfterValidator(_catalogue_check("application")),
+    WithJsonSchema({"type": "string", "enum": _enum("application")}),
+]
+QualityType = Annotated[
+    str,
+    AfterValidator(_catalogue_check("quality_type")),
+    WithJsonSchema({"type": "string", "enum": _enum("quality_type")}),
+]
+
+
+def _address_pattern(value: str) -> str:
+    body = value[1:] if value.startswith("!") else value
+    try:
+        ipaddress.ip_network(body, strict=False)
+    except ValueError:
+        raise PydanticCustomError(
+            "key-from-invalid",
+            "{value!r} is not an IP address or network (CIDR); host names are not accepted "
+            "because the SFTP host does not resolve them",
+            {"value": value},
+        ) from None
+    return value
+
+
+AddressPattern = Annotated[str, AfterValidator(_address_pattern)]
+
+
+# --- structure -----------------------------------------------------------------------------
+
+
+class Quality(Model):
+    name: Text
+    enterprise_number: EnterpriseNumber
+    type: QualityType
+    nsso_number: Annotated[str, AfterValidator(_nsso_number)] | None = None
+
+
+class Administrator(Model):
+    name: Text
+    email: Email
+    role: Literal["local", "co_local"]
+
+
+class Contact(Model):
+    last_name: Text
+    first_name: Text
+    title: Literal["mr", "mrs", "ms"]
+    function: Text
+    language: Literal["nl", "fr", "de"]
+    phone: Phone
+    fax: Phone | None = None
+    mobile: Phone | None = None
+    emails: Annotated[list[Email], Field(min_length=1, max_length=3)]
+
+
+class KeyEntry(Model):
+    """A key with restrictions, rendered as `from=` and `expiry-time=` options."""
+
+    key: Annotated[str, Field(min_length=1, description="OpenSSH public key line or .pub path")]
+    from_: list[AddressPattern] | None = Field(default=None, alias="from", min_length=1)
+    expires: date | datetime | None = None
+
+
+def _key_kind(value: Any) -> str:
+    return "entry" if isinstance(value, dict) else "line"
+
+
+KeyRef = Annotated[
+    Annotated[str, Tag("line"), Field(min_length=1)] | Annotated[KeyEntry, Tag("entry")],
+    Discriminator(_key_kind),
+]
+
+
+class OtherChannel(Model):
+    """FTP, MQLink and WBS are served elsewhere; they matter here for preferred channels."""
+
+    applications: Annotated[list[Application], Field(min_length=1)]
+
+
+class SftpChannel(OtherChannel):
+    connection: Literal["internet"]
+    ssh_keys: Annotated[list[KeyRef], Field(min_length=1)]
+    certificate: Annotated[str, Field(min_length=1, description="path to a .cer/.crt/.pem file")]
+
+
+class Channels(Model):
+    sftp: SftpChannel | None = None
+    ftp: OtherChannel | None = None
+    mqlink: OtherChannel | None = None
+    wbs: OtherChannel | None = None
+
+    def declared(self) -> dict[str, OtherChannel]:
+        return {name: ch for name in CHANNELS if (ch := getattr(self, name)) is not None}
+
+
+class StructuredMessages(Model):
+    technical_user: TechnicalUser
+    contact: Contact
+    channels: Channels
+    preferred_channels: dict[Application, ChannelName] = Field(default_factory=dict)
+
+
+class Declaration(Model):
+    """One quality's registration for structured messages."""
+
+    model_config = ConfigDict(
+        title="sftp-provisioner quality declaration",
+        json_schema_extra={
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "https://sftp-provisioner.invalid/schemas/quality.schema.json",
+        },
+    )
+
+    quality: Quality
+    administrators: Annotated[list[Administrator], Field(min_length=1)]
+    structured_messages: StructuredMessages
+
+
+def json_schema() -> dict[str, Any]:
+    return Declaration.model_json_schema(by_alias=True)
+
+
+def field_table() -> dict[tuple[str | int, ...], list[str]]:
+    """Field names by YAML shape, for "did you mean" hints on unknown fields."""
+    table: dict[tuple[str | int, ...], list[str]] = {}
+
+    def add(path: tuple[str | int, ...], model: type[BaseModel]) -> None:
+        table[path] = [f.alias or name for name, f in model.model_fields.items()]
+
+    sm = ("structured_messages",)
+    add((), Declaration)
+    add(("quality",), Quality)
+    add(("administrators", "*"), Administrator)
+    add(sm, StructuredMessages)
+    add((*sm, "contact"), Contact)
+    add((*sm, "channels"), Channels)
+    add((*sm, "channels", "sftp"), SftpChannel)
+    for other in ("ftp", "mqlink", "wbs"):
+        add((*sm, "channels", other), OtherChannel)
+    add((*sm, "channels", "sftp", "ssh_keys", "*"), KeyEntry)
+    return table

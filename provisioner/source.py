@@ -1,0 +1,341 @@
+"""Reading a declaration: YAML text to plain data, keeping the position of every node.
+
+The C parser's `compose` gives nodes with line and column at a fraction of the cost of the
+round-trip loader, so we compose and convert the node tree ourselves. Doing the conversion here
+also lets us refuse, with a location, what a declaration has no use for and what could hurt the
+gate: aliases (billion-laughs bombs), custom tags, duplicate keys, non-string keys, deep nesting.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from provisioner.diagnostics import Diagnostic, Location, error
+
+MAX_FILE_BYTES = 1024 * 1024
+MAX_DEPTH = 32
+
+YamlPath = tuple[str | int, ...]
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
+# Dates stay text: pydantic parses them where a field wants a date, and a quoted or unquoted
+# date then means the same thing.
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
+def format_path(path: YamlPath) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@dataclass(slots=True)
+class PositionMap:
+    """Where each value (and each mapping key) of a document starts, by YAML path (0-based)."""
+
+    values: dict[YamlPath, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[YamlPath, tuple[int, int]] = field(default_factory=dict)
+
+    def position(self, path: YamlPath, *, key: bool = False) -> tuple[YamlPath, int, int]:
+        """The deepest known node on `path`: a missing field is reported at its parent."""
+        probe = tuple(path)
+        while True:
+            table = self.keys if key else self.values
+            if probe in table:
+                line, col = table[probe]
+                return probe, line, col
+            if key and probe in self.values:
+                line, col = self.values[probe]
+                return probe, line, col
+            if not probe:
+                return (), 0, 0
+            probe = probe[:-1]
+            # The parent of a missing key is best shown at its own key ("contact:"), not at
+            # the first child of the mapping.
+            key = True
+
+
+@dataclass(slots=True)
+class SourceDocument:
+    path: Path
+    display: str
+    data: Any
+    positions: PositionMap
+
+    def location(self, path: YamlPath, *, key: bool = False) -> Location:
+        found, line, col = self.positions.position(path, key=key)
+        shown = path if len(path) >= len(found) else found
+        return Location(self.display, line, col, format_path(shown))
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, message: str, line: int, col: int, path: YamlPath):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.line = line
+        self.col = col
+        self.path = path
+
+
+def _yaml() -> YAML:
+    return YAML(typ="safe", pure=False)
+
+
+def _decode(raw: bytes, display: str) -> tuple[str | None, Diagnostic | None]:
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        return None, error(
+            "encoding",
+            f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x} cannot be decoded); "
+            "save it as UTF-8",
+            Location(display, line, col),
+        )
+
+
+def _yaml_error(exc: YAMLError, text: str, display: str) -> Diagnostic:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line = getattr(mark, "line", 0) + 1 if mark is not None else 1
+    col = getattr(mark, "column", 0) + 1 if mark is not None else 1
+    if isinstance(exc, MarkedYAMLError):
+        problem = exc.problem or "invalid YAML"
+        if exc.context:
+            problem = f"{exc.context}: {problem}"
+    else:
+        problem = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+    lines = text.splitlines()
+    if 0 < line <= len(lines) and "\t" in lines[line - 1][: max(col, 1)]:
+        problem = "a tab character is used for indentation; YAML allows only spaces there"
+    elif "another document" in str(exc):
+        problem = "a declaration holds one YAML document; remove the extra '---' document"
+    return error("yaml-syntax", f"invalid YAML: {problem}", Location(display, line, col))
+
+
+def parse_document(
+    raw: bytes, path: Path, display: str
+) -> tuple[SourceDocument | None, list[Diagnostic]]:
+    """Parse one declaration file's bytes. Never raises on any input."""
+    if len(raw) > MAX_FILE_BYTES:
+        return None, [
+            error(
+                "file-too-large",
+                f"the file is {len(raw)} bytes; a declaration may be at most {MAX_FILE_BYTES} bytes",
+                Location(display, 1, 1),
+            )
+        ]
+    text, problem = _decode(raw, display)
+    if problem is not None or text is None:
+        return None, [problem] if problem else []
+    if "\x00" in text:
+        idx = text.index("\x00")
+        line = text.count("\n", 0, idx) + 1
+        return None, [
+            error(
+                "encoding",
+                "the file contains a NUL byte; it is not a text file",
+                Location(display, line, idx - (text.rfind("\n", 0, idx) + 1) + 1),
+            )
+        ]
+    try:
+        root = _yaml().compose(io.StringIO(text))
+    except YAMLError as exc:
+        return None, [_yaml_error(exc, text, display)]
+    except RecursionError:
+        return None, [
+            error("yaml-too-deep", "the YAML is nested too deeply", Location(display, 1, 1))
+        ]
+    if root is None:
+        return None, [
+            error(
+                "empty-file",
+                "the file holds no declaration (it is empty or only comments)",
+                Location(display, 1, 1),
+            )
+        ]
+    positions = PositionMap()
+    try:
+        data = _convert(root, (), positions, set())
+    except _Refused as refused:
+        return None, [
+            error(
+                refused.code,
+                refused.message,
+                Location(display, refused.line, refused.col, format_path(refused.path)),
+            )
+        ]
+    doc = SourceDocument(path, display, data, positions)
+    if not isinstance(data, dict):
+        return None, [
+            error(
+                "not-a-mapping",
+                "a declaration is a mapping with the keys quality, administrators and "
+                "structured_messages",
+                doc.location(()),
+            )
+        ]
+    return doc, []
+
+
+def read_source(path: Path, display: str) -> tuple[bytes | None, list[Diagnostic]]:
+    """Read a declaration's bytes, refusing oversized files before reading them."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return None, [
+                error(
+                    "file-too-large",
+                    f"the file is {size} bytes; a declaration may be at most {MAX_FILE_BYTES} bytes",
+                    Location(display, 1, 1),
+                )
+            ]
+        return path.read_bytes(), []
+    except OSError as exc:
+        return None, [
+            error("file-unreadable", f"cannot read the file: {exc.strerror}", Location(display))
+        ]
+
+
+def load_document(path: Path, display: str) -> tuple[SourceDocument | None, list[Diagnostic]]:
+    raw, problems = read_source(path, display)
+    if raw is None:
+        return None, problems
+    return parse_document(raw, path, display)
+
+
+def _pos(node: Node) -> tuple[int, int]:
+    mark = node.start_mark
+    return mark.line + 1, mark.column + 1
+
+
+def _convert(node: Node, path: YamlPath, positions: PositionMap, seen: set[int]) -> Any:
+    line, col = _pos(node)
+    if len(path) > MAX_DEPTH:
+        raise _Refused(
+            "yaml-too-deep",
+            f"the YAML is nested more than {MAX_DEPTH} levels deep",
+            line,
+            col,
+            path,
+        )
+    if id(node) in seen:
+        # The composer hands back the anchored node again for every alias; a declaration has
+        # no use for them, and refusing them makes "billion laughs" harmless.
+        raise _Refused(
+            "yaml-alias",
+            "YAML anchors and aliases (&name, *name) are not allowed in "
+            "a declaration; write the value out",
+            line,
+            col,
+            path,
+        )
+    positions.values.setdefault(path, (line, col))
+    tag: str = node.tag or ""
+    if isinstance(node, ScalarNode):
+        return _scalar(node, tag, path, line, col)
+    seen.add(id(node))
+    if isinstance(node, SequenceNode):
+        if tag != _SEQ:
+            raise _Refused("yaml-tag", f"the tag {tag} is not allowed here", line, col, path)
+        return [_convert(item, (*path, i), positions, seen) for i, item in enumerate(node.value)]
+    if isinstance(node, MappingNode):
+        if tag != _MAP:
+            raise _Refused("yaml-tag", f"the tag {tag} is not allowed here", line, col, path)
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            kline, kcol = _pos(key_node)
+            if (
+                id(key_node) in seen
+                or not isinstance(key_node, ScalarNode)
+                or key_node.tag in (_SEQ, _MAP)
+            ):
+                raise _Refused("yaml-key", "a key must be a plain name", kline, kcol, path)
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _Refused(
+                    "yaml-alias",
+                    "YAML merge keys (<<) are not allowed in a declaration",
+                    kline,
+                    kcol,
+                    path,
+                )
+            key = key_node.value
+            if key_node.tag not in (_STR, _INT, _BOOL, _NULL, _FLOAT):
+                raise _Refused(
+                    "yaml-tag", f"the tag {key_node.tag} is not allowed on a key", kline, kcol, path
+                )
+            if key in result:
+                first = positions.keys[(*path, key)]
+                raise _Refused(
+                    "duplicate-key",
+                    f"the key '{key}' appears twice in this mapping (first on line {first[0]})",
+                    kline,
+                    kcol,
+                    (*path, key),
+                )
+            positions.keys[(*path, key)] = (kline, kcol)
+            result[key] = _convert(value_node, (*path, key), positions, seen)
+        return result
+    raise _Refused("yaml-tag", "unsupported YAML node", line, col, path)
+
+
+def _scalar(node: ScalarNode, tag: str, path: YamlPath, line: int, col: int) -> Any:
+    value: str = node.value
+    if tag in (_STR, _TIMESTAMP):
+        return value
+    if tag == _INT:
+        # YAML 1.2 integers: decimal (leading zeros allowed), 0o octal and 0x hexadecimal.
+        for base in (10, 0):
+            try:
+                return int(value, base)
+            except ValueError:
+                continue
+        return value
+    if tag == _FLOAT:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if tag == _BOOL:
+        return value.lower() == "true"
+    if tag == _NULL:
+        return None
+    raise _Refused(
+        "yaml-tag",
+        f"the tag {tag} is not allowed in a declaration; remove it or quote the value",
+        line,
+        col,
+        path,
+    )
+
+
+def iter_nodes(data: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, Any]]:
+    yield path, data
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from iter_nodes(value, (*path, key))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield from iter_nodes(value, (*path, i))
