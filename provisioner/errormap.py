@@ -46,9 +46,10 @@ def _walk(data: Any, loc: tuple[Any, ...]) -> tuple[YamlPath, bool]:
         if part == "[key]":
             is_key = True
             break
-        if (isinstance(node, dict) and isinstance(part, str) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        ):
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             path.append(part)
             node = node[part]
         elif (

@@ -138,8 +138,8 @@ def history_rules(
     prefixes = []
     for given in settings.paths:
         absolute = (given if given.is_absolute() else settings.cwd / given).resolve()
-        rel = absolute.relative_to(top) if absolute.is_relative_to(top) else Path()
-        prefixes.append(str(rel) if str(rel) != "." else ".")
+        inside = absolute.relative_to(top) if absolute.is_relative_to(top) else Path()
+        prefixes.append(str(inside))
     base = base_qualities(top, revision, prefixes)
     by_number = {b.enterprise_number: b for b in base.values() if b.enterprise_number}
     from provisioner.validate import display_path
