@@ -39,6 +39,16 @@ class Model(BaseModel):
 # --- single values -------------------------------------------------------------------------
 
 
+def _refuse(code: str, message: str) -> PydanticCustomError:
+    """A validation error whose type is the diagnostic code.
+
+    The message is formatted here, not by pydantic: pydantic substitutes only plain ``{name}``
+    placeholders (``{value!r}`` would reach the administrator verbatim), and it would also expand
+    placeholders found inside the declared value itself.
+    """
+    return PydanticCustomError(code, message)
+
+
 def enterprise_number_digits(value: str) -> str:
     """Normalise "0403.170.701" / "0403 170 701" / "BE0403170701" to ten digits, checked."""
     raw = value.strip()
@@ -46,24 +56,21 @@ def enterprise_number_digits(value: str) -> str:
     if compact[:2].upper() == "BE":
         compact = compact[2:]
     if not compact.isdigit() or not compact.isascii() or len(compact) != 10:
-        raise PydanticCustomError(
+        raise _refuse(
             "enterprise-number-format",
-            "an enterprise number has 10 digits, e.g. 0403.170.701 (found {value!r})",
-            {"value": value},
+            f"an enterprise number has 10 digits, e.g. 0403.170.701 (found {value!r})",
         )
     if compact[0] not in "01":
-        raise PydanticCustomError(
+        raise _refuse(
             "enterprise-number-format",
-            "an enterprise number starts with 0 or 1 (found {value!r})",
-            {"value": value},
+            f"an enterprise number starts with 0 or 1 (found {value!r})",
         )
     base, check = int(compact[:8]), int(compact[8:])
     if 97 - base % 97 != check:
-        raise PydanticCustomError(
+        raise _refuse(
             "enterprise-number-checksum",
-            "{value} is not a valid enterprise number: its check digits should be {expected:02d} "
-            "(mod 97); check for a typing error",
-            {"value": value, "expected": 97 - base % 97},
+            f"{value} is not a valid enterprise number: its check digits should be "
+            f"{97 - base % 97:02d} (mod 97); check for a typing error",
         )
     return compact
 
@@ -77,36 +84,32 @@ def _nsso_number(value: str) -> str:
     # only its shape is checked: digits with optional separators, at most 10 digits.
     compact = value.replace("-", "").replace(" ", "").replace(".", "").replace("/", "")
     if not compact.isdigit() or not compact.isascii() or not 3 <= len(compact) <= 10:
-        raise PydanticCustomError(
+        raise _refuse(
             "nsso-number-format",
-            "an NSSO registration number has up to 10 digits (found {value!r})",
-            {"value": value},
+            f"an NSSO registration number has up to 10 digits (found {value!r})",
         )
     return compact
 
 
 def _technical_user(value: str) -> str:
     if not (8 <= len(value) <= 20) or not value.isascii() or not value.isalnum():
-        raise PydanticCustomError(
+        raise _refuse(
             "technical-user-format",
             "a technical username has 8 to 20 characters, ASCII letters and digits only, "
-            "no spaces (found {value!r})",
-            {"value": value},
+            f"no spaces (found {value!r})",
         )
     if value.isdigit():
         # chown, sshd and getent read an all-digit name as a uid, so such a login cannot be
         # provisioned safely on a Unix host.
-        raise PydanticCustomError(
+        raise _refuse(
             "technical-user-format",
-            "a technical username must contain at least one letter: {value!r} would be read "
+            f"a technical username must contain at least one letter: {value!r} would be read "
             "as a numeric user id by the SFTP host",
-            {"value": value},
         )
     if value.lower() in load_catalogue().reserved_usernames:
-        raise PydanticCustomError(
+        raise _refuse(
             "technical-user-reserved",
-            "{value!r} is a reserved account name; choose another technical username",
-            {"value": value},
+            f"{value!r} is a reserved account name; choose another technical username",
         )
     return value
 
@@ -117,11 +120,10 @@ def _phone(value: str) -> str:
     except phonenumbers.NumberParseException:
         number = None
     if number is None or not phonenumbers.is_valid_number(number):
-        raise PydanticCustomError(
+        raise _refuse(
             "phone-invalid",
-            "{value!r} is not a valid phone number; write a Belgian number (02 555 12 34) or "
+            f"{value!r} is not a valid phone number; write a Belgian number (02 555 12 34) or "
             "an international one (+32 2 555 12 34)",
-            {"value": value},
         )
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
@@ -132,10 +134,12 @@ def _email(value: str) -> str:
         # declaration's concern.
         checked = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
-        raise PydanticCustomError(
-            "email-invalid",
-            "{value!r} is not a valid e-mail address: {reason}",
-            {"value": value, "reason": str(exc)},
+        # email-validator writes whole sentences ("An email address must have an @-sign.");
+        # ours continues after a colon.
+        reason = str(exc).rstrip(".")
+        reason = reason[:1].lower() + reason[1:]
+        raise _refuse(
+            "email-invalid", f"{value!r} is not a valid e-mail address: {reason}"
         ) from None
     return str(checked.normalized)
 
@@ -145,10 +149,10 @@ def _catalogue_check(kind: str) -> Any:
         cat = load_catalogue()
         known = cat.applications if kind == "application" else cat.quality_types
         if value not in known:
-            raise PydanticCustomError(
+            raise _refuse(
                 f"unknown-{kind.replace('_', '-')}",
-                "{value!r} is not a known {kind}; expected one of: {known}",
-                {"value": value, "kind": kind.replace("_", " "), "known": ", ".join(known)},
+                f"{value!r} is not a known {kind.replace('_', ' ')}; "
+                f"expected one of: {', '.join(known)}",
             )
         return value
 
@@ -209,11 +213,10 @@ def _address_pattern(value: str) -> str:
     try:
         ipaddress.ip_network(body, strict=False)
     except ValueError:
-        raise PydanticCustomError(
+        raise _refuse(
             "key-from-invalid",
-            "{value!r} is not an IP address or network (CIDR); host names are not accepted "
+            f"{value!r} is not an IP address or network (CIDR); host names are not accepted "
             "because the SFTP host does not resolve them",
-            {"value": value},
         ) from None
     return value
 
