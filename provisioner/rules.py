@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from provisioner.certificates import CertificateInfo, check_certificate
 from provisioner.declarations import Facts, FileResult
 from provisioner.diagnostics import Diagnostic, Location, Severity, error, warning
+from provisioner.models import format_enterprise_number
 
 KEY_EXPIRY_WARNING = timedelta(days=14)
 CERTIFICATE_WARNING_DAYS = 60
@@ -94,7 +95,8 @@ def cross_file_rules(summaries: Iterable[FileSummary]) -> list[Diagnostic]:
                 out.append(
                     error(
                         "duplicate-enterprise-number",
-                        f"the enterprise number {f.enterprise_number} is already declared in "
+                        "the enterprise number "
+                        f"{format_enterprise_number(f.enterprise_number)} is already declared in "
                         f"{first.file}; a quality has one declaration file",
                         f.enterprise_number_at,
                         first,
