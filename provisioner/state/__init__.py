@@ -1,0 +1,64 @@
+"""State store of the reconciler: the data Git cannot hold.
+
+Sender numbers, uids and technical users are handed out once and kept forever, together with
+channel statuses, the run history and which notifications were sent. :func:`allocate` is the
+pure rule book; :class:`StateStore` persists its result on SQLite or PostgreSQL.
+"""
+
+from ._db import redact_url
+from .errors import (
+    StaleState,
+    StateConflict,
+    StateError,
+    StateSchemaTooNew,
+    StateUnavailable,
+    UnknownRegistration,
+)
+from .migrations import LATEST_VERSION as SCHEMA_VERSION
+from .model import (
+    DEFAULT_SENDER_START,
+    DEFAULT_UID_RANGE,
+    MAX_SENDER_NUMBER,
+    RESERVED_SENDER_NUMBER,
+    Allocation,
+    ChannelStatus,
+    JSONValue,
+    Refusal,
+    RefusalCode,
+    Registration,
+    RunOutcome,
+    RunRecord,
+    StateSnapshot,
+    advance,
+    allocate,
+    format_sender_number,
+)
+from .store import StateStore
+
+__all__ = [
+    "DEFAULT_SENDER_START",
+    "DEFAULT_UID_RANGE",
+    "MAX_SENDER_NUMBER",
+    "RESERVED_SENDER_NUMBER",
+    "SCHEMA_VERSION",
+    "Allocation",
+    "ChannelStatus",
+    "JSONValue",
+    "Refusal",
+    "RefusalCode",
+    "Registration",
+    "RunOutcome",
+    "RunRecord",
+    "StaleState",
+    "StateConflict",
+    "StateError",
+    "StateSchemaTooNew",
+    "StateSnapshot",
+    "StateStore",
+    "StateUnavailable",
+    "UnknownRegistration",
+    "advance",
+    "allocate",
+    "format_sender_number",
+    "redact_url",
+]

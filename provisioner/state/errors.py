@@ -1,0 +1,41 @@
+"""Errors raised by the state store.
+
+Every error derives from :class:`StateError` so the reconciler can tell "the state store
+refused or could not do this" apart from bugs, and report it to an administrator.
+"""
+
+from __future__ import annotations
+
+
+class StateError(Exception):
+    """Base class of every error the state store raises on purpose."""
+
+
+class StaleState(StateError):
+    """The state changed since the snapshot an allocation was computed from.
+
+    Nothing was written: take a new snapshot, allocate again and retry.
+    """
+
+
+class StateSchemaTooNew(StateError):
+    """The database was migrated by a newer release; this release will not touch it."""
+
+
+class StateUnavailable(StateError):
+    """The state database cannot be reached or the URL is unusable.
+
+    Messages name the URL with its password hidden, since they end up in logs and e-mails.
+    """
+
+
+class StateConflict(StateError):
+    """A write would break a rule the database itself enforces (a number or name used twice).
+
+    Raised by :meth:`StateStore.import_registration` for conflicting imports and, as the last
+    line of defence, when a unique constraint fires during a commit.
+    """
+
+
+class UnknownRegistration(StateError, LookupError):
+    """No registration exists for the given enterprise number."""

@@ -1,0 +1,196 @@
+"""Versioned schema migrations of the state database.
+
+Each migration is a function of a connection, applied in its own transaction together with
+its row in ``schema_migrations``, so a crash leaves the database at a known version. Tables
+are spelled out inside each migration instead of imported from :mod:`.schema`: a migration
+describes the schema as it was when it was written, and must not change when the current
+schema does. Never edit a released migration; append a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ._db import redact_url, transaction
+from .errors import StateError, StateSchemaTooNew
+from .schema import UtcDateTime, schema_migrations
+
+# Any constant works; it only has to be the same for every host sharing the database.
+_PG_MIGRATION_LOCK = 0x5F7_0C0_57A7E
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _v1_initial(conn: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table(
+        "state_meta",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("next_sender_number", sa.Integer, nullable=False),
+        sa.Column("next_uid", sa.BigInteger, nullable=False),
+        # One row: it carries the optimistic-concurrency version and is the row writers lock.
+        sa.CheckConstraint("id = 1", name="state_meta_single_row"),
+    )
+    sa.Table(
+        "registrations",
+        md,
+        sa.Column("enterprise_number", sa.String(10), primary_key=True),
+        sa.Column("technical_user", sa.Text, nullable=False),
+        sa.Column("sender_number", sa.Integer, nullable=False),
+        sa.Column("uid", sa.BigInteger, nullable=False),
+        sa.Column("registered_at", UtcDateTime, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("status_since", UtcDateTime, nullable=False),
+        sa.Column("status_reason", sa.Text),
+        sa.Column("revision", sa.Text),
+        sa.Column("last_applied_at", UtcDateTime),
+        # The allocator already guarantees these; the constraints are the last line of
+        # defence against a second host or a hand-made import.
+        sa.UniqueConstraint("technical_user", name="registrations_technical_user_key"),
+        sa.UniqueConstraint("sender_number", name="registrations_sender_number_key"),
+        sa.UniqueConstraint("uid", name="registrations_uid_key"),
+        sa.CheckConstraint(
+            "status IN ('pending', 'active', 'failed', 'removed')", name="registrations_status"
+        ),
+        sa.CheckConstraint(
+            "sender_number BETWEEN 0 AND 999998", name="registrations_sender_number_range"
+        ),
+        sa.CheckConstraint("uid > 0", name="registrations_uid_positive"),
+        sa.CheckConstraint("length(enterprise_number) = 10", name="registrations_en_length"),
+    )
+    # No foreign key to registrations: the ledger may also hold names recorded for a quality
+    # before it registers here (another channel of the same quality), and it must outlive
+    # anything that might ever happen to a registration row.
+    sa.Table(
+        "username_ledger",
+        md,
+        sa.Column("technical_user", sa.Text, primary_key=True),
+        sa.Column("enterprise_number", sa.String(10), nullable=False),
+        sa.Column("recorded_at", UtcDateTime, nullable=False),
+    )
+    sa.Table(
+        "runs",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("started_at", UtcDateTime, nullable=False),
+        sa.Column("finished_at", UtcDateTime),
+        sa.Column("revision", sa.Text),
+        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("summary", sa.Text, nullable=False),
+        sa.Column("error", sa.Text),
+        sa.CheckConstraint("outcome IN ('ok', 'failed', 'partial')", name="runs_outcome"),
+        sa.Index("runs_started_at", "started_at"),
+    )
+    sa.Table(
+        "notifications",
+        md,
+        sa.Column("key", sa.Text, primary_key=True),
+        sa.Column("sent_at", UtcDateTime, nullable=False),
+    )
+    md.create_all(conn)
+    conn.execute(
+        sa.text(
+            "INSERT INTO state_meta (id, version, next_sender_number, next_uid) VALUES (1, 0, 0, 0)"
+        )
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "registrations, username ledger, runs, notifications", _v1_initial),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def _check_order() -> None:
+    expected = list(range(1, len(MIGRATIONS) + 1))
+    if [m.version for m in MIGRATIONS] != expected:
+        raise RuntimeError("MIGRATIONS must be numbered 1, 2, 3, ... without gaps")
+
+
+_check_order()
+
+
+def _ensure_version_table(conn: Connection) -> None:
+    schema_migrations.create(conn, checkfirst=True)
+
+
+def _current_version(conn: Connection) -> int:
+    value = conn.execute(sa.select(sa.func.max(schema_migrations.c.version))).scalar()
+    return int(value) if value is not None else 0
+
+
+def _refuse_if_too_new(current: int, engine: Engine) -> None:
+    if current > LATEST_VERSION:
+        raise StateSchemaTooNew(
+            f"state database {redact_url(engine.url)} is at schema version {current}, but this "
+            f"release knows versions up to {LATEST_VERSION}; upgrade sftp-provisioner instead "
+            "of running an older release against it (the database was left untouched)"
+        )
+
+
+def stored_version(engine: Engine) -> int:
+    """The schema version of the database, 0 if it was never migrated. Writes nothing."""
+    with transaction(engine, write=False) as conn:
+        if not sa.inspect(conn).has_table(schema_migrations.name):
+            return 0
+        return _current_version(conn)
+
+
+def migrate(engine: Engine, *, now: Callable[[], datetime] | None = None) -> int:
+    """Bring the database to :data:`LATEST_VERSION`; returns the version before migrating.
+
+    Safe to run from several hosts at once: migrations run under a lock (an advisory lock on
+    PostgreSQL, the write lock on SQLite) and each re-reads the version under it.
+    """
+    clock = now or (lambda: datetime.now(UTC))
+    # Checked before any write, so that an older release never even creates a table in a
+    # database a newer release owns.
+    before = stored_version(engine)
+    _refuse_if_too_new(before, engine)
+    for migration in MIGRATIONS:
+        if migration.version <= before:
+            continue
+        try:
+            with transaction(engine, write=True) as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
+                _ensure_version_table(conn)
+                current = _current_version(conn)
+                _refuse_if_too_new(current, engine)
+                if current >= migration.version:
+                    continue  # another host got there first
+                if current != migration.version - 1:
+                    raise StateError(
+                        f"state database {redact_url(engine.url)} is at schema version {current}, "
+                        f"cannot apply migration {migration.version}"
+                    )
+                migration.apply(conn)
+                conn.execute(
+                    schema_migrations.insert().values(
+                        version=migration.version,
+                        description=migration.description,
+                        applied_at=clock(),
+                    )
+                )
+        except StateSchemaTooNew:
+            raise
+        except StateError as exc:
+            # Same class, so an unreachable database stays StateUnavailable, with the
+            # migration named for whoever has to repair it.
+            raise type(exc)(
+                f"migration {migration.version} ({migration.description}) failed and was "
+                f"rolled back: {exc}"
+            ) from exc
+    return before
