@@ -8,6 +8,7 @@ the clock (certificate validity, key expiry) or on other files live in `rules.py
 from __future__ import annotations
 
 import hashlib
+import stat
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -102,7 +103,11 @@ def ref_state(candidate: Path) -> str:
     """
     try:
         resolved = candidate.resolve(strict=True)
-        if resolved.stat().st_size > MAX_REFERENCED_BYTES:
+        info = resolved.stat()
+        if not stat.S_ISREG(info.st_mode):
+            # A device or FIFO (a symlink to /dev/zero) would be read forever.
+            return f"{resolved}|not-a-file"
+        if info.st_size > MAX_REFERENCED_BYTES:
             return f"{resolved}|large"
         return f"{resolved}|{hashlib.sha256(resolved.read_bytes()).hexdigest()}"
     except (OSError, RuntimeError):
