@@ -1,0 +1,539 @@
+"""Apply: the only place with side effects.
+
+One run at a time (a lock that names its holder). Everything is rendered to a staging area and
+`sshd -t` checks the complete staged configuration before anything live changes. Files are
+replaced atomically (temporary file, fsync, rename); every change is journalled first, so a
+failure midway restores the previous files, directories, owners and modes. Uploaded data is
+never deleted: a removed channel's chroot moves to the archive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from provisioner.errors import ApplyError, LockError, PlanError
+from provisioner.plan import PathAction, PathChange, Plan
+from provisioner.reconcile import Reconciliation, compute
+from provisioner.render import Desired
+from provisioner.settings import HostSettings
+from provisioner.state import StaleState, StateStore
+
+TMP_SUFFIX = ".sftp-provisioner.tmp"
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    plan: Plan
+    applied: list[PathChange] = field(default_factory=list)
+    owners_not_set: list[str] = field(default_factory=list)
+    archived: list[tuple[str, str, str]] = field(default_factory=list)
+    reloaded: bool = False
+    sshd_checked: bool = False
+
+
+# --- the lock ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def host_lock(path: Path) -> Iterator[None]:
+    """An exclusive, non-blocking lock; a second run is told who holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "r+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "an unknown process"
+            raise LockError(f"another run holds the lock {path}: {holder}") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(
+            f"pid {os.getpid()} on {socket.gethostname()} since "
+            f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}\n"
+        )
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --- low-level writes ----------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Owners:
+    """chown where we may; as a normal user, remember what could not be set."""
+
+    def __init__(self, manage: bool):
+        self.manage = manage
+        self.not_set: list[str] = []
+
+    def fchown(self, fd: int, path: Path, owner: int, group: int) -> None:
+        if not self.manage:
+            self.not_set.append(f"{path} ({owner}:{group})")
+            return
+        os.fchown(fd, owner, group)
+
+    def lchown(self, path: Path, owner: int, group: int) -> None:
+        if not self.manage:
+            self.not_set.append(f"{path} ({owner}:{group})")
+            return
+        os.lchown(path, owner, group)
+
+
+def write_atomic(
+    path: Path, content: bytes, mode: int, owner: int, group: int, owners: _Owners
+) -> None:
+    tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        view = memoryview(content)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        # Owner and mode are right before the name appears: no window with wrong ones.
+        owners.fchown(fd, path, owner, group)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+# --- the journal ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Undo:
+    action: str
+    path: Path
+    backup: Path | None = None
+    owner: int = -1
+    group: int = -1
+    mode: int = 0
+    other: Path | None = None
+
+
+class Journal:
+    """What to do to put everything back, newest first."""
+
+    def __init__(self, backup_dir: Path, archive_dir: Path, stamp: str):
+        self.backup_dir = backup_dir
+        # A directory in the way of a managed file may hold someone's data: it goes to the
+        # archive like a removed chroot, never into the temporary backup area.
+        self.archive_dir = archive_dir
+        self.stamp = stamp
+        self.entries: list[_Undo] = []
+        self._n = 0
+
+    def _backup(self, path: Path) -> Path:
+        self.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._n += 1
+        dest = self.backup_dir / f"{self._n:06d}-{path.name}"
+        # Symlinks are kept as symlinks: restoring must not turn them into copies.
+        shutil.copy2(path, dest, follow_symlinks=False)
+        return dest
+
+    def before_file_write(self, path: Path) -> None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            self.entries.append(_Undo("remove", path))
+            return
+        if os.path.isdir(path) and not os.path.islink(path):
+            self.archive_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            moved = self.archive_dir / f"{path.name}-displaced-{self.stamp}"
+            shutil.move(str(path), str(moved))
+            self.entries.append(_Undo("move-back", moved, other=path))
+            return
+        self.entries.append(
+            _Undo("restore", path, self._backup(path), st.st_uid, st.st_gid, st.st_mode & 0o7777)
+        )
+
+    def created_dir(self, path: Path) -> None:
+        self.entries.append(_Undo("rmdir", path))
+
+    def before_metadata(self, path: Path) -> None:
+        st = os.lstat(path)
+        self.entries.append(
+            _Undo("metadata", path, owner=st.st_uid, group=st.st_gid, mode=st.st_mode & 0o7777)
+        )
+
+    def moved(self, src: Path, dest: Path) -> None:
+        self.entries.append(_Undo("move-back", dest, other=src))
+
+    def rollback(self) -> list[str]:
+        problems = []
+        for undo in reversed(self.entries):
+            try:
+                if undo.action == "remove":
+                    with contextlib.suppress(FileNotFoundError):
+                        if os.path.isdir(undo.path) and not os.path.islink(undo.path):
+                            os.rmdir(undo.path)
+                        else:
+                            os.unlink(undo.path)
+                elif undo.action == "restore" and undo.backup is not None:
+                    tmp = undo.path.with_name(f".{undo.path.name}{TMP_SUFFIX}")
+                    with contextlib.suppress(FileNotFoundError):
+                        tmp.unlink()
+                    shutil.copy2(undo.backup, tmp, follow_symlinks=False)
+                    if not os.path.islink(tmp):
+                        with contextlib.suppress(PermissionError):
+                            os.chown(tmp, undo.owner, undo.group)
+                        os.chmod(tmp, undo.mode)
+                    os.replace(tmp, undo.path)
+                elif undo.action == "rmdir":
+                    with contextlib.suppress(FileNotFoundError, OSError):
+                        os.rmdir(undo.path)
+                elif undo.action == "metadata":
+                    with contextlib.suppress(PermissionError):
+                        os.lchown(undo.path, undo.owner, undo.group)
+                    os.chmod(undo.path, undo.mode)
+                elif undo.action == "move-back" and undo.other is not None:
+                    if os.path.lexists(undo.other) and os.path.isdir(undo.other):
+                        with contextlib.suppress(OSError):
+                            os.rmdir(undo.other)
+                    if os.path.lexists(undo.other) and not os.path.isdir(undo.other):
+                        os.unlink(undo.other)
+                    shutil.move(str(undo.path), str(undo.other))
+            except OSError as exc:
+                problems.append(f"{undo.path}: {exc}")
+        return problems
+
+
+# --- sshd ----------------------------------------------------------------------------------
+
+
+def sshd_test(settings: HostSettings, dropin: Path, work: Path) -> None:
+    """`sshd -t` on a configuration that includes the staged drop-in, before anything live."""
+    binary = settings.sshd_binary
+    if not binary.exists():
+        raise ApplyError(
+            f"{binary} is missing, so the rendered sshd configuration cannot be "
+            "checked; install openssh-server (or set sshd_check: false for a "
+            "--root demo)"
+        )
+    key = work / "hostkey"
+    if not key.exists():
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    config = work / "sshd_config"
+    config.write_text(f"Include {dropin}\nHostKey {key}\nPidFile none\n", "utf-8")
+    if os.geteuid() == 0:
+        # sshd -t insists on its privilege separation directory.
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    done = subprocess.run(
+        [str(binary), "-t", "-f", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        message = (done.stderr or done.stdout).strip()
+        raise ApplyError(
+            f"sshd -t refused the rendered configuration, nothing was changed: {message}"
+        )
+
+
+def reload_sshd(settings: HostSettings) -> bool:
+    if not settings.reload_command:
+        return False
+    done = subprocess.run(
+        settings.reload_command, capture_output=True, text=True, timeout=120, check=False
+    )
+    if done.returncode != 0:
+        raise ApplyError(
+            f"reloading sshd failed ({' '.join(settings.reload_command)}): "
+            f"{(done.stderr or done.stdout).strip()}"
+        )
+    return True
+
+
+# --- apply ---------------------------------------------------------------------------------
+
+
+def _ensure_parents(path: Path, journal: Journal, owners: _Owners) -> None:
+    missing = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for directory in reversed(missing):
+        os.mkdir(directory, 0o755)
+        os.chmod(directory, 0o755)
+        journal.created_dir(directory)
+
+
+def _apply_change(
+    change: PathChange,
+    node: Desired | None,
+    settings: HostSettings,
+    journal: Journal,
+    owners: _Owners,
+    now: datetime,
+    result: ApplyResult,
+) -> None:
+    path = Path(change.path)
+    if change.action in (PathAction.CREATE, PathAction.UPDATE, PathAction.REPLACE):
+        assert node is not None
+        _ensure_parents(path, journal, owners)
+        if node.kind == "file":
+            assert node.content is not None
+            journal.before_file_write(path)
+            write_atomic(path, node.content, node.mode, node.owner, node.group, owners)
+        else:
+            if change.action is PathAction.REPLACE:
+                journal.before_file_write(path)
+                if os.path.lexists(path):
+                    os.unlink(path)
+            os.mkdir(path, 0o700)
+            journal.created_dir(path)
+            owners.lchown(path, node.owner, node.group)
+            os.chmod(path, node.mode)
+    elif change.action is PathAction.METADATA:
+        assert node is not None
+        journal.before_metadata(path)
+        owners.lchown(path, node.owner, node.group)
+        os.chmod(path, node.mode)
+    elif change.action is PathAction.DELETE:
+        journal.before_file_write(path)
+        os.unlink(path)
+    elif change.action is PathAction.ARCHIVE:
+        archive = settings.archive_dir
+        if not archive.exists():
+            _ensure_parents(archive, journal, owners)
+            os.mkdir(archive, 0o700)
+            journal.created_dir(archive)
+        dest = archive / f"{path.name}-{now:%Y%m%dT%H%M%SZ}"
+        shutil.move(str(path), str(dest))
+        journal.moved(path, dest)
+        result.archived.append((str(path), str(dest), change.details[0] if change.details else ""))
+    result.applied.append(change)
+
+
+def _stage(rec: Reconciliation, staging: Path) -> Path:
+    """Write every rendered file under `staging`, mirroring the live layout."""
+    dropin = rec.settings.sshd_dropin
+    for node in rec.tree:
+        if node.kind != "file" or node.content is None:
+            continue
+        target = staging / node.path.relative_to("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(node.content)
+    return staging / dropin.relative_to("/")
+
+
+def _audit(settings: HostSettings, entries: Sequence[dict[str, Any]]) -> None:
+    if not entries:
+        return
+    path = settings.audit_log
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
+        _write_lines(fh, entries)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_lines(fh: IO[str], entries: Sequence[dict[str, Any]]) -> None:
+    for entry in entries:
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def _stale(saved: Plan, fresh: Plan) -> list[str]:
+    a, b = saved.fingerprints, fresh.fingerprints
+    moved = []
+    if a.declarations != b.declarations:
+        moved.append("the declarations changed")
+    if a.state_version != b.state_version:
+        moved.append(f"the state moved on (version {a.state_version} -> {b.state_version})")
+    if a.observed != b.observed:
+        moved.append("the files on the host changed")
+    if a.settings != b.settings:
+        moved.append("the host settings changed")
+    if saved.root != fresh.root:
+        moved.append(f"the plan is for root {saved.root}, not {fresh.root}")
+    return moved
+
+
+def apply(
+    settings: HostSettings,
+    paths: Sequence[Path],
+    store: StateStore,
+    *,
+    saved_plan: Plan | None = None,
+    now: datetime | None = None,
+    revision: str | None = None,
+    cwd: Path | None = None,
+) -> ApplyResult:
+    now = now or datetime.now(UTC)
+    with host_lock(settings.lock_file):
+        snapshot = store.snapshot()
+        rec = compute(settings, paths, snapshot, now=now, revision=revision, cwd=cwd)
+        if saved_plan is not None:
+            moved = _stale(saved_plan, rec.plan)
+            if moved:
+                raise PlanError(
+                    "the saved plan is stale and was not applied: "
+                    + "; ".join(moved)
+                    + "; make a new plan"
+                )
+        result = ApplyResult(rec.plan)
+        owners = _Owners(rec.plan.owners_managed)
+        result.owners_not_set = owners.not_set
+        settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.TemporaryDirectory(prefix="staging-", dir=settings.work_dir) as tmp:
+            staging = Path(tmp)
+            if rec.plan.changes:
+                staged_dropin = _stage(rec, staging / "tree")
+                if settings.sshd_check:
+                    sshd_test(settings, staged_dropin, staging)
+                    result.sshd_checked = True
+            try:
+                if rec.allocation.changed or rec.allocation.refused:
+                    store.commit(rec.allocation, revision=revision, now=now)
+            except StaleState as exc:
+                raise PlanError(f"{exc}") from None
+            journal = Journal(staging / "backup", settings.archive_dir, f"{now:%Y%m%dT%H%M%SZ}")
+            try:
+                for change in rec.plan.changes:
+                    _apply_change(
+                        change,
+                        rec.tree.nodes.get(Path(change.path)),
+                        settings,
+                        journal,
+                        owners,
+                        now,
+                        result,
+                    )
+                if rec.plan.changes and any(
+                    c.role == "sshd-dropin" or c.role in ("passwd", "group", "shadow")
+                    for c in rec.plan.changes
+                ):
+                    result.reloaded = reload_sshd(settings)
+            except Exception as exc:
+                problems = journal.rollback()
+                _record_failure(store, rec, str(exc), revision, now)
+                detail = f"; restoring also failed for: {', '.join(problems)}" if problems else ""
+                if isinstance(exc, ApplyError):
+                    raise ApplyError(
+                        f"{exc.message}; the previous files were restored{detail}"
+                    ) from exc
+                if isinstance(exc, OSError):
+                    raise ApplyError(
+                        f"applying failed at {getattr(exc, 'filename', '?')}: "
+                        f"{exc.strerror or exc}; the previous files were restored"
+                        f"{detail}"
+                    ) from exc
+                raise
+        _record_success(store, rec, revision, now)
+        _audit(settings, _audit_entries(rec, result, revision, now))
+        return result
+
+
+def _record_failure(
+    store: StateStore, rec: Reconciliation, reason: str, revision: str | None, now: datetime
+) -> None:
+    regs = store.snapshot().registrations
+    for channel in rec.accepted:
+        if channel.enterprise_number in regs:
+            store.set_status(
+                channel.enterprise_number, "failed", reason=reason, revision=revision, now=now
+            )
+
+
+def _record_success(
+    store: StateStore, rec: Reconciliation, revision: str | None, now: datetime
+) -> None:
+    regs = store.snapshot().registrations
+    for channel in rec.accepted:
+        current = regs.get(channel.enterprise_number)
+        if current is not None and (current.status != "active" or current.revision != revision):
+            store.set_status(
+                channel.enterprise_number, "active", reason=None, revision=revision, now=now
+            )
+    for en, reasons in rec.refusals.items():
+        current = regs.get(en)
+        reason = "; ".join(reasons)
+        if (
+            current is not None
+            and current.status != "removed"
+            and (current.status != "failed" or current.status_reason != reason)
+        ):
+            store.set_status(en, "failed", reason=reason, revision=None, now=now)
+
+
+def _audit_entries(
+    rec: Reconciliation, result: ApplyResult, revision: str | None, now: datetime
+) -> list[dict[str, Any]]:
+    users = {c.enterprise_number: c.user for c in rec.accepted}
+    users.update({r.enterprise_number: r.technical_user for r in rec.removed})
+    out = []
+    for change in result.applied:
+        out.append(
+            {
+                "time": now.isoformat(),
+                "revision": revision,
+                "channel": change.channel,
+                "user": users.get(change.channel or ""),
+                "change": change.action.value,
+                "path": change.path,
+                "before": change.before.sha256 if change.before else None,
+                "after": change.after.sha256 if change.after else None,
+                "details": list(change.details),
+            }
+        )
+    for ch in rec.plan.channels:
+        if ch.action.value in ("create", "remove", "refused"):
+            out.append(
+                {
+                    "time": now.isoformat(),
+                    "revision": revision,
+                    "channel": ch.enterprise_number,
+                    "user": ch.technical_user,
+                    "change": f"channel-{ch.action.value}",
+                    "sender": ch.sender_number,
+                    "reasons": list(ch.reasons),
+                }
+            )
+    return out
+
+
+def errno_name(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, "?")

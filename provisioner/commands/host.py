@@ -1,0 +1,274 @@
+"""Commands on the SFTP host: plan, apply, status."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from provisioner.cli import EXIT_CHANGES, EXIT_INVALID, EXIT_OK, cli
+from provisioner.errors import PlanError
+from provisioner.settings import HostSettings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def host_options(fn: F) -> F:
+    options = [
+        click.option(
+            "--settings",
+            "settings_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Host settings file [default: /etc/sftp-provisioner/settings.yaml when present].",
+        ),
+        click.option(
+            "--root",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Prefix every managed path (and the default state file) with DIR.",
+        ),
+        click.option(
+            "--state-url", help="State database URL (sqlite:///… or postgresql+psycopg://…)."
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def settings_from(
+    settings_file: Path | None, root: Path | None, state_url: str | None, **overrides: Any
+) -> HostSettings:
+    return load_settings(settings_file, root=root, overrides={"state_url": state_url, **overrides})
+
+
+def _revision(paths: tuple[Path, ...]) -> str | None:
+    from provisioner.gitbase import head_revision
+    from provisioner.validate import find_root
+
+    root = find_root(list(paths))
+    if not (root / ".git").exists():
+        return None
+    return head_revision(root)
+
+
+def _open_store(settings: HostSettings) -> Any:
+    from provisioner.state import StateError, StateStore
+
+    try:
+        return StateStore.open(settings.state_url)
+    except StateError as exc:
+        from provisioner.errors import SettingsError
+
+        raise SettingsError(f"the state database cannot be opened: {exc}") from None
+
+
+@cli.command("plan")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@host_options
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Save the plan (JSON) for `apply --plan`.",
+)
+@click.option("--no-diff", is_flag=True, help="Text format: list changes without diffs.")
+def plan_command(
+    paths: tuple[Path, ...],
+    settings_file: Path | None,
+    root: Path | None,
+    state_url: str | None,
+    fmt: str,
+    out: Path | None,
+    no_diff: bool,
+) -> int:
+    """Show what apply would change: per channel, then file diffs, owners and modes.
+
+    Exit 0 no changes, 2 changes, 1 when a quality is refused or on error.
+    """
+    from provisioner import planformat
+    from provisioner.reconcile import compute
+
+    paths = paths or (Path(),)
+    settings = settings_from(settings_file, root, state_url)
+    store = _open_store(settings)
+    try:
+        rec = compute(settings, paths, store.snapshot(), revision=_revision(paths))
+    finally:
+        store.close()
+    plan = rec.plan
+    if out is not None:
+        out.write_text(planformat.render_json(plan), "utf-8")
+    if fmt == "text":
+        click.echo(planformat.render_text(plan, diffs=not no_diff), nl=False)
+    else:
+        click.echo(planformat.render(plan, fmt), nl=False)
+    if plan.refused:
+        return EXIT_INVALID
+    return EXIT_CHANGES if plan.has_changes else EXIT_OK
+
+
+@cli.command("apply")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@host_options
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Apply only if this saved plan still matches the host and declarations.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+)
+def apply_command(
+    paths: tuple[Path, ...],
+    settings_file: Path | None,
+    root: Path | None,
+    state_url: str | None,
+    plan_file: Path | None,
+    fmt: str,
+) -> int:
+    """Reconcile the host with the declarations: one run at a time, atomic, restorable.
+
+    Exit 0 when everything declared is provisioned, 1 when a quality was refused (the others
+    are applied) or on error.
+    """
+    from provisioner import planformat
+    from provisioner.apply import apply
+    from provisioner.plan import Plan
+
+    paths = paths or (Path(),)
+    settings = settings_from(settings_file, root, state_url)
+    saved = None
+    if plan_file is not None:
+        try:
+            saved = Plan.from_json(json.loads(plan_file.read_text("utf-8")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PlanError(f"{plan_file} is not a saved plan: {exc}") from None
+    store = _open_store(settings)
+    try:
+        result = apply(settings, paths, store, saved_plan=saved, revision=_revision(paths))
+    finally:
+        store.close()
+    plan = result.plan
+    if fmt == "text":
+        click.echo(planformat.render_text(plan, diffs=False), nl=False)
+        if result.sshd_checked:
+            click.echo("sshd -t: the staged configuration is valid")
+        for src, dest, size in result.archived:
+            click.echo(f"archived {src} -> {dest} ({size})")
+        if result.owners_not_set:
+            click.echo(
+                f"owners not set (not running as root): {len(result.owners_not_set)} "
+                "paths, e.g. " + ", ".join(result.owners_not_set[:3])
+            )
+        if result.reloaded:
+            click.echo("sshd reloaded")
+        click.echo(f"Applied {len(result.applied)} change(s).")
+    else:
+        click.echo(planformat.render(plan, fmt), nl=False)
+    return EXIT_INVALID if plan.refused else EXIT_OK
+
+
+def next_sync(now: datetime, every: timedelta = timedelta(minutes=30)) -> datetime:
+    """The next wall-clock slot (:00 and :30 for half an hour)."""
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    slots = (now - epoch) // every + 1
+    return epoch + slots * every
+
+
+@cli.command("status")
+@click.argument("username", required=False)
+@host_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def status_command(
+    username: str | None,
+    settings_file: Path | None,
+    root: Path | None,
+    state_url: str | None,
+    fmt: str,
+) -> int:
+    """Per channel: sender number, username, registration date, status, last and next sync."""
+    settings = settings_from(settings_file, root, state_url)
+    store = _open_store(settings)
+    try:
+        snapshot = store.snapshot()
+        runs = store.last_runs(1)
+    finally:
+        store.close()
+    now = datetime.now(UTC)
+    upcoming = next_sync(now)
+    rows = []
+    for reg in sorted(snapshot.registrations.values(), key=lambda r: r.technical_user):
+        if username and reg.technical_user != username:
+            continue
+        rows.append(
+            {
+                "sender_number": reg.sender,
+                "username": reg.technical_user,
+                "enterprise_number": reg.enterprise_number,
+                "registered_at": reg.registered_at.isoformat(),
+                "status": reg.status,
+                "status_since": reg.status_since.isoformat(),
+                "reason": reg.status_reason,
+                "revision": reg.revision,
+                "last_sync": reg.last_applied_at.isoformat() if reg.last_applied_at else None,
+                "next_sync": upcoming.isoformat(),
+                "message": "the configuration for the creation of the channel is in progress"
+                if reg.status == "pending"
+                else None,
+            }
+        )
+    if username and not rows:
+        click.echo(f"no channel with the technical user '{username}'", err=True)
+        return EXIT_INVALID
+    if fmt == "json":
+        last = runs[0] if runs else None
+        click.echo(
+            json.dumps(
+                {
+                    "channels": rows,
+                    "next_sync": upcoming.isoformat(),
+                    "last_run": None
+                    if last is None
+                    else {
+                        "started_at": last.started_at.isoformat(),
+                        "outcome": last.outcome,
+                        "revision": last.revision,
+                    },
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    if not rows:
+        click.echo("no channels registered yet")
+    for r in rows:
+        click.echo(
+            f"{r['sender_number']}  {r['username']:<20} {r['enterprise_number']}  "
+            f"{r['status']:<8} registered {r['registered_at'][:10]}  "
+            f"last sync {(r['last_sync'] or 'never')[:16]}  next {r['next_sync'][11:16]}"
+        )
+        if r["reason"]:
+            click.echo(f"        reason: {r['reason']}")
+        if r["message"]:
+            click.echo(f"        {r['message']}")
+    _ = sys
+    return EXIT_OK

@@ -1,0 +1,134 @@
+"""Renderings of a plan: text for a terminal, JSON for tools, Markdown for a pull request."""
+
+from __future__ import annotations
+
+import json
+
+from provisioner.plan import ChannelAction, PathAction, Plan
+
+FORMATS = ("text", "json", "markdown")
+
+_SYMBOL = {
+    ChannelAction.CREATE: "+",
+    ChannelAction.CHANGE: "~",
+    ChannelAction.REMOVE: "-",
+    ChannelAction.UNCHANGED: "=",
+    ChannelAction.REFUSED: "!",
+}
+
+
+def summary(plan: Plan) -> str:
+    c = plan.counts()
+    files = len(plan.changes)
+    return (
+        f"{c['create']} to create, {c['change']} to change, {c['remove']} to remove, "
+        f"{c['unchanged']} unchanged, {c['refused']} refused; "
+        f"{files} path change{'s' if files != 1 else ''}"
+    )
+
+
+def _channel_line(ch: object) -> str:
+    from provisioner.plan import ChannelPlan
+
+    assert isinstance(ch, ChannelPlan)
+    sender = ch.sender_number or "------"
+    user = ch.technical_user or "?"
+    line = (
+        f"  {_SYMBOL[ch.action]} {ch.action.value:<9} {sender}  {user:<20} {ch.enterprise_number}"
+    )
+    if ch.source:
+        line += f"  ({ch.source})"
+    return line
+
+
+def render_text(plan: Plan, *, diffs: bool = True, unchanged: bool = False) -> str:
+    out = ["Channels:"]
+    shown = [c for c in plan.channels if unchanged or c.action is not ChannelAction.UNCHANGED]
+    for ch in shown:
+        out.append(_channel_line(ch))
+        out.extend(f"      {reason}" for reason in ch.reasons)
+    hidden = len(plan.channels) - len(shown)
+    if hidden:
+        out.append(f"  ({hidden} unchanged channel{'s' if hidden != 1 else ''} not shown)")
+    if plan.changes:
+        out.append("")
+        out.append("Changes on the host:")
+        for change in plan.changes:
+            details = f" ({'; '.join(change.details)})" if change.details else ""
+            out.append(f"  {change.action.value:<8} {change.kind:<4} {change.path}{details}")
+        if diffs:
+            for change in plan.changes:
+                if change.diff and change.action in (PathAction.CREATE, PathAction.UPDATE):
+                    out.append("")
+                    out.append(change.diff.rstrip("\n"))
+    if plan.unknown:
+        out.append("")
+        out.append("Unknown files in managed directories (reported, never deleted):")
+        out.extend(f"  ? {path}" for path in plan.unknown)
+    for note in plan.notes:
+        out.append(f"note: {note}")
+    out.append("")
+    out.append(("Plan: " if plan.has_changes else "No changes. ") + summary(plan))
+    return "\n".join(out) + "\n"
+
+
+def render_json(plan: Plan) -> str:
+    return json.dumps(plan.to_json(), indent=2, ensure_ascii=False) + "\n"
+
+
+def render_markdown(plan: Plan) -> str:
+    """Fit for a pull-request comment: a table, then each diff folded away."""
+    out = [f"### sftp-provisioner plan: {summary(plan)}", ""]
+    if plan.channels:
+        out += [
+            "| | action | sender | technical user | enterprise number | declaration |",
+            "|---|---|---|---|---|---|",
+        ]
+        for ch in plan.channels:
+            if ch.action is ChannelAction.UNCHANGED:
+                continue
+            out.append(
+                f"| {_SYMBOL[ch.action]} | **{ch.action.value}** | "
+                f"{ch.sender_number or ''} | `{ch.technical_user or '?'}` | "
+                f"{ch.enterprise_number} | {ch.source or ''} |"
+            )
+        out.append("")
+    for ch in plan.refused:
+        out.append(f"- :no_entry: **{ch.technical_user or ch.enterprise_number}** refused:")
+        out.extend(f"  - {_md_escape(r)}" for r in ch.reasons)
+    if plan.refused:
+        out.append("")
+    for change in plan.changes:
+        details = f" ({'; '.join(change.details)})" if change.details else ""
+        if change.diff:
+            fence = "````" if "```" in change.diff else "```"
+            out += [
+                "<details>",
+                f"<summary>{change.action.value} <code>{change.path}</code>{details}</summary>",
+                "",
+                f"{fence}diff",
+                change.diff.rstrip("\n"),
+                fence,
+                "",
+                "</details>",
+            ]
+        else:
+            out.append(f"- {change.action.value} `{change.path}`{details}")
+    if plan.unknown:
+        out += ["", "**Unknown files** (reported, never deleted):"]
+        out.extend(f"- `{p}`" for p in plan.unknown)
+    for note in plan.notes:
+        out.append(f"> {note}")
+    return "\n".join(out) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render(plan: Plan, fmt: str) -> str:
+    if fmt == "json":
+        return render_json(plan)
+    if fmt == "markdown":
+        return render_markdown(plan)
+    return render_text(plan)

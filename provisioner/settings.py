@@ -1,0 +1,187 @@
+"""Host settings: where the reconciler writes, which accounts and ids it uses, how sshd runs.
+
+One YAML file (default /etc/sftp-provisioner/settings.yaml), validated like a declaration,
+overridden by environment variables (SFTP_PROVISIONER_<FIELD>) and then by command-line flags.
+`--root DIR` prefixes every managed path, so a run can target a staging tree, a test area or
+a demo directory; the rendered files then point at the prefixed paths.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from provisioner.diagnostics import Location
+from provisioner.errors import SettingsError
+
+DEFAULT_SETTINGS_FILE = Path("/etc/sftp-provisioner/settings.yaml")
+DEFAULT_STATE_URL = "sqlite:////var/lib/sftp-provisioner/state.db"
+DEFAULT_RELOAD = ("systemctl", "reload", "ssh")
+ENV_PREFIX = "SFTP_PROVISIONER_"
+
+
+def _absolute(value: Path) -> Path:
+    if not value.is_absolute():
+        raise ValueError(f"must be an absolute path (found {value})")
+    if ".." in value.parts:
+        raise ValueError(f"must not contain '..' (found {value})")
+    return value
+
+
+AbsPath = Annotated[Path, AfterValidator(_absolute)]
+
+
+class HostSettings(BaseModel):
+    """Everything host-specific, with Debian defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state_url: str = DEFAULT_STATE_URL
+    chroot_base: AbsPath = Path("/srv/sftp")
+    archive_dir: AbsPath = Path("/srv/sftp-archive")
+    keys_dir: AbsPath = Path("/etc/ssh/sftp-provisioner/authorized_keys")
+    # "00-" so that Debian's "Include /etc/ssh/sshd_config.d/*.conf" reads it first: sshd
+    # keeps the first value of most keywords.
+    sshd_dropin: AbsPath = Path("/etc/ssh/sshd_config.d/00-sftp-provisioner.conf")
+    extrausers_dir: AbsPath = Path("/var/lib/extrausers")
+    routing_table: AbsPath = Path("/var/lib/sftp-provisioner/routing.json")
+    work_dir: AbsPath = Path("/var/lib/sftp-provisioner")
+    audit_log: AbsPath = Path("/var/log/sftp-provisioner/audit.jsonl")
+    lock_file: AbsPath = Path("/run/lock/sftp-provisioner.lock")
+
+    sftp_group: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "sftpbatch"
+    sftp_gid: Annotated[int, Field(ge=1000, le=2**31 - 2)] = 2900
+    # The group of the gateway process that reads IN and writes OUT (0: it runs as root).
+    gateway_gid: Annotated[int, Field(ge=0, le=2**31 - 2)] = 0
+    uid_min: Annotated[int, Field(ge=1000, le=2**31 - 2)] = 200000
+    uid_max: Annotated[int, Field(ge=1000, le=2**31 - 2)] = 299999
+    sender_start: Annotated[int, Field(ge=0, le=999999)] = 100000
+    shell: AbsPath = Path("/usr/sbin/nologin")
+
+    sshd_binary: AbsPath = Path("/usr/sbin/sshd")
+    # Checking the staged drop-in with `sshd -t` needs the binary; only a --root demo on a
+    # machine without OpenSSH may turn it off, and the plan then says so.
+    sshd_check: bool = True
+    # Empty: no reload (the default under --root, where no live sshd reads the files).
+    reload_command: list[str] = Field(default_factory=lambda: list(DEFAULT_RELOAD))
+    # "9.2": render for this OpenSSH version instead of asking the installed sshd.
+    openssh_version: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+$")] | None = None
+    listen_address: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    legacy_ssh_rsa: bool = False
+    log_level: str = "VERBOSE"
+    sftp_log_level: str = "INFO"
+    max_auth_tries: Annotated[int, Field(ge=1, le=10)] = 3
+    login_grace_time: Annotated[int, Field(ge=5, le=600)] = 30
+
+    templates_dir: AbsPath | None = None
+    hostname: str = Field(default_factory=socket.getfqdn)
+    # Set by --root; recorded so that plans made for one root are not applied to another.
+    root: AbsPath | None = None
+
+    @property
+    def uid_range(self) -> tuple[int, int]:
+        return (self.uid_min, self.uid_max)
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.work_dir / "staging"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.work_dir / "backup"
+
+    def chroot(self, user: str) -> Path:
+        return self.chroot_base / user
+
+    def keys_file(self, user: str) -> Path:
+        return self.keys_dir / user
+
+    def rooted(self, root: Path) -> HostSettings:
+        """The same settings with every managed path under `root`."""
+        root = root.resolve()
+        updates: dict[str, Any] = {"root": root}
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if name in ("root", "shell", "sshd_binary", "templates_dir"):
+                continue
+            if isinstance(value, Path) and info.annotation in (AbsPath, Path):
+                updates[name] = root / PurePosixPath(value).relative_to("/")
+        if tuple(self.reload_command) == DEFAULT_RELOAD:
+            updates["reload_command"] = []
+        if self.state_url == DEFAULT_STATE_URL:
+            db = root / "var/lib/sftp-provisioner/state.db"
+            updates["state_url"] = f"sqlite:///{db}"
+        return self.model_copy(update=updates)
+
+
+_ENV_LIST_FIELDS = {"reload_command"}
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in HostSettings.model_fields:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        values[name] = raw.split() if name in _ENV_LIST_FIELDS else raw
+    return values
+
+
+def load_settings(
+    path: Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    root: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> HostSettings:
+    """File, then environment, then flags; `root` last so it prefixes the final paths."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    display = str(path) if path else "(defaults)"
+    positions = None
+    explicit = path is not None
+    if path is None and environ.get(ENV_PREFIX + "SETTINGS"):
+        path = Path(environ[ENV_PREFIX + "SETTINGS"])
+        explicit = True
+    if path is None and root is None and DEFAULT_SETTINGS_FILE.exists():
+        path = DEFAULT_SETTINGS_FILE
+    if path is not None:
+        display = str(path)
+        from provisioner.source import load_document
+
+        if not path.exists() and explicit:
+            raise SettingsError("the settings file does not exist", location=Location(display))
+        doc, problems = load_document(path, display)
+        if problems:
+            first = problems[0]
+            raise SettingsError(first.message, location=first.location, code=first.code)
+        if doc is not None:
+            data = dict(doc.data)
+            positions = doc
+    data.update(_from_env(environ))
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        settings = HostSettings.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in err["loc"])
+        where = Location(display, yaml_path=field)
+        if positions is not None and err["loc"]:
+            where = positions.location(tuple(err["loc"])[:1])
+        source = (
+            "environment variable " + ENV_PREFIX + field.upper()
+            if field.upper() in {k[len(ENV_PREFIX) :] for k in environ if k.startswith(ENV_PREFIX)}
+            else f"setting '{field}'"
+        )
+        raise SettingsError(f"{source}: {err['msg']}", location=where) from None
+    if settings.uid_min > settings.uid_max:
+        raise SettingsError("uid_min must not be greater than uid_max", location=Location(display))
+    if root is not None:
+        settings = settings.rooted(root)
+    return settings
