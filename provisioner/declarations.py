@@ -280,12 +280,12 @@ def _confine(
     candidate = doc.path.parent / ref
     result.refs[str(candidate)] = ref_state(candidate)
     try:
-        resolved = candidate.resolve(strict=True)
-    except FileNotFoundError:
-        result.diagnostics.append(error("file-not-found", f"the file '{ref}' does not exist", at))
-        return None
+        # Not strict: whether a path leads outside the root does not depend on what exists
+        # there, and the gate has no business telling which files exist outside the repository.
+        resolved = candidate.resolve()
     except (OSError, RuntimeError) as exc:
-        result.diagnostics.append(error("file-unreadable", f"cannot read '{ref}': {exc}", at))
+        reason = getattr(exc, "strerror", None) or "symbolic link loop"
+        result.diagnostics.append(error("file-unreadable", f"cannot read '{ref}': {reason}", at))
         return None
     if not resolved.is_relative_to(root):
         result.diagnostics.append(
@@ -296,6 +296,9 @@ def _confine(
                 at,
             )
         )
+        return None
+    if not resolved.exists():
+        result.diagnostics.append(error("file-not-found", f"the file '{ref}' does not exist", at))
         return None
     if not resolved.is_file():
         result.diagnostics.append(error("file-not-found", f"'{ref}' is not a regular file", at))
