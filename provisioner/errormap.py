@@ -42,7 +42,7 @@ def _walk(data: Any, loc: tuple[Any, ...]) -> tuple[YamlPath, bool]:
     path: list[str | int] = []
     node: Any = data
     is_key = False
-    for part in loc:
+    for i, part in enumerate(loc):
         if part == "[key]":
             is_key = True
             break
@@ -62,6 +62,10 @@ def _walk(data: Any, loc: tuple[Any, ...]) -> tuple[YamlPath, bool]:
             path.append(part[:-1])
             node = node[part[:-1]]
         elif isinstance(node, dict) and isinstance(part, str):
+            if i < len(loc) - 1:
+                # A tag of a discriminated union (the mapping form of a key is tagged
+                # "entry"): not a field, the error lies deeper.
+                continue
             # A missing field: report it at its parent, naming the field.
             path.append(part)
             break
