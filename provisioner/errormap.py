@@ -130,13 +130,12 @@ def validation_diagnostics(
             ctx = err.get("ctx", {})
             what = "at least" if kind == "too_short" else "at most"
             count = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
-            out.append(
-                error(
-                    "wrong-count",
-                    f"'{name}' needs {what} {count} item{'s' if count != 1 else ''}",
-                    loc,
-                )
-            )
+            message = f"'{name}' needs {what} {count} item{'s' if count != 1 else ''}"
+            if kind == "too_long" and isinstance(count, int) and isinstance(value, list):
+                # Point at the first item too many, not at the start of the list.
+                message = f"'{name}' takes at most {count} item{'s' if count != 1 else ''}; this is item {count + 1}"
+                loc = doc.location((*path, count))
+            out.append(error("wrong-count", message, loc))
         elif kind in ("string_too_short", "string_too_long"):
             ctx = err.get("ctx", {})
             if kind == "string_too_short":
