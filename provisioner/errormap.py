@@ -114,7 +114,10 @@ def validation_diagnostics(
         loc = doc.location(path, key=is_key)
         if kind in _EXPECTED:
             message = f"expected {_EXPECTED[kind]}, found {_describe(value)}"
-            if kind == "string_type" and isinstance(value, int | float):
+            if kind == "string_type" and isinstance(value, bool):
+                # bool is an int too: test it first.
+                message += " (put the value in quotes: YAML reads true and false as a yes/no value)"
+            elif kind == "string_type" and isinstance(value, int | float):
                 message += (
                     " (put the value in quotes: YAML reads it as a number and drops leading zeros)"
                 )
