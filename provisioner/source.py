@@ -231,7 +231,14 @@ def _pos(node: Node) -> tuple[int, int]:
     return mark.line + 1, mark.column + 1
 
 
-def _convert(node: Node, path: YamlPath, positions: PositionMap, seen: set[int]) -> Any:
+def _convert(
+    node: Node,
+    path: YamlPath,
+    positions: PositionMap,
+    seen: set[int],
+    written_at: tuple[int, int] | None = None,
+) -> Any:
+    """Plain data from a node; `written_at` is where the node is used (its key, its list)."""
     line, col = _pos(node)
     if len(path) > MAX_DEPTH:
         raise _Refused(
@@ -243,24 +250,29 @@ def _convert(node: Node, path: YamlPath, positions: PositionMap, seen: set[int])
         )
     if id(node) in seen:
         # The composer hands back the anchored node again for every alias; a declaration has
-        # no use for them, and refusing them makes "billion laughs" harmless.
+        # no use for them, and refusing them makes "billion laughs" harmless. The node's own
+        # position is the anchor's; the alias is reported where it is used.
+        where = written_at or (line, col)
         raise _Refused(
             "yaml-alias",
             "YAML anchors and aliases (&name, *name) are not allowed in "
-            "a declaration; write the value out",
-            line,
-            col,
+            f"a declaration; write the value out (this repeats the value anchored on line {line})",
+            where[0],
+            where[1],
             path,
         )
+    seen.add(id(node))
     positions.values.setdefault(path, (line, col))
     tag: str = node.tag or ""
     if isinstance(node, ScalarNode):
         return _scalar(node, tag, path, line, col)
-    seen.add(id(node))
     if isinstance(node, SequenceNode):
         if tag != _SEQ:
             raise _Refused("yaml-tag", f"the tag {tag} is not allowed here", line, col, path)
-        return [_convert(item, (*path, i), positions, seen) for i, item in enumerate(node.value)]
+        return [
+            _convert(item, (*path, i), positions, seen, (line, col))
+            for i, item in enumerate(node.value)
+        ]
     if isinstance(node, MappingNode):
         if tag != _MAP:
             raise _Refused("yaml-tag", f"the tag {tag} is not allowed here", line, col, path)
@@ -296,7 +308,7 @@ def _convert(node: Node, path: YamlPath, positions: PositionMap, seen: set[int])
                     (*path, key),
                 )
             positions.keys[(*path, key)] = (kline, kcol)
-            result[key] = _convert(value_node, (*path, key), positions, seen)
+            result[key] = _convert(value_node, (*path, key), positions, seen, (kline, kcol))
         return result
     raise _Refused("yaml-tag", "unsupported YAML node", line, col, path)
 
