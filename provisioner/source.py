@@ -25,6 +25,7 @@ MAX_DEPTH = 32
 
 YamlPath = tuple[str | int, ...]
 
+_STANDARD = "tag:yaml.org,2002:"
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
@@ -231,6 +232,11 @@ def _pos(node: Node) -> tuple[int, int]:
     return mark.line + 1, mark.column + 1
 
 
+def _show_tag(tag: str) -> str:
+    """A tag as it is written in the file: !!python/object, not tag:yaml.org,2002:python/object."""
+    return "!!" + tag.removeprefix(_STANDARD) if tag.startswith(_STANDARD) else tag
+
+
 def _convert(
     node: Node,
     path: YamlPath,
@@ -268,14 +274,14 @@ def _convert(
         return _scalar(node, tag, path, line, col)
     if isinstance(node, SequenceNode):
         if tag != _SEQ:
-            raise _Refused("yaml-tag", f"the tag {tag} is not allowed here", line, col, path)
+            raise _Refused("yaml-tag", _tag_message(tag), line, col, path)
         return [
             _convert(item, (*path, i), positions, seen, (line, col))
             for i, item in enumerate(node.value)
         ]
     if isinstance(node, MappingNode):
         if tag != _MAP:
-            raise _Refused("yaml-tag", f"the tag {tag} is not allowed here", line, col, path)
+            raise _Refused("yaml-tag", _tag_message(tag), line, col, path)
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             kline, kcol = _pos(key_node)
@@ -296,7 +302,11 @@ def _convert(
             key = key_node.value
             if key_node.tag not in (_STR, _INT, _BOOL, _NULL, _FLOAT):
                 raise _Refused(
-                    "yaml-tag", f"the tag {key_node.tag} is not allowed on a key", kline, kcol, path
+                    "yaml-tag",
+                    f"the tag {_show_tag(key_node.tag or '')} is not allowed on a key",
+                    kline,
+                    kcol,
+                    path,
                 )
             if key in result:
                 first = positions.keys[(*path, key)]
@@ -334,13 +344,11 @@ def _scalar(node: ScalarNode, tag: str, path: YamlPath, line: int, col: int) -> 
         return value.lower() == "true"
     if tag == _NULL:
         return None
-    raise _Refused(
-        "yaml-tag",
-        f"the tag {tag} is not allowed in a declaration; remove it or quote the value",
-        line,
-        col,
-        path,
-    )
+    raise _Refused("yaml-tag", _tag_message(tag), line, col, path)
+
+
+def _tag_message(tag: str) -> str:
+    return f"the tag {_show_tag(tag)} is not allowed in a declaration; remove it or quote the value"
 
 
 def iter_nodes(data: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, Any]]:
