@@ -124,7 +124,11 @@ def _yaml_error(exc: YAMLError, text: str, display: str) -> Diagnostic:
     col = getattr(mark, "column", 0) + 1 if mark is not None else 1
     if isinstance(exc, MarkedYAMLError):
         problem = exc.problem or "invalid YAML"
-        if exc.context:
+        start = exc.context_mark
+        if exc.context and start is not None and mark is not None and start.line != mark.line:
+            # Where the construct began is usually where the mistake is (an unclosed quote).
+            problem = f"{exc.context} on line {start.line + 1}: {problem}"
+        elif exc.context:
             problem = f"{exc.context}: {problem}"
     else:
         problem = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
