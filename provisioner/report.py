@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from provisioner.diagnostics import Diagnostic, Location
@@ -11,8 +12,19 @@ from provisioner.validate import ValidationReport
 FORMATS = ("text", "json", "github")
 
 
+# Line breaks and other control characters (including ESC) a declaration can smuggle into a
+# message, a YAML path or a file name: in the line-oriented text report they would forge
+# diagnostics that CI problem matchers pick up, or drive the terminal.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _one_line(text: str) -> str:
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\u{ord(m.group()):04x}"), text)
+
+
 def _where(loc: Location) -> str:
-    return str(loc)
+    return _one_line(str(loc))
 
 
 def render_text(report: ValidationReport, *, color: bool = False) -> str:
@@ -21,8 +33,8 @@ def render_text(report: ValidationReport, *, color: bool = False) -> str:
         sev = d.severity.value
         if color:
             sev = f"\x1b[1;31m{sev}\x1b[0m" if d.is_error else f"\x1b[1;33m{sev}\x1b[0m"
-        path = f" [{d.location.yaml_path}]" if d.location.yaml_path else ""
-        lines.append(f"{_where(d.location)}: {sev}[{d.code}] {d.message}{path}")
+        path = f" [{_one_line(d.location.yaml_path)}]" if d.location.yaml_path else ""
+        lines.append(f"{_where(d.location)}: {sev}[{d.code}] {_one_line(d.message)}{path}")
         lines.extend(
             f"{_where(r)}: note: see also here"
             for r in d.related
