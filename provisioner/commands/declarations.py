@@ -9,9 +9,10 @@ from pathlib import Path
 
 import click
 
-from provisioner.cli import EXIT_INVALID, EXIT_OK, cli, default_cache_dir
+from provisioner.catalogue import LANGUAGES
+from provisioner.cli import EXIT_INVALID, EXIT_OK, cli, default_cache_dir, echo_err
 from provisioner.report import FORMATS, render, render_text
-from provisioner.validate import ValidateSettings, validate
+from provisioner.validate import ValidateSettings, ValidationReport, validate
 
 
 @cli.command("validate")
@@ -107,3 +108,90 @@ def schema_command(output: Path, check: bool) -> int:
     output.write_text(text, "utf-8")
     click.echo(f"wrote {output}")
     return EXIT_OK
+
+
+@cli.command("show")
+@click.argument("target", metavar="FILE|USERNAME")
+@click.option(
+    "--lang",
+    type=click.Choice(LANGUAGES),
+    help="Language of the overview [default: the contact's language].",
+)
+@click.option(
+    "--declarations",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(),
+    show_default=True,
+    help="Where to look for the declaration of USERNAME (recursively).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("text", "json")),
+    default="text",
+    show_default=True,
+    help="Output format on standard output.",
+)
+def show_command(target: str, lang: str | None, declarations: Path, fmt: str) -> int:
+    """Show the overview the portal shows on its confirmation page.
+
+    FILE is a declaration; USERNAME a technical user (case-sensitive) declared under
+    --declarations. The sender number and registration date read "not yet assigned" until the
+    reconciler has registered the channel. A declaration with errors is not shown: its
+    diagnostics are, and the exit code is 1.
+    """
+    from provisioner.overview import locate, overview_of, render_json
+    from provisioner.overview import render_text as render_overview
+
+    found = locate(target, declarations)
+    if found.diagnostics:
+        report = ValidationReport(found.root, [found.result.display], found.diagnostics)
+        click.echo(render_text(report, color=sys.stderr.isatty()), err=True, nl=False)
+    if not found.ok:
+        return EXIT_INVALID
+    overview = overview_of(found.result, lang=lang)
+    click.echo(render_json(overview) if fmt == "json" else render_overview(overview), nl=False)
+    return EXIT_OK
+
+
+@cli.command("codeowners")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to FILE (e.g. .github/CODEOWNERS) instead of standard output.",
+)
+@click.option("--check", is_flag=True, help="Exit 1 when --output differs from what it would be.")
+def codeowners_command(paths: tuple[Path, ...], output: Path | None, check: bool) -> int:
+    """Write a GitHub CODEOWNERS file from the administrators of the declarations.
+
+    Each declaration file, and the key and certificate files it references, is owned by its
+    local and co-local administrators. Exit 1 when a declaration names no administrator that
+    can be read (it is then left out) or, with --check, when --output is out of date.
+    """
+    from provisioner.codeowners import collect, render
+
+    owners = collect(paths or (Path(),))
+    text = render(owners)
+    for display, reason in owners.problems:
+        echo_err(f"{display}: error: {reason}; it has no code owners (see `provisioner validate`)")
+    code = EXIT_INVALID if owners.problems else EXIT_OK
+    if check:
+        if output is None:
+            raise click.UsageError("--check needs --output FILE")
+        current = output.read_text("utf-8") if output.is_file() else None
+        if current != text:
+            echo_err(f"{output} is out of date; run `provisioner codeowners --output {output}`")
+            return EXIT_INVALID
+        click.echo(f"{output} is up to date")
+        return code
+    if output is None:
+        click.echo(text, nl=False)
+        return code
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if not output.is_file() or output.read_text("utf-8") != text:
+        output.write_text(text, "utf-8")
+        click.echo(f"wrote {output} ({len(owners.rules)} paths)")
+    else:
+        click.echo(f"{output} is up to date")
+    return code
