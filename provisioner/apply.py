@@ -131,6 +131,19 @@ def write_atomic(
     _fsync_dir(path.parent)
 
 
+def unused_name(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3`...: the first name nothing sits at.
+
+    shutil.move() into an existing directory moves *inside* it: a second archive of the same
+    chroot within one second would otherwise end up nested in the first.
+    """
+    candidate, n = path, 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
 # --- the journal ---------------------------------------------------------------------------
 
 
@@ -173,7 +186,7 @@ class Journal:
             return
         if os.path.isdir(path) and not os.path.islink(path):
             self.archive_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            moved = self.archive_dir / f"{path.name}-displaced-{self.stamp}"
+            moved = unused_name(self.archive_dir / f"{path.name}-displaced-{self.stamp}")
             shutil.move(str(path), str(moved))
             self.entries.append(_Undo("move-back", moved, other=path))
             return
@@ -340,7 +353,7 @@ def _apply_change(
             _ensure_parents(archive, journal, owners)
             os.mkdir(archive, 0o700)
             journal.created_dir(archive)
-        dest = archive / f"{path.name}-{now:%Y%m%dT%H%M%SZ}"
+        dest = unused_name(archive / f"{path.name}-{now:%Y%m%dT%H%M%SZ}")
         shutil.move(str(path), str(dest))
         journal.moved(path, dest)
         result.archived.append((str(path), str(dest), change.details[0] if change.details else ""))
