@@ -16,6 +16,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from provisioner.diagnostics import Diagnostic, Location, error
@@ -140,6 +141,37 @@ def _yaml_error(exc: YAMLError, text: str, display: str) -> Diagnostic:
     return error("yaml-syntax", f"invalid YAML: {problem}", Location(display, line, col))
 
 
+# Every level of nesting needs one of these characters of its own: a flow bracket, a block
+# sequence's "-", a mapping's ":" or "?". Below this many, the document cannot be nested deeply
+# enough to matter and is composed at once.
+_NESTING_INDICATORS = "[{-:?"
+_NESTING_SCAN_FROM = 2000
+
+
+def _nesting_exceeded(text: str) -> tuple[int, int] | None:
+    """Where the document first nests deeper than a declaration may, if it does.
+
+    The C composer recurses on the C stack, once per level: some 30,000 nested brackets (30 KB)
+    crash the process with a segmentation fault, which no `except` can catch. So a document that
+    could be that deep is first walked as a stream of parser events, stopping at the first
+    collection too deep. The check is skipped for ordinary declarations, which hold far fewer
+    indicator characters.
+    """
+    if sum(text.count(c) for c in _NESTING_INDICATORS) <= _NESTING_SCAN_FROM:
+        return None
+    depth = 0
+    for event in _yaml().parse(io.StringIO(text)):
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            # The root mapping is depth 1; _convert allows MAX_DEPTH levels below it.
+            if depth > MAX_DEPTH + 1:
+                mark = event.start_mark
+                return mark.line + 1, mark.column + 1
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+    return None
+
+
 def parse_document(
     raw: bytes, path: Path, display: str
 ) -> tuple[SourceDocument | None, list[Diagnostic]]:
@@ -166,6 +198,15 @@ def parse_document(
             )
         ]
     try:
+        too_deep = _nesting_exceeded(text)
+        if too_deep is not None:
+            return None, [
+                error(
+                    "yaml-too-deep",
+                    f"the YAML is nested more than {MAX_DEPTH} levels deep",
+                    Location(display, *too_deep),
+                )
+            ]
         root = _yaml().compose(io.StringIO(text))
     except YAMLError as exc:
         return None, [_yaml_error(exc, text, display)]
