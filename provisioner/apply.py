@@ -284,6 +284,15 @@ def sshd_test(settings: HostSettings, dropin: Path, work: Path) -> None:
         )
 
 
+def _run_reload(command: list[str], what: str) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise ApplyError(
+            f"reloading {what} failed ({' '.join(command)}): "
+            f"{(done.stderr or done.stdout).strip()}"
+        )
+
+
 def reload_sshd(settings: HostSettings) -> bool:
     if not settings.reload_command:
         return False
@@ -460,6 +469,10 @@ def apply(
                     for c in rec.plan.changes
                 ):
                     result.reloaded = reload_sshd(settings)
+                if settings.syslog_reload_command and any(
+                    c.role == "rsyslog" for c in rec.plan.changes
+                ):
+                    _run_reload(settings.syslog_reload_command, "rsyslog")
             except Exception as exc:
                 problems = journal.rollback()
                 _record_failure(store, rec, str(exc), revision, now)

@@ -305,6 +305,13 @@ def render_tree(
         )
     )
 
+    if settings.syslog_sockets:
+        sockets = [str(settings.chroot(r.technical_user) / "dev" / "log") for r in registrations]
+        tree.add(Desired(settings.rsyslog_dropin, "file", root, root, 0o644,
+                         _render(env, "rsyslog/sftp-provisioner.conf.j2",
+                                 generated_by=GENERATED_BY, sockets=sockets),
+                         role="rsyslog"))
+
     tree.add(Desired(settings.keys_dir, "dir", root, root, 0o755, role="keys-dir"))
     tree.add(Desired(settings.chroot_base, "dir", root, root, 0o755, role="chroot-base"))
     for channel in sorted(channels, key=lambda c: c.user):
@@ -333,6 +340,9 @@ def _render_channel(
     chroot = settings.chroot(user)
     # sshd refuses a chroot that is not root-owned or that others can write.
     tree.add(Desired(chroot, "dir", 0, 0, 0o755, channel=en, role="chroot"))
+    if settings.syslog_sockets:
+        # rsyslog creates the log socket here; root-owned so the sender cannot replace it.
+        tree.add(Desired(chroot / "dev", "dir", 0, 0, 0o755, channel=en, role="chroot-dev"))
     for name in UPLOAD_DIRS + DOWNLOAD_DIRS:
         # The sender writes (IN*) or reads and deletes (OUT*); the gateway's group reads IN*
         # and writes OUT*. setgid keeps the gateway's group on every file a sender uploads.

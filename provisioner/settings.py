@@ -22,6 +22,7 @@ from provisioner.errors import SettingsError
 DEFAULT_SETTINGS_FILE = Path("/etc/sftp-provisioner/settings.yaml")
 DEFAULT_STATE_URL = "sqlite:////var/lib/sftp-provisioner/state.db"
 DEFAULT_RELOAD = ("systemctl", "reload", "ssh")
+DEFAULT_SYSLOG_RELOAD = ("systemctl", "restart", "rsyslog")
 ENV_PREFIX = "SFTP_PROVISIONER_"
 
 
@@ -79,6 +80,15 @@ class HostSettings(BaseModel):
     max_auth_tries: Annotated[int, Field(ge=1, le=10)] = 3
     login_grace_time: Annotated[int, Field(ge=5, le=600)] = 30
 
+    # internal-sftp logs every file operation to syslog from inside the chroot, so each
+    # chroot gets a dev/ directory and rsyslog a listening socket there (one drop-in listing
+    # them all); without it the audit trail of uploads and downloads is lost.
+    syslog_sockets: bool = True
+    rsyslog_dropin: AbsPath = Path("/etc/rsyslog.d/50-sftp-provisioner.conf")
+    syslog_reload_command: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SYSLOG_RELOAD)
+    )
+
     templates_dir: AbsPath | None = None
     hostname: str = Field(default_factory=socket.getfqdn)
     # Set by --root; recorded so that plans made for one root are not applied to another.
@@ -114,13 +124,15 @@ class HostSettings(BaseModel):
                 updates[name] = root / PurePosixPath(value).relative_to("/")
         if tuple(self.reload_command) == DEFAULT_RELOAD:
             updates["reload_command"] = []
+        if tuple(self.syslog_reload_command) == DEFAULT_SYSLOG_RELOAD:
+            updates["syslog_reload_command"] = []
         if self.state_url == DEFAULT_STATE_URL:
             db = root / "var/lib/sftp-provisioner/state.db"
             updates["state_url"] = f"sqlite:///{db}"
         return self.model_copy(update=updates)
 
 
-_ENV_LIST_FIELDS = {"reload_command"}
+_ENV_LIST_FIELDS = {"reload_command", "syslog_reload_command"}
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
