@@ -219,3 +219,12 @@ def test_check_needs_output(capsys: pytest.CaptureFixture[str], repo: Path) -> N
     code, _, err = run(capsys, "codeowners", "--check")
     assert code == 1
     assert "--check needs --output" in err
+
+
+def test_exit_code_when_written(capsys: pytest.CaptureFixture[str], repo: Path) -> None:
+    # What the pre-commit hook runs: a new or changed file stops the commit.
+    args = ("codeowners", "--exit-code", "--output", ".github/CODEOWNERS")
+    code, out, _ = run(capsys, *args)
+    assert (code, out) == (1, "wrote .github/CODEOWNERS (5 paths)\n")
+    code, out, _ = run(capsys, *args)
+    assert (code, out) == (0, ".github/CODEOWNERS is up to date\n")

@@ -133,7 +133,7 @@ def test_validate_hook() -> None:
 
 def test_codeowners_hook() -> None:
     hook = next(h for h in hooks() if h["id"] == "sftp-provisioner-codeowners")
-    assert shlex.split(hook["entry"]) == ["provisioner", "codeowners"]
+    assert shlex.split(hook["entry"]) == ["provisioner", "codeowners", "--exit-code"]
     assert hook["args"][:2] == ["--output", ".github/CODEOWNERS"]
 
 

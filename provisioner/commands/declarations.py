@@ -162,7 +162,15 @@ def show_command(target: str, lang: str | None, declarations: Path, fmt: str) ->
     help="Write to FILE (e.g. .github/CODEOWNERS) instead of standard output.",
 )
 @click.option("--check", is_flag=True, help="Exit 1 when --output differs from what it would be.")
-def codeowners_command(paths: tuple[Path, ...], output: Path | None, check: bool) -> int:
+@click.option(
+    "--exit-code",
+    is_flag=True,
+    help="Exit 1 when --output had to be written (a pre-commit hook then stops the commit, "
+    "even when the file is new).",
+)
+def codeowners_command(
+    paths: tuple[Path, ...], output: Path | None, check: bool, exit_code: bool
+) -> int:
     """Write a GitHub CODEOWNERS file from the administrators of the declarations.
 
     Each declaration file, and the key and certificate files it references, is owned by its
@@ -192,6 +200,8 @@ def codeowners_command(paths: tuple[Path, ...], output: Path | None, check: bool
     if not output.is_file() or output.read_text("utf-8") != text:
         output.write_text(text, "utf-8")
         click.echo(f"wrote {output} ({len(owners.rules)} paths)")
+        if exit_code:
+            return EXIT_INVALID
     else:
         click.echo(f"{output} is up to date")
     return code
