@@ -1,0 +1,510 @@
+"""OpenSSH public key entries, as administrators declare them for an SFTP channel.
+
+An entry is the single line found in a ``.pub`` file: ``type base64 [comment]``. Parsing is
+strict, because whatever is accepted here ends up in the SFTP server's ``authorized_keys`` and is
+what a payroll package will log in with. Every refusal is a :class:`KeyProblem` whose ``code`` is
+stable (tools and tests match on it) and whose ``message`` tells the administrator what to do.
+
+The module is pure: no I/O, no global state, and nothing but :class:`KeyProblem` escapes
+:func:`parse_public_key` for any ``str``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Final, NoReturn
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+__all__ = [
+    "ACCEPTED_KEY_TYPES",
+    "RSA_MAX_BITS",
+    "RSA_MIN_BITS",
+    "RSA_RECOMMENDED_BITS",
+    "KeyProblem",
+    "KeyWarning",
+    "PublicKey",
+    "parse_public_key",
+]
+
+ED25519: Final = "ssh-ed25519"
+SK_ED25519: Final = "sk-ssh-ed25519@openssh.com"
+SK_ECDSA_P256: Final = "sk-ecdsa-sha2-nistp256@openssh.com"
+RSA: Final = "ssh-rsa"
+DSA: Final = "ssh-dss"
+
+# Key type -> (curve name inside the blob, curve, field size in bits). The blob repeats the curve
+# name after the type; OpenSSH refuses a blob where the two disagree, and so do we.
+_ECDSA_CURVES: Final[dict[str, tuple[str, ec.EllipticCurve, int]]] = {
+    "ecdsa-sha2-nistp256": ("nistp256", ec.SECP256R1(), 256),
+    "ecdsa-sha2-nistp384": ("nistp384", ec.SECP384R1(), 384),
+    "ecdsa-sha2-nistp521": ("nistp521", ec.SECP521R1(), 521),
+    SK_ECDSA_P256: ("nistp256", ec.SECP256R1(), 256),
+}
+
+ACCEPTED_KEY_TYPES: Final[tuple[str, ...]] = (
+    ED25519,
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    SK_ED25519,
+    SK_ECDSA_P256,
+    RSA,
+)
+_ACCEPTED: Final = frozenset(ACCEPTED_KEY_TYPES)
+_ACCEPTED_LIST: Final = ", ".join(ACCEPTED_KEY_TYPES)
+
+RSA_MIN_BITS: Final = 2048
+RSA_RECOMMENDED_BITS: Final = 3072
+# OpenSSH itself refuses larger moduli (OPENSSH_RSA_MAX_MODULUS_SIZE), so such a key could never
+# log in; refusing it here also bounds the big-integer work an entry can cause.
+RSA_MAX_BITS: Final = 16384
+# Base64 of a 16384-bit RSA blob is under 2,800 characters; anything far larger is not a key and
+# must not cost decoding time.
+_MAX_BASE64_CHARS: Final = 8192
+
+_GENERATE_HINT: Final = "generate a new key pair with `ssh-keygen -t ed25519`"
+
+# Known type names, including refused ones, so that a second key hidden in the comment is
+# recognised whatever its type.
+_ALL_KNOWN_TYPES: Final = (
+    *ACCEPTED_KEY_TYPES,
+    DSA,
+    "ssh-ed448",
+    "ssh-rsa-cert-v01@openssh.com",
+    "ssh-dss-cert-v01@openssh.com",
+    "ssh-ed25519-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+    "sk-ssh-ed25519-cert-v01@openssh.com",
+    "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",
+)
+
+
+def _blob_prefix(key_type: str) -> str:
+    """The base64 characters every blob of ``key_type`` starts with.
+
+    Only whole 3-byte groups are kept, since the characters after them depend on the key bytes.
+    """
+    head = len(key_type).to_bytes(4, "big") + key_type.encode("ascii")
+    return base64.b64encode(head[: len(head) // 3 * 3]).decode("ascii")
+
+
+_BLOB_PREFIXES: Final[tuple[str, ...]] = tuple(_blob_prefix(t) for t in _ALL_KNOWN_TYPES)
+
+# Private keys are recognised by their armour, by PuTTY's header, or by the base64 of
+# "openssh-key-v1" that starts an OpenSSH private key even when its BEGIN/END lines were lost.
+_PRIVATE_KEY = re.compile(
+    r"-{4,5}\s*(?:BEGIN|END)[A-Z0-9 ]*PRIVATE"
+    r"|PuTTY-User-Key-File-"
+    r"|b3BlbnNzaC1rZXktdjE"
+)
+_SSH2_PUBLIC = re.compile(r"-{4}\s*BEGIN SSH2 PUBLIC KEY")
+_PEM_PUBLIC = re.compile(r"-----\s*BEGIN (?:RSA )?PUBLIC KEY")
+_X509 = re.compile(r"-----\s*BEGIN (?:X509 |TRUSTED )?CERTIFICATE")
+
+# Everything str.splitlines() breaks on, plus NUL: any of them inside an authorized_keys entry
+# would either split it into two entries or be cut off by the server.
+_LINE_BREAK = re.compile("[\n\r\x00\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+# C0/C1 controls, and the invisible format characters (zero-width, bidirectional overrides)
+# that could make a comment read differently in a review than in the file.
+_CONTROL = re.compile("[\x01-\x08\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+_KEY_LINE = re.compile(r"(?:^|\s)(?:ssh|ecdsa|sk)-[A-Za-z0-9@.-]+\s+AAAA[A-Za-z0-9+/]")
+_SECOND_KEY = re.compile(r"(?:^|\s)(?:ssh|ecdsa|sk|rsa)-[A-Za-z0-9@.-]+\s+AAAA")
+_TYPE_IN_BASE64 = re.compile(r"(?:ssh|ecdsa|sk)-[a-z0-9]")
+# Only strings of this shape are ever quoted back in a message: they cannot be base64 (which has
+# no '-'), so a pasted secret is never echoed.
+_TYPE_NAME = re.compile(r"[a-z0-9][a-z0-9@._+]*-[a-z0-9@._+-]*")
+
+_FLAG_OPTIONS: Final = (
+    "agent-forwarding|cert-authority|no-agent-forwarding|no-port-forwarding|no-pty|no-user-rc|"
+    "no-x11-forwarding|no-touch-required|port-forwarding|pty|restrict|user-rc|verify-required|"
+    "x11-forwarding|touch-required"
+)
+_VALUE_OPTIONS: Final = (
+    "command|environment|expiry-time|from|permitlisten|permitopen|principals|tunnel"
+)
+_OPTIONS = re.compile(
+    rf"(?P<flag>{_FLAG_OPTIONS})(?=[,\s]|$)|(?P<value>{_VALUE_OPTIONS})\s*=",
+    re.IGNORECASE,
+)
+
+
+class KeyProblem(Exception):
+    """A refused key entry.
+
+    ``code`` is a stable kebab-case diagnostic code, ``message`` a sentence an administrator
+    understands. The message never quotes the entry when it looks like a private key.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        # Both go to Exception so that the exception pickles and copies like any other.
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
+class KeyWarning:
+    """An accepted entry that the administrator should still improve."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    """One validated OpenSSH public key."""
+
+    algorithm: str
+    blob: bytes
+    comment: str
+    bits: int
+
+    @property
+    def fingerprint(self) -> str:
+        """``SHA256:…`` exactly as ``ssh-keygen -lf`` prints it.
+
+        The blob was parsed strictly (minimal integers, no trailing bytes), so it equals the
+        re-serialisation ssh-keygen hashes.
+        """
+        digest = hashlib.sha256(self.blob).digest()
+        return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+    @property
+    def base64(self) -> str:
+        return base64.b64encode(self.blob).decode("ascii")
+
+    def openssh(self, comment: bool = True) -> str:
+        """The canonical ``algorithm base64 [comment]`` line."""
+        line = f"{self.algorithm} {self.base64}"
+        if comment and self.comment:
+            return f"{line} {self.comment}"
+        return line
+
+
+def parse_public_key(text: str) -> tuple[PublicKey, list[KeyWarning]]:
+    """Parse one authorized-key entry (a single OpenSSH public key line).
+
+    Surrounding whitespace, including the final newline of a ``.pub`` file and a byte-order mark,
+    is ignored. Raises :class:`KeyProblem`.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"parse_public_key expects str, not {type(text).__name__}")
+    _refuse_foreign_formats(text)
+
+    entry = text.strip().strip("\ufeff").strip()
+    if not entry:
+        raise KeyProblem("key-empty", "the SSH key entry is empty: paste the line of the .pub file")
+    # isprintable() is false for every line break and control character (and for tabs and
+    # non-ASCII spaces, which are fine): one C-speed pass spares the regular expressions for
+    # the usual plain-ASCII line.
+    if not (entry.isascii() and entry.isprintable()):
+        if _LINE_BREAK.search(entry):
+            _refuse_line_breaks(entry)
+        if _CONTROL.search(entry):
+            raise KeyProblem(
+                "key-control-character",
+                "the SSH key entry contains invisible control characters; copy the line of the "
+                ".pub file again as plain text",
+            )
+
+    # Any whitespace separates the fields (a non-breaking space pasted from a web page too); the
+    # comment keeps its inner spacing.
+    fields = entry.split(None, 2)
+    key_type = fields[0]
+    if key_type not in _ACCEPTED:
+        _refuse_key_type(entry, fields)
+    if len(fields) < 2:
+        raise KeyProblem(
+            "key-malformed",
+            f"the key data is missing after '{key_type}': an entry reads "
+            "'type base64-data [comment]', as in the .pub file",
+        )
+    encoded = fields[1]
+    comment = fields[2] if len(fields) > 2 else ""
+
+    blob = _decode_base64(encoded)
+    bits = _parse_blob(key_type, blob)
+    _check_comment(comment)
+
+    key = PublicKey(algorithm=key_type, blob=blob, comment=comment, bits=bits)
+    return key, _warnings(key)
+
+
+def _refuse_foreign_formats(text: str) -> None:
+    # Cheap substring tests first: the regular expressions only run on the rare entry that has
+    # an armour line or a PuTTY header at all.
+    if "----" not in text and "PuTTY" not in text and "b3BlbnNzaC1rZXktdjE" not in text:
+        return
+    if _PRIVATE_KEY.search(text):
+        raise KeyProblem(
+            "key-private",
+            "this is a private key; never share it (consider it compromised now that it was "
+            "pasted here) — generate a new key pair and declare only the .pub part",
+        )
+    if _SSH2_PUBLIC.search(text):
+        raise KeyProblem(
+            "key-ssh2-format",
+            "this public key is in the SSH2 (RFC 4716 / PuTTY export) format, which is not "
+            "supported: convert it with `ssh-keygen -i -f key.pub` and declare the resulting "
+            "one-line OpenSSH key",
+        )
+    if _PEM_PUBLIC.search(text):
+        raise KeyProblem(
+            "key-pem-format",
+            "this public key is in PEM format, which is not supported: convert it with "
+            "`ssh-keygen -i -m PKCS8 -f key.pem` and declare the resulting one-line OpenSSH key",
+        )
+    if _X509.search(text):
+        raise KeyProblem(
+            "key-x509-certificate",
+            "this is an X.509 certificate, not an SSH key: declare it as the channel's "
+            "certificate, and put the line of the .pub file here",
+        )
+
+
+def _refuse_line_breaks(entry: str) -> NoReturn:
+    lines = _LINE_BREAK.split(entry)
+    if sum(1 for line in lines if _KEY_LINE.search(line)) >= 2:
+        raise KeyProblem(
+            "key-multiple",
+            "this entry holds more than one key: declare each key as a separate entry",
+        )
+    raise KeyProblem(
+        "key-newline",
+        "the SSH key entry contains a line break or NUL character: an OpenSSH public key is a "
+        "single line — copy it again without wrapping",
+    )
+
+
+def _refuse_key_type(entry: str, fields: list[str]) -> NoReturn:
+    key_type = fields[0]
+    if key_type == DSA:
+        raise KeyProblem(
+            "key-dsa",
+            "DSA (ssh-dss) keys are refused: they are limited to 1024 bits and current OpenSSH "
+            f"servers no longer accept them — {_GENERATE_HINT}",
+        )
+    if key_type.endswith("-cert-v01@openssh.com") and _TYPE_NAME.fullmatch(key_type):
+        raise KeyProblem(
+            "key-unsupported",
+            f"the key type '{key_type}' is an OpenSSH certificate, which is not supported here: "
+            "declare the plain public key (the .pub file without -cert)",
+        )
+    option = _OPTIONS.match(entry)
+    if option is not None or (
+        any(c in key_type for c in '=,"') and any(t in _ACCEPTED for t in entry.split())
+    ):
+        found = (
+            ""
+            if option is None
+            else f" (found '{(option.group('flag') or option.group('value') + '=').lower()}')"
+        )
+        raise KeyProblem(
+            "key-options",
+            f"options before the key type are not accepted{found}: the provisioner sets the "
+            "login options itself, and the allowed source addresses and the expiry date have "
+            "their own fields (from, expires); declare only 'type base64-data [comment]'",
+        )
+    second = fields[1] if len(fields) > 1 else ""
+    if _TYPE_NAME.fullmatch(key_type) and len(key_type) <= 64 and second.startswith("AAAA"):
+        raise KeyProblem(
+            "key-unsupported",
+            f"the key type '{key_type}' is not supported; accepted types: {_ACCEPTED_LIST}",
+        )
+    if key_type.startswith(_BLOB_PREFIXES):
+        raise KeyProblem(
+            "key-malformed",
+            "the key type is missing at the start of the entry: it must read "
+            "'type base64-data [comment]', e.g. 'ssh-ed25519 AAAA… comment'",
+        )
+    raise KeyProblem(
+        "key-malformed",
+        "this is not an OpenSSH public key: an entry reads 'type base64-data [comment]', "
+        "exactly as the single line of the .pub file",
+    )
+
+
+def _decode_base64(encoded: str) -> bytes:
+    damaged = KeyProblem(
+        "key-malformed",
+        "the base64 key data is damaged or incomplete: copy the line of the .pub file again",
+    )
+    if len(encoded) > _MAX_BASE64_CHARS:
+        raise damaged
+    try:
+        if not encoded.isascii():
+            raise binascii.Error
+        blob = binascii.a2b_base64(encoded, strict_mode=True)
+    except binascii.Error:
+        # Two keys pasted without a space between them fail here, with a type name inside.
+        if _TYPE_IN_BASE64.search(encoded):
+            raise _multiple() from None
+        raise damaged from None
+    # Re-encoding must give the text back: OpenSSH refuses stray bits after the last byte, and
+    # the canonical line we write must be the one the administrator declared.
+    if base64.b64encode(blob).decode("ascii") != encoded:
+        raise damaged
+    return blob
+
+
+def _multiple() -> KeyProblem:
+    return KeyProblem(
+        "key-multiple",
+        "this entry holds more than one key: declare each key as a separate entry",
+    )
+
+
+class _Truncated(Exception):
+    """The blob ended inside a field; turned into ``key-malformed`` by the caller."""
+
+
+def _read_string(blob: bytes, offset: int) -> tuple[bytes, int]:
+    end = offset + 4
+    if end > len(blob):
+        raise _Truncated
+    size = int.from_bytes(blob[offset:end], "big")
+    stop = end + size
+    if stop > len(blob):
+        raise _Truncated
+    return blob[end:stop], stop
+
+
+def _read_mpint(blob: bytes, offset: int) -> tuple[int, int]:
+    raw, offset = _read_string(blob, offset)
+    if raw and raw[0] & 0x80:
+        raise _Truncated  # negative: never valid for a key component
+    if len(raw) > 1 and raw[0] == 0 and not raw[1] & 0x80:
+        # A non-minimal encoding would make our fingerprint differ from ssh-keygen's, which
+        # hashes the re-serialised (minimal) form.
+        raise _Truncated
+    return int.from_bytes(raw, "big"), offset
+
+
+def _parse_blob(key_type: str, blob: bytes) -> int:
+    """Validate the wire blob of an accepted type; returns the key size in bits."""
+    try:
+        inner_type, offset = _read_string(blob, 0)
+        if inner_type != key_type.encode("ascii"):
+            raise _type_mismatch(key_type, inner_type)
+        if key_type == RSA:
+            bits, offset = _parse_rsa(blob, offset)
+        elif key_type in (ED25519, SK_ED25519):
+            public, offset = _read_string(blob, offset)
+            if len(public) != 32:
+                raise _malformed("an Ed25519 key must hold exactly 32 bytes")
+            bits = 256
+        else:
+            bits, offset = _parse_ecdsa(key_type, blob, offset)
+        if key_type.startswith("sk-"):
+            application, offset = _read_string(blob, offset)
+            if b"\x00" in application:
+                raise _malformed("the security-key application name is invalid")
+    except _Truncated:
+        raise _malformed("the key data is truncated or damaged") from None
+    if offset != len(blob):
+        raise _malformed("unexpected bytes follow the key")
+    return bits
+
+
+def _parse_rsa(blob: bytes, offset: int) -> tuple[int, int]:
+    exponent, offset = _read_mpint(blob, offset)
+    modulus, offset = _read_mpint(blob, offset)
+    bits = modulus.bit_length()
+    if bits > RSA_MAX_BITS:
+        raise KeyProblem(
+            "key-rsa-too-long",
+            f"this RSA key has {bits} bits, more than OpenSSH accepts ({RSA_MAX_BITS}); "
+            f"generate a key of 3072 or 4096 bits, or {_GENERATE_HINT}",
+        )
+    # The checks OpenSSL applies before using a public key; a blob failing them is corrupt.
+    if exponent < 3 or exponent % 2 == 0 or modulus % 2 == 0 or exponent >= modulus:
+        raise _malformed("the RSA exponent or modulus is invalid")
+    if bits < RSA_MIN_BITS:
+        raise KeyProblem(
+            "key-rsa-too-short",
+            f"this RSA key has only {bits} bits; at least {RSA_MIN_BITS} are required "
+            f"({RSA_RECOMMENDED_BITS} or more recommended) — {_GENERATE_HINT}",
+        )
+    return bits, offset
+
+
+def _parse_ecdsa(key_type: str, blob: bytes, offset: int) -> tuple[int, int]:
+    curve_name, curve, bits = _ECDSA_CURVES[key_type]
+    inner_curve, offset = _read_string(blob, offset)
+    if inner_curve != curve_name.encode("ascii"):
+        raise _type_mismatch(key_type, inner_curve, what="curve")
+    point, offset = _read_string(blob, offset)
+    # OpenSSH only exchanges uncompressed points (0x04 || X || Y).
+    if len(point) != 1 + 2 * ((bits + 7) // 8) or point[0] != 4:
+        raise _malformed("the ECDSA public point has the wrong size or encoding")
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
+    except ValueError:
+        raise _malformed("the ECDSA public point is not on the curve") from None
+    return bits, offset
+
+
+def _type_mismatch(key_type: str, inner: bytes, what: str = "type") -> KeyProblem:
+    shown = inner.decode("ascii", "replace")
+    label = f"'{shown}'" if len(shown) <= 64 and _TYPE_NAME.fullmatch(shown) else "something else"
+    return KeyProblem(
+        "key-type-mismatch",
+        f"the entry says '{key_type}' but the key data holds {label} as its {what}: the line "
+        "was edited or assembled from two keys — copy it again unchanged from the .pub file",
+    )
+
+
+def _malformed(detail: str) -> KeyProblem:
+    return KeyProblem(
+        "key-malformed",
+        f"the key data is not a valid public key ({detail}): copy the line of the .pub file again",
+    )
+
+
+def _check_comment(comment: str) -> None:
+    if "AAAA" in comment and (
+        _SECOND_KEY.search(comment)
+        or any(token.startswith(_BLOB_PREFIXES) for token in comment.split())
+    ):
+        raise _multiple()
+    if not comment.isascii():
+        try:
+            comment.encode("utf-8")
+        except UnicodeEncodeError:
+            raise KeyProblem(
+                "key-malformed",
+                "the comment after the key is not valid text; retype it or leave it out",
+            ) from None
+
+
+def _warnings(key: PublicKey) -> list[KeyWarning]:
+    warnings: list[KeyWarning] = []
+    if key.algorithm == RSA and key.bits < RSA_RECOMMENDED_BITS:
+        warnings.append(
+            KeyWarning(
+                "key-rsa-below-3072",
+                f"this RSA key has {key.bits} bits: it is accepted, but {RSA_RECOMMENDED_BITS} "
+                "bits or more is recommended; plan to replace it, preferably with an Ed25519 "
+                "key (`ssh-keygen -t ed25519`)",
+            )
+        )
+    if key.algorithm.startswith("sk-"):
+        warnings.append(
+            KeyWarning(
+                "key-security-key",
+                "this key lives on a hardware security key (FIDO): every login needs the token "
+                "plugged in and usually touched, which unattended batch transfers cannot do — "
+                "make sure the sending software supports it",
+            )
+        )
+    return warnings
