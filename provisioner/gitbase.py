@@ -8,6 +8,7 @@ own address to a file in the same pull request that changes it.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,13 @@ def base_qualities(top: Path, revision: str, prefixes: list[str]) -> dict[str, B
 
 
 def changed_paths(top: Path, revision: str, prefixes: list[str]) -> dict[str, str]:
-    """Paths changed since `revision` (committed, staged, unstaged or untracked): path -> A/M/D."""
+    """YAML paths changed since `revision` (committed, staged, unstaged or untracked)."""
+    changes = changed_files(top, revision, prefixes)
+    return {p: s for p, s in changes.items() if p.endswith((".yaml", ".yml"))}
+
+
+def changed_files(top: Path, revision: str, prefixes: list[str]) -> dict[str, str]:
+    """Every path changed since `revision` under `prefixes` (all when empty): path -> A/M/D."""
     out = _git(top, "diff", "--no-renames", "--name-status", "-z", revision, "--", *prefixes)
     parts = out.decode("utf-8", "replace").split("\0")
     changes: dict[str, str] = {}
@@ -125,7 +132,21 @@ def changed_paths(top: Path, revision: str, prefixes: list[str]) -> dict[str, st
     for path in untracked.decode("utf-8", "replace").split("\0"):
         if path:
             changes[path] = "A"
-    return {p: s for p, s in changes.items() if p.endswith((".yaml", ".yml"))}
+    return changes
+
+
+def _referenced(summary: FileSummary, top: Path) -> set[str]:
+    """The key and certificate files a declaration references, relative to the work tree.
+
+    Both the path as written and where it leads count: re-pointing a symlink changes the
+    declaration as much as changing the file it points at.
+    """
+    found: set[str] = set()
+    for candidate in summary.refs:
+        for path in (Path(os.path.normpath(candidate)), Path(candidate).resolve()):
+            if path.is_relative_to(top):
+                found.add(str(path.relative_to(top)))
+    return found
 
 
 def history_rules(
@@ -170,7 +191,8 @@ def history_rules(
 
     if settings.author is not None:
         author = settings.author.lower()
-        for rel, status in sorted(changed_paths(top, revision, prefixes).items()):
+        changed = changed_paths(top, revision, prefixes)
+        for rel, status in sorted(changed.items()):
             summary = current.get(rel)
             display = summary.display if summary else rel
             if status == "A":
@@ -192,6 +214,26 @@ def history_rules(
                     f"co-local administrators ({names}) may"
                     + (f", as listed at {ref}" if status != "A" else ""),
                     where or Location(display),
+                )
+            )
+        # A quality's key and certificate files are part of its declaration: swapping the .pub
+        # file it references puts another key on its login without touching the YAML.
+        touched_files = changed_files(top, revision, [])
+        for rel, summary in sorted(current.items()):
+            old = base.get(rel)
+            if rel in changed or old is None or author in old.administrators:
+                continue  # the YAML itself was judged above, or the author may change it
+            touched = sorted(_referenced(summary, top) & touched_files.keys())
+            if not touched:
+                continue
+            names = ", ".join(old.administrators) or "nobody"
+            out.append(
+                error(
+                    "author-not-administrator",
+                    f"{settings.author} may not change {', '.join(touched)}, which this quality's "
+                    f"declaration references: only its local or co-local administrators "
+                    f"({names}) may, as listed at {ref}",
+                    summary.facts.administrators_at or Location(summary.display),
                 )
             )
     return out
