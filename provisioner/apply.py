@@ -288,8 +288,7 @@ def _run_reload(command: list[str], what: str) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
         raise ApplyError(
-            f"reloading {what} failed ({' '.join(command)}): "
-            f"{(done.stderr or done.stdout).strip()}"
+            f"reloading {what} failed ({' '.join(command)}): {(done.stderr or done.stdout).strip()}"
         )
 
 
@@ -501,6 +500,13 @@ def _record_failure(
         if channel.enterprise_number in regs:
             store.set_status(
                 channel.enterprise_number, "failed", reason=reason, revision=revision, now=now
+            )
+    # The state already says "removed", but the rollback put the account, keys and chroot
+    # back: say so. The next run, still not declared, removes it again.
+    for en in rec.allocation.removed:
+        if en in regs:
+            store.set_status(
+                en, "failed", reason=f"removal rolled back: {reason}", revision=revision, now=now
             )
 
 
