@@ -124,11 +124,16 @@ def compute(
         held=held_ens,
     )
     for refusal in allocation.refused:
-        refusals.setdefault(refusal.enterprise_number, []).append(
-            f"{sources.get(refusal.enterprise_number, refusal.enterprise_number)}: "
-            f"{refusal.code}: {refusal.message}"
+        en = refusal.enterprise_number
+        where = sources.get(en, en)
+        declared_at = (
+            accepted_results[en].facts.technical_user_at if en in accepted_results else None
         )
-        accepted_results.pop(refusal.enterprise_number, None)
+        if refusal.code.startswith("technical-user") and declared_at is not None:
+            # Point at the line that declares the user, as the gate does for its own findings.
+            where = str(declared_at)
+        refusals.setdefault(en, []).append(f"{where}: {refusal.code}: {refusal.message}")
+        accepted_results.pop(en, None)
 
     fresh = {r.enterprise_number: r for r in (*allocation.new, *allocation.returning)}
     regs = snapshot.registrations
