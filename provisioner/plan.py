@@ -100,6 +100,9 @@ class Plan:
     unknown: list[str] = field(default_factory=list)
     owners_managed: bool = True
     notes: list[str] = field(default_factory=list)
+    # Reasons of invalid declarations that cannot even say which quality they are: refused
+    # like the others (exit code 1), and removals wait until they can be read again.
+    unidentified: list[str] = field(default_factory=list)
 
     @property
     def has_changes(self) -> bool:
@@ -110,6 +113,11 @@ class Plan:
     @property
     def refused(self) -> list[ChannelPlan]:
         return [c for c in self.channels if c.action is ChannelAction.REFUSED]
+
+    @property
+    def has_refusals(self) -> bool:
+        """A quality or a declaration file was refused: the exit code is then 1."""
+        return bool(self.refused or self.unidentified)
 
     def counts(self) -> dict[str, int]:
         out = {a.value: 0 for a in ChannelAction}
@@ -157,6 +165,7 @@ class Plan:
             unknown=list(data["unknown"]),
             owners_managed=bool(data["owners_managed"]),
             notes=list(data["notes"]),
+            unidentified=list(data.get("unidentified", [])),
         )
 
 

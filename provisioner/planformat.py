@@ -20,11 +20,16 @@ _SYMBOL = {
 def summary(plan: Plan) -> str:
     c = plan.counts()
     files = len(plan.changes)
+    # A declaration that cannot say whose it is counts as refused too.
+    refused = c["refused"] + len({r.split(":", 1)[0] for r in plan.unidentified})
     return (
         f"{c['create']} to create, {c['change']} to change, {c['remove']} to remove, "
-        f"{c['unchanged']} unchanged, {c['refused']} refused; "
+        f"{c['unchanged']} unchanged, {refused} refused; "
         f"{files} path change{'s' if files != 1 else ''}"
     )
+
+
+UNIDENTIFIED = "Refused declarations (which quality they declare cannot be told):"
 
 
 def _channel_line(ch: object) -> str:
@@ -50,6 +55,9 @@ def render_text(plan: Plan, *, diffs: bool = True, unchanged: bool = False) -> s
     hidden = len(plan.channels) - len(shown)
     if hidden:
         out.append(f"  ({hidden} unchanged channel{'s' if hidden != 1 else ''} not shown)")
+    if plan.unidentified:
+        out.append(UNIDENTIFIED)
+        out.extend(f"  ! {reason}" for reason in plan.unidentified)
     if plan.changes:
         out.append("")
         out.append("Changes on the host:")
@@ -96,7 +104,10 @@ def render_markdown(plan: Plan) -> str:
     for ch in plan.refused:
         out.append(f"- :no_entry: **{ch.technical_user or ch.enterprise_number}** refused:")
         out.extend(f"  - {_md_escape(r)}" for r in ch.reasons)
-    if plan.refused:
+    if plan.unidentified:
+        out.append(f"- :no_entry: {UNIDENTIFIED}")
+        out.extend(f"  - {_md_escape(r)}" for r in plan.unidentified)
+    if plan.refused or plan.unidentified:
         out.append("")
     for change in plan.changes:
         details = f" ({'; '.join(change.details)})" if change.details else ""

@@ -96,12 +96,15 @@ def compute(
     refusals: dict[str, list[str]] = {}
     sources: dict[str, str] = {}
     identity_unknown: list[str] = []
+    unidentified: list[str] = []
     for result in report.results:
         en = result.facts.enterprise_number
         errors = errors_by_file.get(result.display, [])
         if en is None:
             if errors:
                 identity_unknown.append(result.display)
+                # Refused like any invalid declaration: its reasons shown, the exit code 1.
+                unidentified.extend(_reasons(errors))
             continue
         sources[en] = result.display
         if errors or result.declaration is None:
@@ -197,6 +200,7 @@ def compute(
         unknown=unknown,
         owners_managed=owners,
         notes=notes,
+        unidentified=unidentified,
     )
     return Reconciliation(
         settings, report, snapshot, allocation, accepted, held, gone, tree, observed, plan, refusals

@@ -114,7 +114,7 @@ def plan_command(
         click.echo(planformat.render_text(plan, diffs=not no_diff), nl=False)
     else:
         click.echo(planformat.render(plan, fmt), nl=False)
-    if plan.refused:
+    if plan.has_refusals:
         return EXIT_INVALID
     return EXIT_CHANGES if plan.has_changes else EXIT_OK
 
@@ -182,7 +182,7 @@ def apply_command(
         click.echo(f"Applied {len(result.applied)} change(s).")
     else:
         click.echo(planformat.render(plan, fmt), nl=False)
-    return EXIT_INVALID if plan.refused else EXIT_OK
+    return EXIT_INVALID if plan.has_refusals else EXIT_OK
 
 
 def next_sync(now: datetime, every: timedelta = timedelta(minutes=30)) -> datetime:
