@@ -6,6 +6,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -132,7 +133,27 @@ def schema_command(output: Path, check: bool) -> int:
     show_default=True,
     help="Output format on standard output.",
 )
-def show_command(target: str, lang: str | None, declarations: Path, fmt: str) -> int:
+@click.option(
+    "--settings",
+    "settings_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Host settings: show the sender number and status from the host's state.",
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="As for plan/apply: read the state under DIR.",
+)
+@click.option("--state-url", help="Read the registration from this state database.")
+def show_command(
+    target: str,
+    lang: str | None,
+    declarations: Path,
+    fmt: str,
+    settings_file: Path | None,
+    root: Path | None,
+    state_url: str | None,
+) -> int:
     """Show the overview the portal shows on its confirmation page.
 
     FILE is a declaration; USERNAME a technical user (case-sensitive) declared under
@@ -149,9 +170,44 @@ def show_command(target: str, lang: str | None, declarations: Path, fmt: str) ->
         click.echo(render_text(report, color=sys.stderr.isatty()), err=True, nl=False)
     if not found.ok:
         return EXIT_INVALID
-    overview = overview_of(found.result, lang=lang)
+    registration = None
+    if settings_file or root or state_url:
+        registration = _registration(
+            found.result.facts.enterprise_number, settings_file, root, state_url
+        )
+    overview = overview_of(found.result, lang=lang, registration=registration)
     click.echo(render_json(overview) if fmt == "json" else render_overview(overview), nl=False)
     return EXIT_OK
+
+
+def _registration(
+    enterprise_number: str | None,
+    settings_file: Path | None,
+    root: Path | None,
+    state_url: str | None,
+) -> Any:
+    """The quality's registration in the host's state, if it has one (read-only)."""
+    from sqlalchemy.engine import make_url
+
+    from provisioner.errors import SettingsError
+    from provisioner.settings import load_settings
+    from provisioner.state import StateError, StateStore
+
+    settings = load_settings(settings_file, root=root, overrides={"state_url": state_url})
+    url = make_url(settings.state_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return None  # nothing reconciled yet: showing must not create a database
+    try:
+        store = StateStore.open(settings.state_url)
+    except StateError as exc:
+        raise SettingsError(f"the state database cannot be opened: {exc}") from None
+    if enterprise_number is None:
+        store.close()
+        return None
+    try:
+        return store.snapshot().registrations.get(enterprise_number)
+    finally:
+        store.close()
 
 
 @cli.command("codeowners")
