@@ -8,6 +8,7 @@ a demo directory; the rendered files then point at the prefixed paths.
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
 from collections.abc import Mapping
@@ -172,7 +173,17 @@ def load_settings(
         doc, problems = load_document(path, display)
         if problems:
             first = problems[0]
-            raise SettingsError(first.message, location=first.location, code=first.code)
+            # The loader speaks of declarations; say what a settings file must be instead.
+            if first.code == "empty-file":
+                doc = None  # only comments: every setting keeps its default
+            elif first.code == "not-a-mapping":
+                raise SettingsError(
+                    "a settings file is a mapping of setting names to values (name: value)",
+                    location=first.location,
+                    code=first.code,
+                )
+            else:
+                raise SettingsError(first.message, location=first.location, code=first.code)
         if doc is not None:
             data = dict(doc.data)
             positions = doc
@@ -184,8 +195,14 @@ def load_settings(
         err = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in err["loc"])
         where = Location(display, yaml_path=field)
+        unknown = err["type"] == "extra_forbidden"
         if positions is not None and err["loc"]:
-            where = positions.location(tuple(err["loc"])[:1])
+            # An unknown name is shown at the name, a bad value at the value.
+            where = positions.location(tuple(err["loc"])[:1], key=unknown)
+        if unknown:
+            close = difflib.get_close_matches(field, list(HostSettings.model_fields), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise SettingsError(f"unknown setting '{field}'{hint}", location=where) from None
         source = (
             "environment variable " + ENV_PREFIX + field.upper()
             if field.upper() in {k[len(ENV_PREFIX) :] for k in environ if k.startswith(ENV_PREFIX)}
