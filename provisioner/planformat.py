@@ -87,18 +87,18 @@ def render_json(plan: Plan) -> str:
 def render_markdown(plan: Plan) -> str:
     """Fit for a pull-request comment: a table, then each diff folded away."""
     out = [f"### sftp-provisioner plan: {summary(plan)}", ""]
-    if plan.channels:
+    # Unchanged channels are left out; with nothing else, no (empty) table at all.
+    listed = [c for c in plan.channels if c.action is not ChannelAction.UNCHANGED]
+    if listed:
         out += [
             "| | action | sender | technical user | enterprise number | declaration |",
             "|---|---|---|---|---|---|",
         ]
-        for ch in plan.channels:
-            if ch.action is ChannelAction.UNCHANGED:
-                continue
+        for ch in listed:
             out.append(
                 f"| {_SYMBOL[ch.action]} | **{ch.action.value}** | "
                 f"{ch.sender_number or ''} | `{ch.technical_user or '?'}` | "
-                f"{ch.enterprise_number} | {ch.source or ''} |"
+                f"{ch.enterprise_number} | {_md_escape(ch.source or '')} |"
             )
         out.append("")
     for ch in plan.refused:
