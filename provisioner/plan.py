@@ -106,8 +106,11 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
+        # A channel can change with no path changing (its status moves to active): apply
+        # then still has work, so plan exits 2 and does not print "No changes".
         return bool(self.changes) or any(
-            c.action in (ChannelAction.CREATE, ChannelAction.REMOVE) for c in self.channels
+            c.action in (ChannelAction.CREATE, ChannelAction.CHANGE, ChannelAction.REMOVE)
+            for c in self.channels
         )
 
     @property

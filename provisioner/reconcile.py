@@ -286,13 +286,21 @@ def _channel_plans(
     plans = []
     for ch in accepted:
         en = ch.enterprise_number
+        why: tuple[str, ...] = ()
         if en in fresh:
             action = ChannelAction.CREATE
-        elif en in touched or ch.registration.status != "active":
+        elif en in touched:
             action = ChannelAction.CHANGE
+        elif ch.registration.status != "active":
+            # The files already match (a refused declaration put back, a retried failure):
+            # only the status moves, and the plan says so rather than showing a bare "change".
+            action = ChannelAction.CHANGE
+            why = (f"status {ch.registration.status} -> active (the files already match)",)
         else:
             action = ChannelAction.UNCHANGED
-        plans.append(ChannelPlan(en, ch.user, ch.registration.sender, action, ch.result.display))
+        plans.append(
+            ChannelPlan(en, ch.user, ch.registration.sender, action, ch.result.display, why)
+        )
     for en, reasons in sorted(refusals.items()):
         reg = snapshot.registrations.get(en)
         keeps = (
