@@ -464,3 +464,23 @@ def test_apply_reports_in_other_formats(host: Host, fmt: str) -> None:
         assert json.loads(done.stdout)["counts"]["create"] == 2
     else:
         assert done.stdout.startswith("### sftp-provisioner plan: 2 to create")
+
+
+def test_a_key_mapping_renders_from_and_expiry_time(host: Host) -> None:
+    line = ssh_key(31, "limited@test")
+    text = host.quality(EN_SECSOC).read_text("utf-8")
+    marker = "      ssh_keys:\n"
+    mapping = (
+        f"        - key: {line}\n"
+        f'          from: ["192.0.2.0/24", "2001:db8::/32"]\n'
+        f"          expires: 2027-12-31\n"
+    )
+    host.quality(EN_SECSOC).write_text(text.replace(marker, marker + mapping, 1), "utf-8")
+    result = host.apply()
+    assert not result.plan.has_refusals, result.plan.refused
+    keys = (host.root / KEYS / USER_SECSOC).read_text()
+    # A date expires at the end of that day, UTC.
+    assert (
+        f'restrict,from="192.0.2.0/24,2001:db8::/32",expiry-time="202712312359Z" {line}\n' in keys
+    )
+    assert keys.count("restrict") >= 2

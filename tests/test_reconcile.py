@@ -266,3 +266,18 @@ def test_markdown_without_changes_has_no_empty_table(host: Host) -> None:
         "### sftp-provisioner plan: 0 to create, 0 to change, 0 to remove, 2 unchanged"
     )
     assert "|---|" not in md
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///relative.db", "relative path"),
+        ("mysql://db/x", "unsupported database"),
+    ],
+)
+def test_a_bad_state_url_is_a_clear_error(host: Host, url: str, expected: str) -> None:
+    done = host.run("plan", "--state-url", url)
+    no_traceback(done)
+    assert done.returncode == 1
+    assert "the state database cannot be opened" in done.stderr
+    assert expected in done.stderr
