@@ -251,40 +251,14 @@ def render_tree(
     group = _Group(settings.sftp_group, settings.sftp_gid, [a.name for a in accounts])
     eu = settings.extrausers_dir
     tree.add(Desired(eu, "dir", root, root, 0o755, role="extrausers"))
-    tree.add(
-        Desired(
-            eu / "passwd",
-            "file",
-            root,
-            root,
-            0o644,
-            _render(env, "accounts/passwd.j2", accounts=accounts),
-            role="passwd",
-        )
-    )
-    tree.add(
-        Desired(
-            eu / "group",
-            "file",
-            root,
-            root,
-            0o644,
-            _render(env, "accounts/group.j2", group=group),
-            role="group",
-        )
-    )
     # shadow is not world-readable even though it holds no hash: least privilege.
-    tree.add(
-        Desired(
-            eu / "shadow",
-            "file",
-            root,
-            root,
-            0o640,
-            _render(env, "accounts/shadow.j2", accounts=accounts),
-            role="shadow",
-        )
-    )
+    for name, mode, context in (
+        ("passwd", 0o644, {"accounts": accounts}),
+        ("group", 0o644, {"group": group}),
+        ("shadow", 0o640, {"accounts": accounts}),
+    ):
+        content = _render(env, f"accounts/{name}.j2", **context)
+        tree.add(Desired(eu / name, "file", root, root, mode, content, role=name))
 
     routing = dict(held_routing or {})
     routing.update(routing_entries(channels))
