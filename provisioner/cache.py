@@ -1,0 +1,624 @@
+"""Caches of checked declarations, so that an unchanged repository is not parsed again.
+
+Two kinds share one format and one set of rules:
+
+- ``summary``: what the pull-request gate needs (`FileSummary`), in the user's cache
+  directory ($XDG_CACHE_HOME/sftp-provisioner by default);
+- ``full``: whole `FileResult`s (model, resolved keys, certificate) for the reconciler, in the
+  host's ``cache_dir`` setting (/var/cache/sftp-provisioner, under ``--root``).
+
+Exact invalidation. An entry is used only when
+
+- the cache was written by the same code (a digest of the package's files and the versions
+  of the libraries whose verdicts matter: pydantic, phonenumbers, email-validator,
+  cryptography, ruamel.yaml), for the same declarations root and of the same kind;
+- the file is shown under the same name (paths in messages are relative to the working
+  directory);
+- the file's content hash is the same;
+- every file it references resolves to the same place with the same content hash, or is
+  missing, too large or not a regular file as before: re-pointing a symlink counts.
+
+Nothing cached depends on the clock: certificate and key dates are judged on every run from
+the cached facts (`rules.clock_rules`), so a certificate that expired between two runs is
+refused.
+
+Content hashes are recomputed only when a file's stat stamp (device, inode, size, mtime and
+ctime in nanoseconds) differs from the one recorded. A stamp is recorded only when the file
+had not changed for two seconds before the run started, so a file modified while it was being
+read, or within the filesystem's timestamp granularity, is hashed again next time ("racy git").
+
+Safety. The cache is JSON, never pickle, and decoding builds only the classes listed in
+`_REGISTRY`. The directory must be owned by the running user and closed to others (the full
+cache: mode 0700), the file likewise, opened without following symlinks; otherwise the cache
+is neither read nor written. A missing, damaged or foreign cache only makes the run slower.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import enum
+import hashlib
+import json
+import os
+import re
+import stat
+import sys
+import time
+from collections.abc import Callable, Iterable
+from datetime import date, datetime
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from provisioner import __version__
+
+if TYPE_CHECKING:
+    from provisioner.declarations import FileResult
+    from provisioner.rules import FileSummary
+
+FORMAT = 1
+Kind = Literal["summary", "full"]
+# A file whose mtime or ctime is this close to the start of the run is not stamped.
+RACY_NS = 2_000_000_000
+# Libraries whose behaviour is part of a verdict: a new phonenumbers release can change
+# which numbers are valid.
+_DEPENDENCIES = (
+    "pydantic",
+    "pydantic-core",
+    "email-validator",
+    "phonenumbers",
+    "cryptography",
+    "ruamel.yaml",
+    "ruamel.yaml.clib",
+)
+
+Stamp = list[int]
+
+
+# --- what the cache depends on -------------------------------------------------------------
+
+
+# The modules whose code decides a file's result; code_digest follows their imports.
+_ENTRY_MODULES = ("declarations", "rules", "cache")
+_IMPORT = re.compile(
+    r"^[ \t]*(?:from[ \t]+provisioner\.([\w.]+)[ \t]+import"
+    r"|from[ \t]+provisioner[ \t]+import[ \t]+\(?([\w, \t]+)"
+    r"|import[ \t]+provisioner\.([\w.]+))",
+    re.MULTILINE,
+)
+
+
+def _module_file(package: Path, dotted: str) -> Path | None:
+    base = package.joinpath(*dotted.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _source_closure(package: Path) -> list[Path]:
+    """The entry modules and every provisioner module they import, transitively."""
+    todo = [f for m in _ENTRY_MODULES if (f := _module_file(package, m)) is not None]
+    todo.append(package / "__init__.py")
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for match in _IMPORT.finditer(path.read_text("utf-8")):
+            dotted, names, imported = match.groups()
+            for name in [dotted or imported] if (dotted or imported) else names.split(","):
+                found = _module_file(package, name.strip())
+                if found is not None:
+                    todo.append(found)
+    return sorted(seen)
+
+
+@cache
+def code_digest() -> str:
+    """The code that judges a declaration: our modules and data, and the libraries' versions.
+
+    Only the modules reachable from the checks count, so that editing, say, the apply step
+    does not throw the validation cache away.
+    """
+    h = hashlib.sha256()
+    h.update(f"{FORMAT}|{__version__}|{sys.version}".encode())
+    package = Path(__file__).resolve().parent
+    data = sorted(p for p in package.iterdir() if p.suffix in (".yaml", ".json"))
+    for path in [*_source_closure(package), *data]:
+        h.update(str(path.relative_to(package)).encode())
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    for dist in _DEPENDENCIES:
+        try:
+            h.update(f"{dist}={metadata.version(dist)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{dist}=none".encode())
+    return h.hexdigest()
+
+
+def stamp_of(st: os.stat_result) -> Stamp:
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _stable(st: os.stat_result, started_ns: int) -> bool:
+    return max(st.st_mtime_ns, st.st_ctime_ns) < started_ns - RACY_NS
+
+
+def _digest_of(path: Path | str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+class RefStates:
+    """`declarations.ref_state` for many files at once, with the same results.
+
+    The directory part of a reference is resolved once per run (every declaration points
+    into the same few directories); the last component is checked with one `lstat`, and the
+    content hashed only when its stamp moved. A symlink as last component, or a `.`/`..`, is
+    left to `ref_state` itself.
+    """
+
+    def __init__(self) -> None:
+        self._dirs: dict[str, str | None] = {}
+
+    def _real_dir(self, directory: str) -> str | None:
+        if directory not in self._dirs:
+            try:
+                self._dirs[directory] = os.path.realpath(directory, strict=True)
+            except (OSError, RuntimeError):
+                self._dirs[directory] = None
+        return self._dirs[directory]
+
+    def state(self, candidate: str, recorded: str, stamp: Stamp | None) -> str:
+        from provisioner.declarations import MAX_REFERENCED_BYTES, ref_state
+
+        directory, _, name = candidate.rpartition("/")
+        if not directory or name in ("", ".", ".."):
+            return ref_state(Path(candidate))
+        real = self._real_dir(directory)
+        if real is None:
+            return "missing"
+        resolved = f"{real}/{name}" if real != "/" else f"/{name}"
+        try:
+            st = os.lstat(resolved)
+        except OSError:
+            return "missing"
+        if stat.S_ISLNK(st.st_mode):
+            return ref_state(Path(candidate))
+        if not stat.S_ISREG(st.st_mode):
+            return f"{resolved}|not-a-file"
+        if st.st_size > MAX_REFERENCED_BYTES:
+            return f"{resolved}|large"
+        if stamp is not None and stamp_of(st) == stamp:
+            return f"{resolved}|{recorded.rpartition('|')[2]}"
+        try:
+            return f"{resolved}|{_digest_of(resolved)}"
+        except OSError:
+            return "missing"
+
+
+# --- JSON encoding of results --------------------------------------------------------------
+#
+# Models and dataclasses are written as objects tagged with their class name; decoding builds
+# only classes of the registry. Pydantic models are rebuilt without validation (their values
+# were validated when the file was checked), the way `model_construct` does it.
+
+
+@cache
+def _registry() -> dict[str, type]:
+    from pydantic import BaseModel
+
+    from provisioner import certificates, declarations, diagnostics, keys, models, rules
+
+    classes: list[type] = [
+        diagnostics.Location,
+        diagnostics.Diagnostic,
+        declarations.Facts,
+        declarations.ResolvedKey,
+        declarations.FileResult,
+        keys.PublicKey,
+        certificates.CertificateInfo,
+        rules.KeyFact,
+        rules.FileSummary,
+    ]
+    classes += [
+        cls
+        for cls in vars(models).values()
+        if isinstance(cls, type)
+        and issubclass(cls, BaseModel)
+        and cls.__module__ == models.__name__
+    ]
+    return {cls.__qualname__: cls for cls in classes}
+
+
+@cache
+def _enums() -> dict[str, type[enum.Enum]]:
+    from provisioner.diagnostics import Severity
+
+    return {"Severity": Severity}
+
+
+def encode(value: Any) -> Any:
+    """A JSON-ready form of a result; `decode` gives back an equal object."""
+    from pydantic import BaseModel
+
+    # Enums first: a StrEnum is also a str, and must come back as the enum.
+    if isinstance(value, enum.Enum):
+        return {"$e": type(value).__name__, "v": value.value}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, BaseModel):
+        out: dict[str, Any] = {"$m": type(value).__qualname__}
+        out["$s"] = sorted(value.model_fields_set)
+        for name, item in value.__dict__.items():
+            out[name] = encode(item)
+        return out
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {"$c": type(value).__qualname__}
+        for f in dataclasses.fields(value):
+            out[f.name] = encode(getattr(value, f.name))
+        return out
+    if isinstance(value, datetime):
+        return {"$t": value.isoformat()}
+    if isinstance(value, date):
+        return {"$d": value.isoformat()}
+    if isinstance(value, bytes):
+        return {"$b": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, Path):
+        return {"$p": str(value)}
+    if isinstance(value, tuple):
+        return {"$u": [encode(v) for v in value]}
+    if isinstance(value, list):
+        return [encode(v) for v in value]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) and not k.startswith("$") for k in value):
+            raise TypeError("only mappings with plain text keys can be cached")
+        return {k: encode(v) for k, v in value.items()}
+    raise TypeError(f"cannot cache a {type(value).__name__}")
+
+
+class CacheCorrupt(ValueError):
+    """The cache holds something we did not write."""
+
+
+def _hook(registry: dict[str, type], enums: dict[str, type[enum.Enum]]) -> Callable[..., Any]:
+    set_attr = object.__setattr__
+
+    def hook(d: dict[str, Any]) -> Any:
+        if not d:
+            return d
+        tag = next(iter(d))
+        if tag[0] != "$":
+            return d
+        try:
+            if tag == "$c":
+                cls = registry[d.pop("$c")]
+                return cls(**d)
+            if tag == "$m":
+                cls = registry[d.pop("$m")]
+                fields_set = set(d.pop("$s"))
+                obj: Any = object.__new__(cls)
+                set_attr(obj, "__dict__", d)
+                set_attr(obj, "__pydantic_fields_set__", fields_set)
+                set_attr(obj, "__pydantic_extra__", None)
+                set_attr(obj, "__pydantic_private__", None)
+                return obj
+            if tag == "$u":
+                return tuple(d["$u"])
+            if tag == "$t":
+                return datetime.fromisoformat(d["$t"])
+            if tag == "$d":
+                return date.fromisoformat(d["$d"])
+            if tag == "$b":
+                return base64.b64decode(d["$b"], validate=True)
+            if tag == "$p":
+                return Path(d["$p"])
+            if tag == "$e":
+                return enums[d["$e"]](d["v"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CacheCorrupt(f"cannot rebuild {tag} {d!r:.80}: {exc}") from None
+        raise CacheCorrupt(f"unknown tag {tag}")
+
+    return hook
+
+
+def decode_text(text: str) -> Any:
+    return json.loads(text, object_hook=_hook(_registry(), _enums()))
+
+
+# --- the cache files -----------------------------------------------------------------------
+#
+# <kind>-<root>.json          header, per file: display, content hash, stamp, referenced
+#                             files; and the memo of the last complete run (summary kind)
+# <kind>-<root>.results.json  header, per file: the encoded result
+#
+# The index is small and read on every run; results are read only when some are needed. Both
+# carry a random generation token: a results file from another write is not used.
+
+
+def _open_dir(directory: Path, *, private: bool, create: bool) -> int | None:
+    """A descriptor of the cache directory if it is ours and closed to others, else None."""
+    if create:
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError:
+            return None
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    closed = st.st_mode & (0o077 if private else 0o022) == 0
+    if st.st_uid != os.geteuid() or not closed:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _read(dfd: int, name: str, *, private: bool) -> bytes | None:
+    """A cache file's bytes if it is a regular file of ours, closed to others."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        closed = st.st_mode & (0o077 if private else 0o022) == 0
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or not closed:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _write(dfd: int, name: str, text: str) -> None:
+    tmp = f".{name}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dfd)
+        raise
+
+
+class ResultCache:
+    """The cache of one declarations root, for one kind of result."""
+
+    def __init__(
+        self,
+        directory: Path | None,
+        root: Path,
+        kind: Kind,
+        *,
+        started_ns: int | None = None,
+    ) -> None:
+        self.directory = directory
+        self.kind = kind
+        self.private = kind == "full"
+        self.header = {
+            "format": FORMAT,
+            "kind": kind,
+            "code": code_digest() if directory is not None else "",
+            "root": str(root),
+        }
+        base = f"{kind}-{hashlib.sha256(str(root).encode()).hexdigest()[:16]}"
+        self.index_name = f"{base}.json"
+        self.results_name = f"{base}.results.json"
+        self.started_ns = time.time_ns() if started_ns is None else started_ns
+        self.generation = ""
+        self.entries: dict[str, list[Any]] = {}
+        self.memo: dict[str, Any] | None = None
+        self.fresh: dict[str, str] = {}  # encoded results put in this run
+        self._results: dict[str, str] | None = None
+        self.seen: set[str] = set()
+        self.dirty = False
+        self.refs = RefStates()
+        self.problem: str | None = None
+        if directory is not None:
+            self._load_index()
+
+    @property
+    def enabled(self) -> bool:
+        return self.directory is not None
+
+    def _load_index(self) -> None:
+        assert self.directory is not None
+        dfd = _open_dir(self.directory, private=self.private, create=False)
+        if dfd is None:
+            if self.directory.exists():
+                self.problem = f"{self.directory} is not owned by this user or is open to others"
+            return
+        try:
+            raw = _read(dfd, self.index_name, private=self.private)
+        finally:
+            os.close(dfd)
+        if raw is None:
+            return
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or data.get("header") != self.header:
+                return
+            entries, generation = data["entries"], data["generation"]
+            if isinstance(entries, dict) and isinstance(generation, str):
+                self.entries, self.generation = entries, generation
+                memo = data.get("memo")
+                self.memo = memo if isinstance(memo, dict) else None
+        except (KeyError, ValueError, RecursionError):
+            self.entries = {}  # damaged: start afresh
+
+    def _load_results(self) -> dict[str, str]:
+        """Encoded results by path, still as text: each is decoded only when used."""
+        if self._results is not None:
+            return self._results
+        self._results = {}
+        if self.directory is None or not self.generation:
+            return self._results
+        dfd = _open_dir(self.directory, private=self.private, create=False)
+        if dfd is None:
+            return self._results
+        try:
+            raw = _read(dfd, self.results_name, private=self.private)
+        finally:
+            os.close(dfd)
+        if raw is None:
+            return self._results
+        try:
+            lines = raw.decode("utf-8").split("\n")
+            first = json.loads(lines[0])
+            if first != {"header": self.header, "generation": self.generation}:
+                return self._results
+            results = {}
+            for line in lines[1:]:
+                if line:
+                    name, _, payload = line.partition("\t")
+                    results[json.loads(name)] = payload
+            self._results = results
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            pass  # damaged: every file is checked again
+        return self._results
+
+    # checking entries
+
+    def valid(self, path: Path, display: str) -> bool:
+        """Whether the entry of `path` still holds: same name, content and references."""
+        key = str(path)
+        self.seen.add(key)
+        entry = self.entries.get(key)
+        if entry is None:
+            return False
+        try:
+            shown, digest, file_stamp, refs = entry
+            if shown != display:
+                return False
+            try:
+                st = os.stat(key)  # noqa: PTH116 - str paths: 10,000 Path objects cost
+            except OSError:
+                return False
+            stamp = stamp_of(st)
+            if stamp != file_stamp:
+                if _digest_of(key) != digest:
+                    return False
+                entry[2] = stamp if _stable(st, self.started_ns) else None
+                self.dirty = True
+            for candidate, (state, ref_stamp) in refs.items():
+                if self.refs.state(candidate, state, ref_stamp) != state:
+                    return False
+            return True
+        except (OSError, TypeError, ValueError, AttributeError):
+            self.entries.pop(key, None)  # damaged: replaced by the fresh result
+            return False
+
+    def result(self, path: Path, expected: type) -> Any | None:
+        """The cached result of a `valid` entry (decoded), or None."""
+        payload = self._load_results().get(str(path))
+        if payload is None:
+            return None
+        try:
+            found = decode_text(payload)
+        except (ValueError, RecursionError):
+            return None
+        return found if isinstance(found, expected) else None
+
+    def put(self, path: Path, display: str, result: FileResult | FileSummary) -> None:
+        """Remember `result`; files are stamped only if they had been still for a while."""
+        if self.directory is None or not result.digest:
+            return
+        key = str(path)
+        self.seen.add(key)
+        try:
+            st = os.stat(key)  # noqa: PTH116 - as above
+        except OSError:
+            return
+        refs: dict[str, list[Any]] = {}
+        for candidate, state in result.refs.items():
+            ref_stamp = None
+            if state != "missing" and not state.endswith(("|large", "|not-a-file")):
+                try:
+                    ref_st = os.stat(candidate)  # noqa: PTH116 - as above
+                    if _stable(ref_st, self.started_ns):
+                        ref_stamp = stamp_of(ref_st)
+                except OSError:
+                    pass
+            refs[candidate] = [state, ref_stamp]
+        try:
+            encoded = json.dumps(encode(result), separators=(",", ":"))
+        except (TypeError, ValueError):
+            return  # something we cannot represent exactly is simply not cached
+        stamp = stamp_of(st) if _stable(st, self.started_ns) else None
+        self.entries[key] = [display, result.digest, stamp, refs]
+        self.fresh[key] = encoded
+        self.dirty = True
+
+    # the memo of a whole run (the gate)
+
+    def run_key(self, files: Iterable[tuple[Path, str]]) -> str:
+        """What a run's file-level verdicts depend on: every file's entry, in order."""
+        parts = []
+        for path, display in files:
+            entry = self.entries.get(str(path))
+            if entry is None:
+                return ""
+            refs = "\x1f".join(sorted(f"{c}\x1e{state}" for c, (state, _) in entry[3].items()))
+            parts.append(f"{path}\x1d{display}\x1d{entry[1]}\x1d{refs}")
+        return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+
+    def set_memo(self, key: str, memo: dict[str, Any]) -> None:
+        if self.directory is None or not key:
+            return
+        if self.memo is None or self.memo.get("key") != key:
+            self.memo = {"key": key, **memo}
+            self.dirty = True
+
+    def get_memo(self, key: str) -> dict[str, Any] | None:
+        if key and self.memo is not None and self.memo.get("key") == key:
+            return self.memo
+        return None
+
+    # saving
+
+    def save(self) -> None:
+        if self.directory is None:
+            return
+        # Entries of files not seen in this run stay while the file exists: validating one
+        # file must not throw away the rest of the repository.
+        for key in [k for k in self.entries if k not in self.seen]:
+            if not os.path.lexists(key):
+                del self.entries[key]
+                self.dirty = True
+        if not self.dirty:
+            return
+        dfd = _open_dir(self.directory, private=self.private, create=True)
+        if dfd is None:
+            return
+        try:
+            if self.fresh or not self.generation:
+                results = dict(self._load_results())
+                results.update(self.fresh)
+                self.generation = os.urandom(8).hex()
+                lines = [json.dumps({"header": self.header, "generation": self.generation})]
+                lines += [f"{json.dumps(k)}\t{v}" for k, v in results.items() if k in self.entries]
+                _write(dfd, self.results_name, "\n".join(lines) + "\n")
+                self._results = results
+            index = {
+                "header": self.header,
+                "generation": self.generation,
+                "entries": self.entries,
+                "memo": self.memo,
+            }
+            _write(dfd, self.index_name, json.dumps(index, separators=(",", ":")))
+            self.dirty = False
+            self.fresh = {}
+        except OSError:
+            pass  # a read-only cache must not fail the run
+        finally:
+            os.close(dfd)
