@@ -185,7 +185,11 @@ class Journal:
             self.entries.append(_Undo("remove", path))
             return
         if os.path.isdir(path) and not os.path.islink(path):
-            self.archive_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not os.path.isdir(self.archive_dir):
+                self.archive_dir.parent.mkdir(parents=True, exist_ok=True)
+                os.mkdir(self.archive_dir, 0o700)
+                # Journalled like every other directory it creates: a rollback leaves no trace.
+                self.created_dir(self.archive_dir)
             moved = unused_name(self.archive_dir / f"{path.name}-displaced-{self.stamp}")
             shutil.move(str(path), str(moved))
             self.entries.append(_Undo("move-back", moved, other=path))
