@@ -324,6 +324,30 @@ class TestFailureMidway:
         assert regs[EN_ONDERNEMING].status == "removed"
         assert host.run("plan").returncode == 0
 
+    def test_rollback_restores_drift_too(self, host: Host) -> None:
+        """Modes, a directory in the way (moved aside, then back) and a symlink come back."""
+        host.apply()
+        (host.root / PASSWD).chmod(0o600)
+        keys = host.root / KEYS / USER_SECSOC
+        keys.unlink()
+        keys.mkdir()
+        (keys / "data").write_bytes(b"precious")
+        group = host.root / "var/lib/extrausers/group"
+        group.unlink()
+        group.symlink_to("/etc/group")
+        prepare_many_changes(host)
+        host.write_settings(reload_command=["/bin/false"])
+        before = host.tree()
+        done = host.run("apply")
+        assert done.returncode == 1
+        assert "the previous files were restored" in done.stderr
+        assert "restoring also failed" not in done.stderr
+        assert_unchanged(before, host.tree(), inodes=False)
+        assert (keys / "data").read_bytes() == b"precious"
+        assert not host.settings().archive_dir.exists() or not any(
+            host.settings().archive_dir.iterdir()
+        )
+
     def test_an_unwritable_directory_midway_restores_every_file(self, host: Host) -> None:
         require_root()
         require(shutil.which("chattr") is not None, "needs chattr (e2fsprogs)")
