@@ -53,6 +53,9 @@ class HostSettings(BaseModel):
     extrausers_dir: AbsPath = Path("/var/lib/extrausers")
     routing_table: AbsPath = Path("/var/lib/sftp-provisioner/routing.json")
     work_dir: AbsPath = Path("/var/lib/sftp-provisioner")
+    # Checked declarations, so that a run re-reads only the files that changed (JSON, owned
+    # by the reconciler's user and closed to others; see provisioner/cache.py).
+    cache_dir: AbsPath = Path("/var/cache/sftp-provisioner")
     audit_log: AbsPath = Path("/var/log/sftp-provisioner/audit.jsonl")
     lock_file: AbsPath = Path("/run/lock/sftp-provisioner.lock")
 
