@@ -100,3 +100,4 @@ def run() -> None:
 # Importing the command modules registers them on `cli`.
 from provisioner.commands import declarations as _declarations  # noqa: E402, F401
 from provisioner.commands import host as _host  # noqa: E402, F401
+from provisioner.commands import ops as _ops  # noqa: E402, F401

@@ -13,7 +13,7 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,6 +25,8 @@ DEFAULT_STATE_URL = "sqlite:////var/lib/sftp-provisioner/state.db"
 DEFAULT_RELOAD = ("systemctl", "reload", "ssh")
 DEFAULT_SYSLOG_RELOAD = ("systemctl", "restart", "rsyslog")
 ENV_PREFIX = "SFTP_PROVISIONER_"
+SMTP_USERNAME_ENV = ENV_PREFIX + "SMTP_USERNAME"
+SMTP_PASSWORD_ENV = ENV_PREFIX + "SMTP_PASSWORD"
 
 
 def _absolute(value: Path) -> Path:
@@ -95,6 +97,33 @@ class HostSettings(BaseModel):
 
     templates_dir: AbsPath | None = None
     hostname: str = Field(default_factory=socket.getfqdn)
+
+    # --- operations: scheduled reconcile, heartbeat, notifications -------------------------
+    # The declarations checkout that `reconcile`, `status` and `systemd` use when none is given.
+    declarations: AbsPath | None = None
+    # The wall-clock interval of the reconcile runs ("30m": at :00 and :30).
+    reconcile_every: Annotated[str, Field(pattern=r"^[0-9]+[smh]$")] = "30m"
+    # Heartbeat: written after every run, so that a dead reconciler is noticed.
+    status_file: AbsPath = Path("/var/lib/sftp-provisioner/status.json")
+    # Read by the Prometheus node exporter's textfile collector (Debian's default directory).
+    metrics_file: AbsPath = Path("/var/lib/prometheus/node-exporter/sftp_provisioner.prom")
+    # Notifications to the contacts: one .eml file each in the outbox ("outbox"), or sent
+    # through an SMTP relay ("smtp"; the outbox then holds what could not be sent yet).
+    notifications: bool = True
+    notify_transport: Literal["outbox", "smtp"] = "outbox"
+    outbox_dir: AbsPath = Path("/var/spool/sftp-provisioner/outbox")
+    mail_from: Annotated[str, Field(pattern=r"^[^@\s<>]+@[^@\s<>]+$")] | None = None
+    smtp_host: str | None = None
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
+    smtp_starttls: bool = True
+    # A CA bundle for the relay's certificate (default: the system's trust store).
+    smtp_ca_file: AbsPath | None = None
+    smtp_timeout: Annotated[int, Field(ge=1, le=600)] = 30
+    # What a sender is told to connect to (default: hostname and port).
+    public_host: str | None = None
+    public_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    # SMTP credentials are never settings: they come from the environment only
+    # (SMTP_USERNAME_ENV, SMTP_PASSWORD_ENV), so they stay out of files and logs.
     # Set by --root; recorded so that plans made for one root are not applied to another.
     root: AbsPath | None = None
 
@@ -115,6 +144,18 @@ class HostSettings(BaseModel):
 
     def keys_file(self, user: str) -> Path:
         return self.keys_dir / user
+
+    @property
+    def sender_host(self) -> str:
+        return self.public_host or self.hostname
+
+    @property
+    def sender_port(self) -> int:
+        return self.public_port or self.port or 22
+
+    @property
+    def mail_sender(self) -> str:
+        return self.mail_from or f"sftp-provisioner@{self.hostname}"
 
     def rooted(self, root: Path) -> HostSettings:
         """The same settings with every managed path under `root`."""

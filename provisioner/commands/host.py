@@ -186,10 +186,10 @@ def apply_command(
 
 
 def next_sync(now: datetime, every: timedelta = timedelta(minutes=30)) -> datetime:
-    """The next wall-clock slot (:00 and :30 for half an hour)."""
-    epoch = datetime(2000, 1, 1, tzinfo=UTC)
-    slots = (now - epoch) // every + 1
-    return epoch + slots * every
+    """The next wall-clock slot (:00 and :30 for half an hour), in UTC."""
+    from provisioner.schedule import next_slot
+
+    return next_slot(now, every)
 
 
 @cli.command("status")
@@ -198,14 +198,27 @@ def next_sync(now: datetime, every: timedelta = timedelta(minutes=30)) -> dateti
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@click.option(
+    "--declarations",
+    "-d",
+    "declarations",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Also show channels declared here since the last run, as pending "
+    "[default: the 'declarations' setting].",
+)
 def status_command(
     username: str | None,
     settings_file: Path | None,
     root: Path | None,
     state_url: str | None,
     fmt: str,
+    declarations: tuple[Path, ...],
 ) -> int:
     """Per channel: sender number, username, registration date, status, last and next sync."""
+    from provisioner.pending import pending_rows
+    from provisioner.schedule import parse_interval
+
     settings = settings_from(settings_file, root, state_url)
     store = _open_store(settings)
     try:
@@ -214,11 +227,15 @@ def status_command(
     finally:
         store.close()
     now = datetime.now(UTC)
-    upcoming = next_sync(now)
+    upcoming = next_sync(now.astimezone(), parse_interval(settings.reconcile_every))
+    declared = declarations or ((settings.declarations,) if settings.declarations else ())
+    waiting = pending_rows(settings, declared, snapshot, now, upcoming) if declared else {}
     rows = []
     for reg in sorted(snapshot.registrations.values(), key=lambda r: r.technical_user):
         if username and reg.technical_user != username:
             continue
+        if reg.enterprise_number in waiting:
+            continue  # removed, declared again: pending, shown below
         rows.append(
             {
                 "sender_number": reg.sender,
@@ -236,6 +253,7 @@ def status_command(
                 else None,
             }
         )
+    rows.extend(r for r in waiting.values() if not username or r["username"] == username)
     if username and not rows:
         click.echo(f"no channel with the technical user '{username}'", err=True)
         return EXIT_INVALID
@@ -262,9 +280,10 @@ def status_command(
         click.echo("no channels registered yet")
     for r in rows:
         click.echo(
-            f"{r['sender_number']}  {r['username']:<20} {r['enterprise_number']}  "
-            f"{r['status']:<8} registered {r['registered_at'][:10]}  "
-            f"last sync {(r['last_sync'] or 'never')[:16]}  next {r['next_sync'][11:16]}"
+            f"{r['sender_number'] or '------'}  {r['username']:<20} {r['enterprise_number']}  "
+            f"{r['status']:<8} registered {r['registered_at'][:10] if r['registered_at'] else 'at next sync'}  "
+            f"last sync {(r['last_sync'] or 'never')[:16]}  "
+            f"next {datetime.fromisoformat(r['next_sync']).astimezone():%H:%M}"
         )
         if r["reason"]:
             click.echo(f"        reason: {r['reason']}")

@@ -1,0 +1,262 @@
+"""What happened to a channel that its contact must hear about, and whom to tell.
+
+Events are found by comparing the state before and after a run, and by reading the
+declarations: a channel became active or was removed, a certificate expires within 60 days or
+has expired, a key expires within 14 days, a quality was refused on the host. Each event has a
+key that names exactly one occurrence (the channel and the moment it became active, the
+certificate's fingerprint, the key and its expiry date, the reasons of a refusal…); the state
+remembers the keys that were sent, so an event is notified once, not every half hour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from provisioner.declarations import FileResult
+from provisioner.fsutil import write_atomic
+from provisioner.state.model import Registration, StateSnapshot
+
+EventKind = Literal[
+    "channel-active",
+    "channel-removed",
+    "certificate-expiring",
+    "certificate-expired",
+    "key-expiring",
+    "quality-refused",
+]
+EVENT_KINDS: tuple[EventKind, ...] = (
+    "channel-active",
+    "channel-removed",
+    "certificate-expiring",
+    "certificate-expired",
+    "key-expiring",
+    "quality-refused",
+)
+CERTIFICATE_NOTICE = timedelta(days=60)
+KEY_NOTICE = timedelta(days=14)
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """The contact person of a quality's structured messages, as last declared."""
+
+    enterprise_number: str
+    quality_name: str
+    title: str
+    first_name: str
+    last_name: str
+    language: str
+    emails: tuple[str, ...]
+
+    @classmethod
+    def of(cls, result: FileResult) -> Contact | None:
+        decl = result.declaration
+        if decl is None:
+            return None
+        c = decl.structured_messages.contact
+        return cls(
+            enterprise_number=decl.quality.enterprise_number,
+            quality_name=decl.quality.name,
+            title=c.title,
+            first_name=c.first_name,
+            last_name=c.last_name,
+            language=c.language,
+            emails=tuple(str(e) for e in c.emails),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: EventKind
+    key: str
+    enterprise_number: str
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()[:16]
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y%m%dT%H%M%SZ")
+
+
+def _channel_facts(reg: Registration) -> dict[str, Any]:
+    return {
+        "technical_user": reg.technical_user,
+        "sender_number": reg.sender,
+        "registered_at": reg.registered_at,
+    }
+
+
+def state_events(before: StateSnapshot, after: StateSnapshot) -> list[Event]:
+    """Channels that became active, and channels removed, in this run."""
+    events: list[Event] = []
+    for en, reg in sorted(after.registrations.items()):
+        old = before.registrations.get(en)
+        if reg.status == "active" and (old is None or old.status != "active"):
+            # A channel that was active before and only failed for a while (a refused edit)
+            # does not announce itself again; one that never worked, or returns, does.
+            if old is not None and old.status == "failed" and old.last_applied_at is not None:
+                continue
+            events.append(
+                Event(
+                    "channel-active",
+                    f"channel-active:{en}:{_stamp(reg.status_since)}",
+                    en,
+                    _channel_facts(reg) | {"active_since": reg.status_since},
+                )
+            )
+        elif reg.status == "removed" and old is not None and old.status != "removed":
+            events.append(
+                Event(
+                    "channel-removed",
+                    f"channel-removed:{en}:{_stamp(reg.status_since)}",
+                    en,
+                    _channel_facts(reg) | {"removed_at": reg.status_since},
+                )
+            )
+    return events
+
+
+def declaration_events(
+    results: Sequence[FileResult], after: StateSnapshot, now: datetime
+) -> list[Event]:
+    """Certificates and keys close to (or past) their expiry, per declared quality."""
+    events: list[Event] = []
+    for result in results:
+        en = result.facts.enterprise_number
+        if en is None:
+            continue
+        reg = after.registrations.get(en)
+        base = _channel_facts(reg) if reg is not None else {}
+        cert = result.certificate
+        if cert is not None:
+            facts = base | {
+                "certificate_owner": cert.owner,
+                "certificate_issuer": cert.issuer,
+                "certificate_serial": cert.serial_decimal,
+                "certificate_serial_hex": cert.serial_hex,
+                "certificate_fingerprint": cert.sha256_fingerprint,
+                "expires_on": cert.not_after,
+                "days_left": (cert.not_after.date() - now.date()).days,
+                "source": result.display,
+            }
+            if now > cert.not_after:
+                events.append(
+                    Event(
+                        "certificate-expired",
+                        f"certificate-expired:{en}:{cert.sha256_fingerprint}",
+                        en,
+                        facts,
+                    )
+                )
+            elif cert.not_after - now <= CERTIFICATE_NOTICE:
+                events.append(
+                    Event(
+                        "certificate-expiring",
+                        f"certificate-expiring:{en}:{cert.sha256_fingerprint}",
+                        en,
+                        facts,
+                    )
+                )
+        for key in result.keys:
+            if key.expires is None or not now < key.expires <= now + KEY_NOTICE:
+                continue
+            fingerprint = key.key.fingerprint
+            events.append(
+                Event(
+                    "key-expiring",
+                    f"key-expiring:{en}:{fingerprint}:{key.expires:%Y-%m-%d}",
+                    en,
+                    base
+                    | {
+                        "key_fingerprint": fingerprint,
+                        "key_algorithm": key.key.algorithm,
+                        "key_comment": key.key.comment,
+                        "expires_on": key.expires,
+                        "days_left": (key.expires.date() - now.date()).days,
+                        "source": result.display,
+                    },
+                )
+            )
+    return events
+
+
+def refusal_events(
+    refusals: Mapping[str, Sequence[str]],
+    results: Sequence[FileResult],
+    after: StateSnapshot,
+) -> list[Event]:
+    """A quality refused on the host, once per distinct set of reasons for one file content."""
+    digests = {r.facts.enterprise_number: (r.digest, r.display) for r in results}
+    events: list[Event] = []
+    for en, reasons in sorted(refusals.items()):
+        digest, source = digests.get(en, ("", None))
+        reg = after.registrations.get(en)
+        events.append(
+            Event(
+                "quality-refused",
+                f"quality-refused:{en}:{_digest(digest, *reasons)}",
+                en,
+                (_channel_facts(reg) if reg is not None else {})
+                | {"reasons": list(reasons), "source": source},
+            )
+        )
+    return events
+
+
+def collect(
+    results: Sequence[FileResult],
+    refusals: Mapping[str, Sequence[str]],
+    before: StateSnapshot,
+    after: StateSnapshot,
+    now: datetime,
+) -> list[Event]:
+    return (
+        state_events(before, after)
+        + declaration_events(results, after, now)
+        + refusal_events(refusals, results, after)
+    )
+
+
+# --- contacts ------------------------------------------------------------------------------
+
+
+class ContactBook:
+    """The last declared contact of every quality, kept so that a removal can still be told.
+
+    A removed quality's file is gone from the checkout; its contact is read from here.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.contacts: dict[str, Contact] = {}
+        try:
+            raw = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError):
+            raw = {}
+        for en, data in raw.items() if isinstance(raw, dict) else ():
+            with contextlib.suppress(TypeError, ValueError):
+                self.contacts[en] = Contact(**{**data, "emails": tuple(data["emails"])})
+
+    def get(self, enterprise_number: str) -> Contact | None:
+        return self.contacts.get(enterprise_number)
+
+    def update(self, results: Sequence[FileResult]) -> None:
+        for result in results:
+            contact = Contact.of(result)
+            if contact is not None:
+                self.contacts[contact.enterprise_number] = contact
+
+    def save(self) -> None:
+        data = {en: asdict(c) for en, c in sorted(self.contacts.items())}
+        text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+        write_atomic(self.path, text.encode("utf-8"), 0o600, dir_mode=0o700)

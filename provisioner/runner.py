@@ -1,0 +1,268 @@
+"""One scheduled reconcile run: update the checkout, apply, notify, record, heartbeat.
+
+Whatever happens inside, a run ends with a record in the state (when the state can be opened),
+a heartbeat (status file and metrics) and log lines; it never raises for a failure it can name,
+so that the loop goes on at the next slot.
+
+Outcomes: `ok` (everything declared is applied), `partial` (applied, but a quality was refused
+or a notification could not be delivered), `failed` (nothing applied: the checkout could not be
+updated or verified, the lock was held, apply failed and rolled back…). `ok` and `partial` count
+as a success for the heartbeat's "last success": the host matches every valid declaration.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from provisioner import logs
+from provisioner.errors import ProvisionerError
+from provisioner.heartbeat import Heartbeat, carry_over, read_status, write
+from provisioner.settings import HostSettings
+from provisioner.state import RunOutcome, RunRecord, StateError, StateSnapshot, StateStore
+
+STEPS = ("checkout", "apply", "notify", "record")
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    paths: tuple[Path, ...]
+    pull: bool = False
+    verify_signatures: bool = False
+    notify: bool = True
+    cwd: Path | None = None
+
+
+@dataclass(slots=True)
+class RunReport:
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: RunOutcome = "failed"
+    revision: str | None = None
+    previous_revision: str | None = None
+    errors: list[str] = field(default_factory=list)
+    applied: int = 0
+    plan: dict[str, int] = field(default_factory=dict)
+    channels: dict[str, int] = field(default_factory=dict)
+    notifications: dict[str, int] = field(default_factory=dict)
+    duration_seconds: float = 0.0
+    recorded: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome in ("ok", "partial")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "previous_revision": self.previous_revision,
+            "applied_changes": self.applied,
+            "plan": self.plan,
+            "channels": self.channels,
+            "notifications": self.notifications,
+            "duration_seconds": round(self.duration_seconds, 3),
+            "errors": self.errors,
+        }
+
+
+def channel_counts(snapshot: StateSnapshot) -> dict[str, int]:
+    counts = {"pending": 0, "active": 0, "failed": 0, "removed": 0}
+    for reg in snapshot.registrations.values():
+        counts[reg.status] = counts.get(reg.status, 0) + 1
+    return counts
+
+
+def _update_checkout(options: RunOptions, report: RunReport) -> None:
+    from provisioner import gitsync
+
+    if not (options.pull or options.verify_signatures):
+        report.revision = _plain_revision(options.paths)
+        report.previous_revision = report.revision
+        return
+    root = gitsync.checkout_of(options.paths)
+    if options.pull:
+        update = gitsync.pull(root, verify=options.verify_signatures)
+        report.previous_revision, report.revision = update.before, update.after
+        if update.moved:
+            logs.event("pulled", before=update.before[:12], after=update.after[:12])
+    else:
+        gitsync.require_clean(root)
+        report.revision = report.previous_revision = gitsync.revision(root)
+    if options.verify_signatures:
+        assert report.revision is not None
+        signer = gitsync.verify_revision(root, report.revision)
+        logs.event("signature-verified", revision=report.revision[:12], signer=signer or None)
+
+
+def _plain_revision(paths: Sequence[Path]) -> str | None:
+    from provisioner.gitbase import head_revision
+    from provisioner.validate import find_root
+
+    root = find_root(list(paths))
+    return head_revision(root) if (root / ".git").exists() else None
+
+
+def run_once(
+    settings: HostSettings,
+    options: RunOptions,
+    *,
+    now: datetime | None = None,
+    next_run: datetime | None = None,
+    environ: Mapping[str, str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RunReport:
+    """One complete run; never raises for a failure of the run itself."""
+    from provisioner.apply import apply
+    from provisioner.reconcile import compute
+
+    environ = os.environ if environ is None else environ
+    started = now or datetime.now(UTC)
+    clock = time.monotonic()
+    report = RunReport(started_at=started)
+    step = progress or (lambda _what: None)
+    logs.event("run-started", paths=" ".join(map(str, options.paths)))
+    store: StateStore | None = None
+    try:
+        # Opened first, so that a run refused at the checkout is recorded too.
+        store = StateStore.open(settings.state_url)
+        _update_checkout(options, report)
+        step("checkout")
+        before = store.snapshot()
+        result = apply(
+            settings,
+            options.paths,
+            store,
+            now=started,
+            revision=report.revision,
+            cwd=options.cwd,
+        )
+        step("apply")
+        report.applied = len(result.applied)
+        report.plan = result.plan.counts()
+        report.outcome = "partial" if result.plan.refused else "ok"
+        for ch in result.plan.refused:
+            report.errors.append(
+                f"quality {ch.enterprise_number} refused: {'; '.join(ch.reasons[:1])}"
+            )
+        after = store.snapshot()
+        report.channels = channel_counts(after)
+        logs.event(
+            "applied",
+            revision=(report.revision or "")[:12] or None,
+            changes=report.applied,
+            channels=",".join(f"{k}:{v}" for k, v in report.plan.items() if v) or None,
+        )
+        if options.notify and settings.notifications:
+            # Until apply hands back its Reconciliation, the declarations are read once more
+            # (read-only) for the contacts, certificates and keys.
+            rec = getattr(result, "reconciliation", None) or compute(
+                settings,
+                options.paths,
+                after,
+                now=started,
+                revision=report.revision,
+                cwd=options.cwd,
+            )
+            _notify(settings, store, rec, before, after, started, environ, report)
+        step("notify")
+    except (ProvisionerError, StateError, OSError) as exc:
+        report.outcome = "failed"
+        report.errors.append(str(exc))
+        logs.error("run-failed", str(exc), kind=type(exc).__name__)
+    except Exception as exc:
+        # A bug: logged with its traceback, recorded as a failed run, and the loop goes on.
+        report.outcome = "failed"
+        report.errors.append(f"internal error: {type(exc).__name__}: {exc}")
+        logs.log.exception(
+            "internal error during the run",
+            extra={"event": "run-crashed", "fields": {"error": type(exc).__name__}},
+        )
+    report.duration_seconds = time.monotonic() - clock
+    report.finished_at = started + timedelta(seconds=report.duration_seconds)
+    _record(store, report)
+    if store is not None:
+        store.close()
+    _heartbeat(settings, report, next_run)
+    step("record")
+    logs.event(
+        "run-finished",
+        outcome=report.outcome,
+        revision=(report.revision or "")[:12] or None,
+        duration=f"{report.duration_seconds:.2f}s",
+        errors=len(report.errors),
+    )
+    return report
+
+
+def _notify(
+    settings: HostSettings,
+    store: StateStore,
+    rec: Any,
+    before: StateSnapshot,
+    after: StateSnapshot,
+    now: datetime,
+    environ: Mapping[str, str],
+    report: RunReport,
+) -> None:
+    from provisioner.notify import notify_run
+
+    outcome = notify_run(
+        settings,
+        store,
+        results=rec.report.results,
+        refusals=rec.refusals,
+        before=before,
+        after=after,
+        now=now,
+        environ=environ,
+    )
+    report.notifications = outcome.figures()
+    if outcome.errors:
+        report.errors.extend(outcome.errors)
+        if report.outcome == "ok":
+            report.outcome = "partial"
+
+
+def _record(store: StateStore | None, report: RunReport) -> None:
+    if store is None:
+        return
+    try:
+        store.record_run(
+            RunRecord(
+                started_at=report.started_at,
+                finished_at=report.finished_at,
+                revision=report.revision,
+                outcome=report.outcome,
+                summary=report.summary(),
+                error="; ".join(report.errors) or None,
+            )
+        )
+        report.recorded = True
+    except (StateError, OSError) as exc:
+        logs.error("run-not-recorded", str(exc))
+
+
+def _heartbeat(settings: HostSettings, report: RunReport, next_run: datetime | None) -> None:
+    assert report.finished_at is not None
+    beat = Heartbeat(
+        host=settings.hostname,
+        last_run=report.finished_at,
+        outcome=report.outcome,
+        duration_seconds=report.duration_seconds,
+        revision=report.revision,
+        errors=list(report.errors),
+        channels=dict(report.channels),
+        applied_changes=report.applied,
+        plan=dict(report.plan),
+        notifications=dict(report.notifications),
+        next_run=next_run,
+    )
+    carry_over(beat, read_status(settings.status_file), success=report.succeeded)
+    try:
+        write(beat, settings.status_file, settings.metrics_file)
+    except OSError as exc:
+        logs.error("heartbeat-not-written", str(exc), file=str(settings.status_file))

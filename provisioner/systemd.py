@@ -1,0 +1,171 @@
+"""A systemd service and timer for the scheduled reconcile, built from the settings.
+
+The timer fires on the wall-clock slots of `reconcile_every` (`*-*-* *:00,30:00`); the service
+runs `provisioner reconcile --once` as a oneshot, hardened: the file system is read-only except
+the paths the settings name as managed, and the process keeps only the capabilities it needs to
+set owners and modes. The unit text lives in `templates/systemd/`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from provisioner import __version__
+from provisioner.render import template_environment
+from provisioner.schedule import format_interval, on_calendar
+from provisioner.settings import HostSettings
+
+SERVICE = "sftp-provisioner.service"
+TIMER = "sftp-provisioner.timer"
+UNIT_DIR = Path("/etc/systemd/system")
+ENVIRONMENT_FILE = Path("/etc/sftp-provisioner/environment")
+# Where a private home could hide the checkout or the program: then only read-only.
+_HOMES = (Path("/home"), Path("/root"), Path("/run/user"))
+
+
+@dataclass(frozen=True, slots=True)
+class UnitOptions:
+    declarations: Path
+    every: timedelta
+    settings_file: Path | None = None
+    pull: bool = False
+    verify_signatures: bool = False
+    log_format: str = "text"
+    command: tuple[str, ...] | None = None
+
+
+def program() -> tuple[str, ...]:
+    """How to start this installation of the provisioner, as an absolute command."""
+    # Not resolved: a venv's python is a symlink, and resolving it would leave the venv.
+    script = Path(sys.executable).parent / "provisioner"
+    if script.is_file() and os.access(script, os.X_OK):
+        return (str(script),)
+    return (sys.executable, "-m", "provisioner")
+
+
+def quote(arg: str) -> str:
+    """One ExecStart= word: systemd specifiers (%) and variables ($) escaped, quoted if needed."""
+    text = arg.replace("%", "%%").replace("$", "$$")
+    if text and not any(c.isspace() or c in "\"'\\;" for c in text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _sqlite_dir(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return None
+    path = Path(url[len(prefix) :].split("?", 1)[0])
+    return path.parent if path.is_absolute() else None
+
+
+def writable_paths(settings: HostSettings, declarations: Path, pull: bool) -> list[Path]:
+    """Every directory a run writes to, without one that lies inside another."""
+    wanted = {
+        settings.chroot_base,
+        settings.archive_dir,
+        settings.keys_dir,
+        settings.sshd_dropin.parent,
+        settings.extrausers_dir,
+        settings.routing_table.parent,
+        settings.work_dir,
+        settings.audit_log.parent,
+        settings.lock_file.parent,
+        settings.status_file.parent,
+        settings.metrics_file.parent,
+        settings.outbox_dir,
+        # sshd -t wants its privilege separation directory.
+        Path("/run/sshd"),
+    }
+    state = _sqlite_dir(settings.state_url)
+    if state is not None:
+        wanted.add(state)
+    if pull:
+        # git fetch and the fast-forward write the checkout and its .git.
+        wanted.add(declarations)
+    if settings.smtp_ca_file is not None:
+        wanted.discard(settings.smtp_ca_file)
+    ordered = sorted(wanted, key=lambda p: (len(p.parts), str(p)))
+    kept: list[Path] = []
+    for path in ordered:
+        if not any(path.is_relative_to(k) for k in kept):
+            kept.append(path)
+    return sorted(kept)
+
+
+def _protect_home(paths: Sequence[Path]) -> str:
+    return "read-only" if any(p.is_relative_to(h) for p in paths for h in _HOMES) else "yes"
+
+
+def exec_start(options: UnitOptions) -> list[str]:
+    args = [*(options.command or program()), "reconcile", "--once"]
+    if options.settings_file is not None:
+        args += ["--settings", str(options.settings_file)]
+    if options.pull:
+        args.append("--pull")
+    if options.verify_signatures:
+        args.append("--verify-signatures")
+    if options.log_format != "text":
+        args += ["--log-format", options.log_format]
+    args += ["--every", format_interval(options.every), str(options.declarations)]
+    return args
+
+
+def render_units(settings: HostSettings, options: UnitOptions) -> dict[str, str]:
+    """{unit name: text} for the service and the timer."""
+    env = template_environment(settings)
+    command = exec_start(options)
+    private = [options.declarations, Path(command[0])]
+    if options.settings_file is not None:
+        private.append(options.settings_file)
+    # Signature checks may need a keyring in root's home, pulls a deploy key: read-only then.
+    needs_home = options.pull or options.verify_signatures
+    context = {
+        "generated_by": f"Generated by sftp-provisioner {__version__}",
+        "settings_source": str(options.settings_file or "the default settings"),
+        "declarations": options.declarations,
+        "exec_start": " ".join(quote(a) for a in command),
+        "environment_file": ENVIRONMENT_FILE,
+        "environment": [("HOME", "/root")] if needs_home else [],
+        "timeout_start": f"{int(options.every.total_seconds() // 60)}min",
+        "writable": writable_paths(settings, options.declarations, options.pull),
+        "protect_home": "read-only" if needs_home else _protect_home(private),
+        "every": format_interval(options.every),
+        "on_calendar": on_calendar(options.every),
+        "service": SERVICE,
+    }
+    return {
+        SERVICE: env.get_template("systemd/sftp-provisioner.service.j2").render(**context),
+        TIMER: env.get_template("systemd/sftp-provisioner.timer.j2").render(**context),
+    }
+
+
+def install(settings: HostSettings, options: UnitOptions, unit_dir: Path = UNIT_DIR) -> list[str]:
+    """Write the units, create the managed directories they name, reload systemd.
+
+    `ReadWritePaths=` cannot make a directory that does not exist yet writable, and under
+    `ProtectSystem=strict` the service could not create it: so they are created here, once.
+    Returns what was done, for the operator.
+    """
+    from provisioner.fsutil import write_atomic
+
+    done = []
+    for name, text in render_units(settings, options).items():
+        write_atomic(unit_dir / name, text.encode("utf-8"), 0o644)
+        done.append(f"wrote {unit_dir / name}")
+    private = {settings.work_dir, settings.archive_dir}
+    for path in writable_paths(settings, options.declarations, options.pull):
+        if path != options.declarations and not path.exists():
+            path.mkdir(parents=True, mode=0o700 if path in private else 0o755)
+            done.append(f"created {path}")
+    if unit_dir == UNIT_DIR and Path("/run/systemd/system").is_dir() and shutil.which("systemctl"):
+        subprocess.run(["systemctl", "daemon-reload"], check=True, timeout=120)
+        done.append("systemctl daemon-reload")
+    return done

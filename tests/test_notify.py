@@ -1,0 +1,263 @@
+"""Notifications through the outbox: every event, every language, each event once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import EN_ONDERNEMING, EN_SECSOC, NOW, USER_ONDERNEMING, USER_SECSOC, Host
+from fixtures_crypto import make_certificate, pem
+from ops_support import body, outbox, read_message, run
+
+from provisioner.notify import Contact, Event, compose
+from provisioner.notify.events import EVENT_KINDS
+from provisioner.settings import load_settings
+
+SUBJECTS = {
+    ("channel-active", "nl"): "Uw SFTP-kanaal is actief",
+    ("channel-active", "fr"): "Votre canal SFTP est actif",
+    ("channel-active", "de"): "Ihr SFTP-Kanal ist aktiv",
+    ("channel-removed", "nl"): "Uw SFTP-kanaal is verwijderd",
+    ("channel-removed", "fr"): "Votre canal SFTP a été supprimé",
+    ("channel-removed", "de"): "Ihr SFTP-Kanal wurde entfernt",
+    ("certificate-expiring", "nl"): "Uw certificaat voor de gestructureerde berichten vervalt",
+    ("certificate-expiring", "fr"): "Votre certificat pour les messages structurés expire",
+    ("certificate-expiring", "de"): "Ihr Zertifikat für die strukturierten Nachrichten läuft",
+    ("certificate-expired", "nl"): "is vervallen op",
+    ("certificate-expired", "fr"): "a expiré le",
+    ("certificate-expired", "de"): "ist am",
+    ("key-expiring", "nl"): "Een SSH-sleutel van gebruiker",
+    ("key-expiring", "fr"): "Une clé SSH de l'utilisateur",
+    ("key-expiring", "de"): "Ein SSH-Schlüssel des Benutzers",
+    ("quality-refused", "nl"): "werd geweigerd",
+    ("quality-refused", "fr"): "a été refusé",
+    ("quality-refused", "de"): "wurde abgelehnt",
+}
+GREETINGS = {"nl": "Geachte heer Expeditortest,", "fr": "Monsieur Expeditortest,"}
+GREETINGS["de"] = "Sehr geehrter Herr Expeditortest,"
+
+
+def by_kind(host: Host) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for path in outbox(host.settings()):
+        kind = read_message(path)["X-Sftp-Provisioner-Event"].split(":")[0]
+        out.setdefault(kind, []).append(path)
+    return out
+
+
+def event_facts(kind: str) -> dict[str, object]:
+    expires = datetime(2026, 12, 20, tzinfo=UTC)
+    return {
+        "technical_user": USER_ONDERNEMING,
+        "sender_number": "100001",
+        "registered_at": NOW,
+        "active_since": NOW,
+        "removed_at": NOW,
+        "certificate_owner": "Jan Peeters",
+        "certificate_issuer": "SERIALNUMBER=200803, CN=Citizen CA, C=BE",
+        "certificate_serial": "212676479325587081654357723800",
+        "certificate_serial_hex": "10 00 00 00 00 00 0b 7a 21 df 5c 29",
+        "certificate_fingerprint": "ab" * 32,
+        "key_fingerprint": "SHA256:abcdefghijklmnop",
+        "key_algorithm": "ssh-ed25519",
+        "key_comment": "laptop",
+        "expires_on": expires,
+        "days_left": 21,
+        "source": "qualities/0403170701.yaml",
+        "reasons": ["qualities/0403170701.yaml:12:3: certificate-expired: the certificate expired"],
+    }
+
+
+@pytest.mark.parametrize("language", ["nl", "fr", "de"])
+@pytest.mark.parametrize("kind", EVENT_KINDS)
+def test_every_event_renders_in_every_language(host: Host, kind: str, language: str) -> None:
+    host.write_settings(hostname="test-host", public_host="sftp.example.be", public_port=2222)
+    settings = host.settings()
+    contact = Contact(
+        EN_ONDERNEMING,
+        "ONDERNEMING",
+        "mr",
+        "Test",
+        "Expeditortest",
+        language,
+        ("batch@onderneming.example", "it@onderneming.example"),
+    )
+    event = Event(kind, f"{kind}:{EN_ONDERNEMING}:x", EN_ONDERNEMING, event_facts(kind))  # type: ignore[arg-type]
+    msg = compose(settings, event, contact, NOW)
+    assert SUBJECTS[(kind, language)] in msg["Subject"]
+    assert msg["To"].addresses[1].addr_spec == "it@onderneming.example"
+    assert msg["From"] == "sftp-provisioner@test-host"
+    assert msg["Content-Language"] == language
+    assert msg["Auto-Submitted"] == "auto-generated"
+    text = body(msg)
+    assert text.startswith(GREETINGS[language])
+    assert "0403.170.701" in text and "ONDERNEMING" in text
+    assert "{{" not in text and "{%" not in text
+    date = {"nl": "20-12-2026", "fr": "20/12/2026", "de": "20.12.2026"}[language]
+    if kind == "channel-active":
+        for fact in ("100001", USER_ONDERNEMING, "sftp.example.be", "2222", "IN, INTEST, INTEST-S"):
+            assert fact in text
+        assert "OUT, OUTTEST, OUTTEST-S" in text
+    if kind in ("certificate-expiring", "certificate-expired", "key-expiring"):
+        assert date in msg["Subject"] and date in text
+    if kind.startswith("certificate"):
+        assert "212676479325587081654357723800" in text and "0b 7a 21 df 5c 29" in text
+    if kind == "key-expiring":
+        assert "SHA256:abcdefghijklmnop (laptop)\n\n" in text and "21" in text
+    if kind == "quality-refused":
+        assert "certificate-expired: the certificate expired" in text
+
+
+def test_channel_active_in_each_contact_language_through_the_outbox(host: Host) -> None:
+    host.write_settings(port=2222)
+    run(host.settings(), [host.decls], host.base, now=NOW)
+    messages = {
+        read_message(p)["Content-Language"]: read_message(p) for p in outbox(host.settings())
+    }
+    assert set(messages) == {"nl", "fr"}
+    nl, fr = messages["nl"], messages["fr"]
+    assert nl["To"] == "batch@onderneming.example"
+    assert nl["Subject"] == (
+        f"Uw SFTP-kanaal is actief: gebruiker {USER_ONDERNEMING}, verzendernummer 100001"
+    )
+    assert fr["Subject"] == (
+        f"Votre canal SFTP est actif : utilisateur {USER_SECSOC}, numéro d'expéditeur 100000"
+    )
+    assert "Poort:                    2222" in body(nl)
+    assert body(fr).startswith("Madame Dupont,")
+
+    # German: the contact changes language; a new quality's activation is told in German.
+    host.edit(EN_ONDERNEMING, "language: nl", "language: de")
+    (host.decls / "qualities" / f"{EN_ONDERNEMING}.yaml").rename(host.base / "away.yaml")
+    run(host.settings(), [host.decls], host.base, now=NOW + timedelta(minutes=30))
+    (host.base / "away.yaml").rename(host.decls / "qualities" / f"{EN_ONDERNEMING}.yaml")
+    run(host.settings(), [host.decls], host.base, now=NOW + timedelta(minutes=60))
+    kinds = by_kind(host)
+    german = [read_message(p) for p in kinds["channel-active"]]
+    german = [m for m in german if m["Content-Language"] == "de"]
+    assert len(german) == 1
+    assert german[0]["Subject"].startswith("Ihr SFTP-Kanal ist aktiv: Benutzer EXPDEMOONDERNEMING")
+    assert body(german[0]).startswith("Sehr geehrter Herr Expeditortest,")
+    # ...and its removal in between went to the contact the last run had seen: the file was
+    # gone, and its German version never reached the host before the removal.
+    (removed,) = (read_message(p) for p in kinds["channel-removed"])
+    assert removed["Content-Language"] == "nl"
+    assert removed["To"] == "batch@onderneming.example"
+    assert removed["Subject"].startswith("Uw SFTP-kanaal is verwijderd: gebruiker EXPDEMO")
+
+
+def test_each_event_is_sent_once(host: Host) -> None:
+    settings = host.settings()
+    run(settings, [host.decls], host.base, now=NOW)
+    first = outbox(settings)
+    assert len(first) == 2
+    for minutes in (30, 60, 90):
+        report = run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=minutes))
+        assert report.notifications["queued"] == 0
+    assert outbox(settings) == first
+    with host.store() as store:
+        assert store.notification_sent(read_message(first[0])["X-Sftp-Provisioner-Event"])
+
+
+def _write_certificate(host: Host, not_after: datetime) -> None:
+    cert = make_certificate(not_before=NOW - timedelta(days=700), not_after=not_after)
+    (host.decls / "certs" / "dupont-signature.pem").write_bytes(pem(cert))
+
+
+def test_certificate_expiring_within_60_days(host: Host) -> None:
+    _write_certificate(host, NOW + timedelta(days=45))
+    settings = host.settings()
+    run(settings, [host.decls], host.base, now=NOW)
+    (path,) = by_kind(host)["certificate-expiring"]
+    msg = read_message(path)
+    assert msg["To"] == "edi@secsoc.example" and msg["Content-Language"] == "fr"
+    assert msg["Subject"] == (
+        "Votre certificat pour les messages structurés expire le "
+        f"{(NOW + timedelta(days=45)):%d/%m/%Y}"
+    )
+    assert "dans 45 jours" in body(msg)
+    # Not again at the next runs, and not for the other quality, whose certificate is fine.
+    run(settings, [host.decls], host.base, now=NOW + timedelta(days=1))
+    assert len(by_kind(host)["certificate-expiring"]) == 1
+
+    # A renewed certificate that expires soon again is a new event.
+    _write_certificate(host, NOW + timedelta(days=50))
+    run(settings, [host.decls], host.base, now=NOW + timedelta(days=2))
+    assert len(by_kind(host)["certificate-expiring"]) == 2
+
+
+def test_certificate_expired_refuses_the_quality_and_says_why(host: Host) -> None:
+    _write_certificate(host, NOW - timedelta(days=1))
+    settings = host.settings()
+    report = run(settings, [host.decls], host.base, now=NOW)
+    assert report.outcome == "partial"
+    kinds = by_kind(host)
+    (expired,) = (read_message(p) for p in kinds["certificate-expired"])
+    assert expired["Subject"].startswith("Votre certificat pour les messages structurés a expiré")
+    (refused,) = (read_message(p) for p in kinds["quality-refused"])
+    assert refused["To"] == "edi@secsoc.example"
+    assert "certificate-expired" in body(refused)
+    assert "Le canal sera créé dès que l'enregistrement sera corrigé." in body(refused)
+    assert EN_SECSOC in refused["X-Sftp-Provisioner-Event"]
+    run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=30))
+    again = by_kind(host)
+    assert len(again["certificate-expired"]) == 1 and len(again["quality-refused"]) == 1
+
+
+def test_key_expiring_within_14_days(host: Host) -> None:
+    expires = (NOW + timedelta(days=5)).date()
+    line = next(
+        line for line in host.quality(EN_ONDERNEMING).read_text().splitlines() if "backup@" in line
+    )
+    key = line.strip().removeprefix("- ")
+    host.edit(EN_ONDERNEMING, line, f'        - key: "{key}"\n          expires: {expires}')
+    settings = host.settings()
+    run(settings, [host.decls], host.base, now=NOW)
+    (path,) = by_kind(host)["key-expiring"]
+    msg = read_message(path)
+    assert msg["Content-Language"] == "nl"
+    assert msg["Subject"] == (
+        f"Een SSH-sleutel van gebruiker {USER_ONDERNEMING} vervalt op {expires:%d-%m-%Y}"
+    )
+    assert "backup@onderneming" in body(msg) and "binnen 5 dagen" in body(msg)
+    run(settings, [host.decls], host.base, now=NOW + timedelta(days=1))
+    assert len(by_kind(host)["key-expiring"]) == 1
+
+
+def test_refused_quality_keeps_its_channel_and_is_told_with_the_reason(host: Host) -> None:
+    settings = host.settings()
+    run(settings, [host.decls], host.base, now=NOW)
+    host.edit(EN_ONDERNEMING, "technical_user: EXPDEMOONDERNEMING", "technical_user: RENAMED2026")
+    run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=30))
+    (path,) = by_kind(host)["quality-refused"]
+    msg = read_message(path)
+    assert (
+        msg["Subject"]
+        == "Uw registratie voor gestructureerde berichten werd geweigerd (0403.170.701)"
+    )
+    text = body(msg)
+    assert "technical-user-immutable" in text and "RENAMED2026" in text
+    assert f"gebruiker {USER_ONDERNEMING}\nkan zich blijven aanmelden" in text
+    run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=60))
+    assert len(by_kind(host)["quality-refused"]) == 1
+    # Put right, the channel does not announce itself as new again.
+    host.edit(EN_ONDERNEMING, "technical_user: RENAMED2026", "technical_user: EXPDEMOONDERNEMING")
+    run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=90))
+    assert len(by_kind(host)["channel-active"]) == 2
+
+
+def test_notifications_can_be_switched_off(host: Host) -> None:
+    host.write_settings(notifications=False)
+    run(host.settings(), [host.decls], host.base, now=NOW)
+    assert outbox(host.settings()) == []
+
+
+def test_credentials_are_not_settings(host: Host, tmp_path: Path) -> None:
+    from provisioner.errors import SettingsError
+
+    path = tmp_path / "s.yaml"
+    path.write_text("smtp_password: hunter2\n")
+    with pytest.raises(SettingsError, match="smtp_password") as info:
+        load_settings(path, environ={})
+    assert "hunter2" not in str(info.value)
