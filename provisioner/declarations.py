@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -84,13 +85,14 @@ def check_file(path: Path, display: str, root: Path) -> FileResult:
     except ValidationError as exc:
         result.diagnostics.extend(validation_diagnostics(doc, exc, _FIELDS))
         result.facts = _partial_facts(doc)
+        _salvage_sftp(doc, root, result)
         return result
     result.declaration = declaration
     result.facts = _facts(doc, declaration)
     result.diagnostics.extend(_structure_rules(doc, declaration))
     sftp = declaration.structured_messages.channels.sftp
     if sftp is not None:
-        _resolve_keys(doc, sftp.ssh_keys, root, result)
+        _resolve_keys(doc, enumerate(sftp.ssh_keys), root, result)
         _resolve_certificate(doc, sftp.certificate, root, result)
     return result
 
@@ -157,6 +159,33 @@ def _partial_facts(doc: SourceDocument) -> Facts:
         administrators=emails,
         administrators_at=doc.location(("administrators",), key=True),
     )
+
+
+def _salvage_sftp(doc: SourceDocument, root: Path, result: FileResult) -> None:
+    """After a schema error elsewhere, still check the keys and the certificate.
+
+    An administrator fixing a missing phone number should learn in the same run that the
+    certificate has expired; entries the schema already refused are left to its diagnostics.
+    """
+    data = doc.data
+    for part in ("structured_messages", "channels", "sftp"):
+        data = data.get(part) if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return
+    entries: list[tuple[int, str | KeyEntry]] = []
+    keys = data.get("ssh_keys")
+    for i, entry in enumerate(keys if isinstance(keys, list) else []):
+        if isinstance(entry, str) and entry:
+            entries.append((i, entry))
+        elif isinstance(entry, dict):
+            try:
+                entries.append((i, KeyEntry.model_validate(entry)))
+            except ValidationError:
+                continue
+    _resolve_keys(doc, entries, root, result)
+    certificate = data.get("certificate")
+    if isinstance(certificate, str) and certificate:
+        _resolve_certificate(doc, certificate, root, result)
 
 
 def _structure_rules(doc: SourceDocument, decl: Declaration) -> list[Diagnostic]:
@@ -335,11 +364,14 @@ def _expiry(value: date | datetime | None) -> datetime | None:
 
 
 def _resolve_keys(
-    doc: SourceDocument, entries: list[str | KeyEntry], root: Path, result: FileResult
+    doc: SourceDocument,
+    entries: Iterable[tuple[int, str | KeyEntry]],
+    root: Path,
+    result: FileResult,
 ) -> None:
     base: YamlPath = ("structured_messages", "channels", "sftp", "ssh_keys")
     seen: dict[str, Location] = {}
-    for i, entry in enumerate(entries):
+    for i, entry in entries:
         text = entry.key if isinstance(entry, KeyEntry) else entry
         path: YamlPath = (*base, i, "key") if isinstance(entry, KeyEntry) else (*base, i)
         at = doc.location(path)
