@@ -84,7 +84,7 @@ def check_file(path: Path, display: str, root: Path) -> FileResult:
         declaration = Declaration.model_validate(doc.data)
     except ValidationError as exc:
         result.diagnostics.extend(validation_diagnostics(doc, exc, _FIELDS))
-        result.facts = _partial_facts(doc)
+        result.facts = partial_facts(doc)
         _salvage_sftp(doc, root, result)
         return result
     result.declaration = declaration
@@ -128,7 +128,7 @@ def _facts(doc: SourceDocument, decl: Declaration) -> Facts:
     )
 
 
-def _partial_facts(doc: SourceDocument) -> Facts:
+def partial_facts(doc: SourceDocument) -> Facts:
     """Even an invalid file claims its username and number; other files must not take them."""
     data = doc.data
     quality = data.get("quality") if isinstance(data, dict) else None

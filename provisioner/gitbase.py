@@ -12,8 +12,9 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from provisioner.declarations import partial_facts
 from provisioner.diagnostics import Diagnostic, Location, error
 from provisioner.errors import GitError
 from provisioner.source import parse_document
@@ -68,22 +69,10 @@ def head_revision(root: Path) -> str | None:
 
 def _base_facts(path: str, raw: bytes) -> BaseQuality:
     doc, _ = parse_document(raw, Path(path), path)
-    data: Any = doc.data if doc is not None else {}
-    quality = data.get("quality") if isinstance(data, dict) else None
-    sm = data.get("structured_messages") if isinstance(data, dict) else None
-    number = quality.get("enterprise_number") if isinstance(quality, dict) else None
-    digits = None
-    if isinstance(number, str):
-        compact = number.replace(".", "").replace(" ", "")
-        digits = compact if compact.isdigit() and len(compact) == 10 else None
-    user = sm.get("technical_user") if isinstance(sm, dict) else None
-    admins = data.get("administrators") if isinstance(data, dict) else None
-    emails = tuple(
-        a["email"].lower()
-        for a in (admins if isinstance(admins, list) else [])
-        if isinstance(a, dict) and isinstance(a.get("email"), str)
-    )
-    return BaseQuality(path, digits, user if isinstance(user, str) else None, emails)
+    if doc is None:
+        return BaseQuality(path, None, None, ())
+    facts = partial_facts(doc)
+    return BaseQuality(path, facts.enterprise_number, facts.technical_user, facts.administrators)
 
 
 def base_qualities(top: Path, revision: str, prefixes: list[str]) -> dict[str, BaseQuality]:
