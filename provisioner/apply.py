@@ -430,7 +430,9 @@ def apply(
     now = now or datetime.now(UTC)
     with host_lock(settings.lock_file):
         snapshot = store.snapshot()
-        rec = compute(settings, paths, snapshot, now=now, revision=revision, cwd=cwd)
+        rec = compute(
+            settings, paths, snapshot, now=now, revision=revision, cwd=cwd, write_cache=True
+        )
         if saved_plan is not None:
             moved = _stale(saved_plan, rec.plan)
             if moved:

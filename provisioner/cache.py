@@ -63,6 +63,8 @@ FORMAT = 1
 Kind = Literal["summary", "full"]
 # A file whose mtime or ctime is this close to the start of the run is not stamped.
 RACY_NS = 2_000_000_000
+# Rewrite the cache for new stamps alone once this many files (or 1 %) were hashed again.
+RESTAMP_MIN = 64
 # Libraries whose behaviour is part of a verdict: a new phonenumbers release can change
 # which numbers are valid.
 _DEPENDENCIES = (
@@ -162,8 +164,9 @@ class RefStates:
     left to `ref_state` itself.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, started_ns: int | None = None) -> None:
         self._dirs: dict[str, str | None] = {}
+        self.started_ns = time.time_ns() if started_ns is None else started_ns
 
     def _real_dir(self, directory: str) -> str | None:
         if directory not in self._dirs:
@@ -174,31 +177,39 @@ class RefStates:
         return self._dirs[directory]
 
     def state(self, candidate: str, recorded: str, stamp: Stamp | None) -> str:
+        return self.state_and_stamp(candidate, recorded, stamp)[0]
+
+    def state_and_stamp(
+        self, candidate: str, recorded: str, stamp: Stamp | None
+    ) -> tuple[str, Stamp | None]:
+        """The state now, and a stamp to record when the content was hashed afresh."""
         from provisioner.declarations import MAX_REFERENCED_BYTES, ref_state
 
         directory, _, name = candidate.rpartition("/")
         if not directory or name in ("", ".", ".."):
-            return ref_state(Path(candidate))
+            return ref_state(Path(candidate)), None
         real = self._real_dir(directory)
         if real is None:
-            return "missing"
+            return "missing", None
         resolved = f"{real}/{name}" if real != "/" else f"/{name}"
         try:
             st = os.lstat(resolved)
         except OSError:
-            return "missing"
+            return "missing", None
         if stat.S_ISLNK(st.st_mode):
-            return ref_state(Path(candidate))
+            return ref_state(Path(candidate)), None
         if not stat.S_ISREG(st.st_mode):
-            return f"{resolved}|not-a-file"
+            return f"{resolved}|not-a-file", None
         if st.st_size > MAX_REFERENCED_BYTES:
-            return f"{resolved}|large"
-        if stamp is not None and stamp_of(st) == stamp:
-            return f"{resolved}|{recorded.rpartition('|')[2]}"
+            return f"{resolved}|large", None
+        now = stamp_of(st)
+        if stamp is not None and now == stamp:
+            return f"{resolved}|{recorded.rpartition('|')[2]}", None
         try:
-            return f"{resolved}|{_digest_of(resolved)}"
+            state = f"{resolved}|{_digest_of(resolved)}"
         except OSError:
-            return "missing"
+            return "missing", None
+        return state, now if _stable(st, self.started_ns) else None
 
 
 # --- JSON encoding of results --------------------------------------------------------------
@@ -422,7 +433,8 @@ class ResultCache:
         self._results: dict[str, str] | None = None
         self.seen: set[str] = set()
         self.dirty = False
-        self.refs = RefStates()
+        self.restamped = 0  # files hashed again and found unchanged
+        self.refs = RefStates(self.started_ns)
         self.problem: str | None = None
         if directory is not None:
             self._load_index()
@@ -508,11 +520,16 @@ class ResultCache:
             if stamp != file_stamp:
                 if _digest_of(key) != digest:
                     return False
-                entry[2] = stamp if _stable(st, self.started_ns) else None
-                self.dirty = True
-            for candidate, (state, ref_stamp) in refs.items():
-                if self.refs.state(candidate, state, ref_stamp) != state:
+                if _stable(st, self.started_ns):
+                    entry[2] = stamp
+                    self.restamped += 1
+            for candidate, ref in refs.items():
+                state, new_stamp = self.refs.state_and_stamp(candidate, ref[0], ref[1])
+                if state != ref[0]:
                     return False
+                if new_stamp is not None:
+                    ref[1] = new_stamp
+                    self.restamped += 1
             return True
         except (OSError, TypeError, ValueError, AttributeError):
             self.entries.pop(key, None)  # damaged: replaced by the fresh result
@@ -595,7 +612,9 @@ class ResultCache:
             if not os.path.lexists(key):
                 del self.entries[key]
                 self.dirty = True
-        if not self.dirty:
+        # New stamps alone are written only when they save real work next time: a run that
+        # changes nothing else then leaves the cache file alone.
+        if not self.dirty and self.restamped < max(RESTAMP_MIN, len(self.entries) // 100):
             return
         dfd = _open_dir(self.directory, private=self.private, create=True)
         if dfd is None:

@@ -76,9 +76,18 @@ def compute(
     revision: str | None = None,
     cwd: Path | None = None,
     jobs: int | None = None,
+    write_cache: bool = False,
 ) -> Reconciliation:
     now = now or datetime.now(UTC)
-    vsettings = ValidateSettings(paths=tuple(paths), now=now, cwd=cwd or Path.cwd())
+    # Checked declarations are read back from settings.cache_dir; only apply writes there,
+    # so that a plan leaves the host as it found it.
+    vsettings = ValidateSettings(
+        paths=tuple(paths),
+        now=now,
+        cwd=cwd or Path.cwd(),
+        cache_dir=settings.cache_dir,
+        cache_write=write_cache,
+    )
     if jobs:
         vsettings = replace(vsettings, jobs=jobs)
     report = validate(vsettings, full=True)

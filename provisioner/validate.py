@@ -32,6 +32,8 @@ class ValidateSettings:
     base: str | None = None
     author: str | None = None
     cache_dir: Path | None = None
+    # False: read the cache but leave it as it is (a plan must not write on the host).
+    cache_write: bool = True
     jobs: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     cwd: Path = field(default_factory=Path.cwd)
 
@@ -171,7 +173,8 @@ def validate(settings: ValidateSettings, *, full: bool = False) -> ValidationRep
         if memo is not None:
             replay = _replay(memo, settings.now)
             if replay is not None:
-                cache.save()  # stamps refreshed by `valid`
+                if settings.cache_write:
+                    cache.save()  # stamps refreshed by `valid`
                 return ValidationReport(
                     root=root,
                     files=[display for _, display in shown],
@@ -203,7 +206,8 @@ def validate(settings: ValidateSettings, *, full: bool = False) -> ValidationRep
     verdicts.extend(cross_file_rules(summaries))
     if cache.enabled and not full:
         cache.set_memo(cache.run_key(shown), _memo(verdicts, summaries))
-    cache.save()
+    if settings.cache_write:
+        cache.save()
 
     diagnostics = list(problems) + verdicts
     for s in summaries:

@@ -186,11 +186,13 @@ class Host:
         return self.root / Path(live).relative_to("/")
 
     def bookkeeping(self) -> set[Path]:
-        """Files a run writes besides the managed tree: state, lock, audit log."""
+        """Files a run writes besides the managed tree: state, lock, audit log, cache."""
         s = self.settings()
         db = Path(s.state_url.removeprefix("sqlite:///"))
         extra = {db.with_name(db.name + suffix) for suffix in ("-journal", "-wal", "-shm")}
-        return {db, s.lock_file, s.audit_log, *extra}
+        # The cache of checked declarations (apply rewrites it when a declaration changed).
+        cache = {s.cache_dir, *s.cache_dir.rglob("*")} if s.cache_dir.exists() else set()
+        return {db, s.lock_file, s.audit_log, *extra, *cache}
 
     def tree(self, *, bookkeeping: bool = False) -> dict[str, Entry]:
         """Every path under the root (relative), without following symlinks."""
