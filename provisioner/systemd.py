@@ -66,32 +66,35 @@ def _sqlite_dir(url: str) -> Path | None:
     return path.parent if path.is_absolute() else None
 
 
+# Path settings the service only reads; every other path setting is somewhere it writes.
+_READ_ONLY = frozenset(
+    {"shell", "sshd_binary", "templates_dir", "declarations", "smtp_ca_file", "root"}
+)
+
+
+def managed_dirs(settings: HostSettings) -> set[Path]:
+    """The directories behind every path setting a run writes: a directory setting (`*_dir`,
+    `*_base`) itself, a file setting its parent. Derived from the fields, so that a path setting
+    added later is writable without touching this module."""
+    out = set()
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if name in _READ_ONLY or not isinstance(value, Path):
+            continue
+        out.add(value if name.endswith(("_dir", "_base")) else value.parent)
+    return out
+
+
 def writable_paths(settings: HostSettings, declarations: Path, pull: bool) -> list[Path]:
     """Every directory a run writes to, without one that lies inside another."""
-    wanted = {
-        settings.chroot_base,
-        settings.archive_dir,
-        settings.keys_dir,
-        settings.sshd_dropin.parent,
-        settings.extrausers_dir,
-        settings.routing_table.parent,
-        settings.work_dir,
-        settings.audit_log.parent,
-        settings.lock_file.parent,
-        settings.status_file.parent,
-        settings.metrics_file.parent,
-        settings.outbox_dir,
-        # sshd -t wants its privilege separation directory.
-        Path("/run/sshd"),
-    }
+    # sshd -t wants its privilege separation directory.
+    wanted = managed_dirs(settings) | {Path("/run/sshd")}
     state = _sqlite_dir(settings.state_url)
     if state is not None:
         wanted.add(state)
     if pull:
         # git fetch and the fast-forward write the checkout and its .git.
         wanted.add(declarations)
-    if settings.smtp_ca_file is not None:
-        wanted.discard(settings.smtp_ca_file)
     ordered = sorted(wanted, key=lambda p: (len(p.parts), str(p)))
     kept: list[Path] = []
     for path in ordered:
@@ -162,7 +165,7 @@ def install(settings: HostSettings, options: UnitOptions, unit_dir: Path = UNIT_
         done.append(f"wrote {unit_dir / name}")
     private = {settings.work_dir, settings.archive_dir}
     for path in writable_paths(settings, options.declarations, options.pull):
-        if path != options.declarations and not path.exists():
+        if path not in (options.declarations, Path("/run/sshd")) and not path.exists():
             path.mkdir(parents=True, mode=0o700 if path in private else 0o755)
             done.append(f"created {path}")
     if unit_dir == UNIT_DIR and Path("/run/systemd/system").is_dir() and shutil.which("systemctl"):

@@ -105,8 +105,12 @@ def test_every_managed_path_is_writable_and_nothing_more(
         Path(settings.state_url.removeprefix("sqlite:///")),
         host.decls / ".git" / "FETCH_HEAD",  # --pull
     ]
+    # ...and whatever path setting comes next (a syslog drop-in, a cache), without a list here.
+    must_write += [p / "x" for p in systemd.managed_dirs(settings)]
     for path in must_write:
         assert any(path.is_relative_to(w) for w in writable), path
+    for read_only in (settings.sshd_binary, settings.shell):
+        assert not any(read_only.is_relative_to(w) for w in writable), read_only
     for broad in (Path("/"), Path("/etc"), Path("/var"), Path("/srv"), Path("/usr")):
         assert broad not in writable
 
@@ -140,21 +144,15 @@ def test_install_writes_the_units_and_creates_the_managed_directories(
     host: Host, tmp_path: Path
 ) -> None:
     base = tmp_path / "sys"
-    host.write_settings(
-        chroot_base=str(base / "srv/sftp"),
-        archive_dir=str(base / "srv/sftp-archive"),
-        keys_dir=str(base / "etc/ssh/keys"),
-        sshd_dropin=str(base / "etc/ssh/sshd_config.d/00-sftp.conf"),
-        extrausers_dir=str(base / "var/lib/extrausers"),
-        routing_table=str(base / "var/lib/sp/routing.json"),
-        work_dir=str(base / "var/lib/sp"),
-        audit_log=str(base / "var/log/sp/audit.jsonl"),
-        lock_file=str(base / "run/lock/sp.lock"),
-        status_file=str(base / "var/lib/sp/status.json"),
-        metrics_file=str(base / "var/lib/prom/sp.prom"),
-        outbox_dir=str(base / "var/spool/sp/outbox"),
-        state_url=f"sqlite:///{base}/var/lib/sp/state.db",
-    )
+    defaults = load_settings(None, environ={})
+    # Every path setting under the test area: the install must not create anything outside.
+    moved = {
+        name: str(base / getattr(defaults, name).relative_to("/"))
+        for name in type(defaults).model_fields
+        if isinstance(getattr(defaults, name), Path)
+        and name not in ("shell", "sshd_binary", "templates_dir", "declarations", "root")
+    }
+    host.write_settings(**moved, state_url=f"sqlite:///{base}/var/lib/sftp-provisioner/state.db")
     unit_dir = tmp_path / "units"
     unit_dir.mkdir()
     done = host.cli(
@@ -163,9 +161,14 @@ def test_install_writes_the_units_and_creates_the_managed_directories(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in unit_dir.iterdir()) == [systemd.SERVICE, systemd.TIMER]
-    for sub in ("srv/sftp", "srv/sftp-archive", "var/spool/sp/outbox", "var/lib/prom"):
+    for sub in (
+        "srv/sftp",
+        "srv/sftp-archive",
+        "var/spool/sftp-provisioner/outbox",
+        "var/lib/prometheus/node-exporter",
+    ):
         assert (base / sub).is_dir(), sub
-    assert (base / "var/lib/sp").stat().st_mode & 0o777 == 0o700
+    assert (base / "var/lib/sftp-provisioner").stat().st_mode & 0o777 == 0o700
     assert "systemctl enable --now sftp-provisioner.timer" in done.stderr
 
 
