@@ -246,6 +246,7 @@ class Gateway:
     server: SshdServer | None = None
     senders: dict[str, Sender] = field(default_factory=dict)
     syslogs: dict[str, SyslogCapture] = field(default_factory=dict)
+    last_apply_seconds: float = 0.0  # wall time of the last `provisioner apply` command
 
     # -- paths ---------------------------------------------------------------------------------
     @property
@@ -308,7 +309,9 @@ class Gateway:
     def apply(self, *, expect: int = 0) -> subprocess.CompletedProcess[str]:
         """``provisioner apply DECLS``; when it reloaded sshd, wait until sshd listens again."""
         mark = self.server.mark() if self.server else 0
+        started = time.perf_counter()
         out = self.cli("apply", str(self.decls))
+        self.last_apply_seconds = time.perf_counter() - started
         assert out.returncode == expect, f"apply exited {out.returncode}:\n{out.stdout}{out.stderr}"
         if self.server is not None and "sshd reloaded" in out.stdout:
             self.wait_reloaded(mark)
@@ -362,9 +365,11 @@ def provisioned_gateway(
     batch_port: int | None = None,
     capture_syslog_of: Sequence[str] = (),
     settings: dict[str, Any] | None = None,
+    max_users: int = 200,
 ) -> Iterator[Gateway]:
-    """Declare the senders ``make_senders(work)`` returns, run the first real apply into the
-    test `area`, start sshd on the rendered drop-in; undo everything afterwards."""
+    """Declare the senders ``make_senders(work)`` returns (declarations already in `decls`
+    count too), run the first real apply into the test `area`, start sshd on the rendered
+    drop-in; undo everything afterwards. ``max_users``: size of the uid range."""
     from sshd_harness import free_port
 
     work = make_dir(area / "client", 0o700)
@@ -372,7 +377,7 @@ def provisioned_gateway(
     pid_file = sshd_workdir / "sshd.pid"
     token = secrets.token_hex(3)
     gid = free_id_range(2, 52000 + secrets.randbelow(4000))
-    uid_min = free_id_range(200, 460000 + secrets.randbelow(20000) * 10)
+    uid_min = free_id_range(max_users, 460000 + secrets.randbelow(20000) * 10)
     batch_port = batch_port or free_port(HOST)
     data: dict[str, Any] = {
         "state_url": f"sqlite:///{area}/var/lib/sftp-provisioner/state.db",
@@ -396,7 +401,7 @@ def provisioned_gateway(
         # The gateway's own group: uploads must carry it (setgid exchange directories).
         "gateway_gid": gid + 1,
         "uid_min": uid_min,
-        "uid_max": uid_min + 199,
+        "uid_max": uid_min + max_users - 1,
         "sender_start": 6400,
         "hostname": "e2e-test-gateway",
         "listen_address": HOST,
