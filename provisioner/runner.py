@@ -54,6 +54,10 @@ class RunReport:
     recorded: bool = False
 
     @property
+    def short_revision(self) -> str | None:
+        return self.revision[:12] if self.revision else None
+
+    @property
     def succeeded(self) -> bool:
         return self.outcome in ("ok", "partial")
 
@@ -117,7 +121,6 @@ def run_once(
 ) -> RunReport:
     """One complete run; never raises for a failure of the run itself."""
     from provisioner.apply import apply
-    from provisioner.reconcile import compute
 
     environ = os.environ if environ is None else environ
     started = now or datetime.now(UTC)
@@ -152,22 +155,12 @@ def run_once(
         report.channels = channel_counts(after)
         logs.event(
             "applied",
-            revision=(report.revision or "")[:12] or None,
+            revision=report.short_revision,
             changes=report.applied,
             channels=",".join(f"{k}:{v}" for k, v in report.plan.items() if v) or None,
         )
         if options.notify and settings.notifications:
-            # Until apply hands back its Reconciliation, the declarations are read once more
-            # (read-only) for the contacts, certificates and keys.
-            rec = getattr(result, "reconciliation", None) or compute(
-                settings,
-                options.paths,
-                after,
-                now=started,
-                revision=report.revision,
-                cwd=options.cwd,
-            )
-            _notify(settings, store, rec, before, after, started, environ, report)
+            _notify(settings, options, store, result, before, after, environ, report)
         step("notify")
     except (ProvisionerError, StateError, OSError) as exc:
         report.outcome = "failed"
@@ -191,7 +184,7 @@ def run_once(
     logs.event(
         "run-finished",
         outcome=report.outcome,
-        revision=(report.revision or "")[:12] or None,
+        revision=report.short_revision,
         duration=f"{report.duration_seconds:.2f}s",
         errors=len(report.errors),
     )
@@ -200,29 +193,43 @@ def run_once(
 
 def _notify(
     settings: HostSettings,
+    options: RunOptions,
     store: StateStore,
-    rec: Any,
+    result: Any,
     before: StateSnapshot,
     after: StateSnapshot,
-    now: datetime,
     environ: Mapping[str, str],
     report: RunReport,
 ) -> None:
+    """Tell the contacts; the apply is done, so a failure here makes the run partial."""
     from provisioner.notify import notify_run
+    from provisioner.reconcile import compute
 
-    outcome = notify_run(
-        settings,
-        store,
-        results=rec.report.results,
-        refusals=rec.refusals,
-        before=before,
-        after=after,
-        now=now,
-        environ=environ,
-    )
-    report.notifications = outcome.figures()
-    if outcome.errors:
-        report.errors.extend(outcome.errors)
+    now = report.started_at
+    try:
+        # Until apply hands back its Reconciliation, the declarations are read once more
+        # (read-only) for the contacts, certificates and keys.
+        rec = getattr(result, "reconciliation", None) or compute(
+            settings, options.paths, after, now=now, revision=report.revision, cwd=options.cwd
+        )
+        outcome = notify_run(
+            settings,
+            store,
+            results=rec.report.results,
+            refusals=rec.refusals,
+            before=before,
+            after=after,
+            now=now,
+            environ=environ,
+        )
+    except (ProvisionerError, StateError, OSError) as exc:
+        errors = [f"notifications: {exc}"]
+        logs.error("notify-failed", str(exc))
+    else:
+        report.notifications = outcome.figures()
+        errors = outcome.errors
+    if errors:
+        report.errors.extend(errors)
         if report.outcome == "ok":
             report.outcome = "partial"
 

@@ -261,3 +261,24 @@ def test_credentials_are_not_settings(host: Host, tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="smtp_password") as info:
         load_settings(path, environ={})
     assert "hunter2" not in str(info.value)
+
+
+def test_a_broken_site_template_loses_no_event(host: Host) -> None:
+    site = host.base / "site-templates" / "notifications" / "nl"
+    site.mkdir(parents=True)
+    (site / "channel-active.txt.j2").write_text("{{ no_such_value }}\n")
+    host.write_settings(templates_dir=str(host.base / "site-templates"))
+    report = run(host.settings(), [host.decls], host.base, now=NOW)
+    # Applied all the same; the run says what went wrong.
+    assert report.outcome == "partial" and report.channels["active"] == 2
+    assert "no_such_value" in report.errors[0]
+    assert [read_message(p)["Content-Language"] for p in outbox(host.settings())] == ["fr"]
+
+    # Put right, the next run sends what was not sent: nothing was marked as done.
+    (site / "channel-active.txt.j2").unlink()
+    report = run(host.settings(), [host.decls], host.base, now=NOW + timedelta(minutes=30))
+    assert report.outcome == "ok" and report.notifications["queued"] == 1
+    assert sorted(read_message(p)["Content-Language"] for p in outbox(host.settings())) == [
+        "fr",
+        "nl",
+    ]

@@ -16,7 +16,15 @@ from provisioner import logs
 from provisioner.declarations import FileResult
 from provisioner.errors import ProvisionerError
 from provisioner.notify.delivery import Delivery, Outbox, flush
-from provisioner.notify.events import EVENT_KINDS, Contact, ContactBook, Event, collect
+from provisioner.notify.events import (
+    EVENT_KINDS,
+    STATE_KINDS,
+    Contact,
+    ContactBook,
+    Event,
+    collect,
+    revive,
+)
 from provisioner.notify.message import compose
 from provisioner.settings import HostSettings
 from provisioner.state import StateSnapshot, StateStore
@@ -58,6 +66,51 @@ def contact_book(settings: HostSettings) -> ContactBook:
     return ContactBook(settings.work_dir / "contacts.json")
 
 
+def _deliver_one(
+    settings: HostSettings,
+    store: StateStore,
+    outbox: Outbox,
+    book: ContactBook,
+    event: Event,
+    now: datetime,
+    report: NotifyReport,
+) -> bool:
+    """Put one event's message in the outbox; False when it could not be and is still owed."""
+    contact = book.get(event.enterprise_number)
+    if contact is None:
+        # Not claimed: once a contact is known, a later run still tells them.
+        report.skipped.append(event.key)
+        logs.warn("notification-no-contact", "no known contact", key=event.key)
+        return False
+    if store.notification_sent(event.key):
+        return True
+    try:
+        msg = compose(settings, event, contact, now)
+    except ProvisionerError as exc:
+        report.errors.append(f"{event.key}: {exc}")
+        logs.error("notification-template", str(exc), key=event.key)
+        return False
+    # Claim, then write: of two hosts sharing the state, only one sends.
+    if not store.claim_notification(event.key, now):
+        return True
+    try:
+        path = outbox.put(msg, kind=event.kind, enterprise_number=event.enterprise_number, now=now)
+    except OSError as exc:
+        report.errors.append(f"{event.key}: cannot write to the outbox: {exc}")
+        logs.error("notification-lost", str(exc), key=event.key)
+        return True  # claimed: retrying would need to un-claim, which the state cannot do
+    report.queued += 1
+    logs.event(
+        "notification-queued",
+        kind=event.kind,
+        quality=event.enterprise_number,
+        language=contact.language,
+        to=",".join(contact.emails),
+        file=path.name,
+    )
+    return True
+
+
 def notify_run(
     settings: HostSettings,
     store: StateStore,
@@ -72,45 +125,14 @@ def notify_run(
     report = NotifyReport()
     book = contact_book(settings)
     book.update(results)
-    book.save()
     outbox = Outbox(settings.outbox_dir)
     events = collect(results, refusals, before, after, now)
+    fresh = {e.key for e in events}
+    events += [e for e in revive(book.owed, after) if e.key not in fresh]
     report.events = len(events)
-    for event in events:
-        contact = book.get(event.enterprise_number)
-        if contact is None:
-            # Not claimed: once a contact is known, a later run still tells them.
-            report.skipped.append(event.key)
-            logs.warn("notification-no-contact", "no known contact", key=event.key)
-            continue
-        if store.notification_sent(event.key):
-            continue
-        try:
-            msg = compose(settings, event, contact, now)
-        except ProvisionerError as exc:
-            report.errors.append(f"{event.key}: {exc}")
-            logs.error("notification-template", str(exc), key=event.key)
-            continue
-        # Claim, then write: of two hosts sharing the state, only one sends.
-        if not store.claim_notification(event.key, now):
-            continue
-        try:
-            path = outbox.put(
-                msg, kind=event.kind, enterprise_number=event.enterprise_number, now=now
-            )
-        except OSError as exc:
-            report.errors.append(f"{event.key}: cannot write to the outbox: {exc}")
-            logs.error("notification-lost", str(exc), key=event.key)
-            continue
-        report.queued += 1
-        logs.event(
-            "notification-queued",
-            kind=event.kind,
-            quality=event.enterprise_number,
-            language=contact.language,
-            to=",".join(contact.emails),
-            file=path.name,
-        )
+    delivered = {e.key: _deliver_one(settings, store, outbox, book, e, now, report) for e in events}
+    book.owed = [e.key for e in events if e.kind in STATE_KINDS and not delivered[e.key]]
+    book.save()
     if settings.notify_transport == "smtp":
         delivery: Delivery = flush(settings, outbox, environ)
         report.sent = delivery.sent

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from provisioner.declarations import FileResult
 from provisioner.fsutil import write_atomic
@@ -31,14 +31,7 @@ EventKind = Literal[
     "key-expiring",
     "quality-refused",
 ]
-EVENT_KINDS: tuple[EventKind, ...] = (
-    "channel-active",
-    "channel-removed",
-    "certificate-expiring",
-    "certificate-expired",
-    "key-expiring",
-    "quality-refused",
-)
+EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 CERTIFICATE_NOTICE = timedelta(days=60)
 KEY_NOTICE = timedelta(days=14)
 
@@ -96,6 +89,24 @@ def _channel_facts(reg: Registration) -> dict[str, Any]:
     }
 
 
+def _active(en: str, reg: Registration) -> Event:
+    return Event(
+        "channel-active",
+        f"channel-active:{en}:{_stamp(reg.status_since)}",
+        en,
+        _channel_facts(reg) | {"active_since": reg.status_since},
+    )
+
+
+def _removed(en: str, reg: Registration) -> Event:
+    return Event(
+        "channel-removed",
+        f"channel-removed:{en}:{_stamp(reg.status_since)}",
+        en,
+        _channel_facts(reg) | {"removed_at": reg.status_since},
+    )
+
+
 def state_events(before: StateSnapshot, after: StateSnapshot) -> list[Event]:
     """Channels that became active, and channels removed, in this run."""
     events: list[Event] = []
@@ -106,24 +117,38 @@ def state_events(before: StateSnapshot, after: StateSnapshot) -> list[Event]:
             # does not announce itself again; one that never worked, or returns, does.
             if old is not None and old.status == "failed" and old.last_applied_at is not None:
                 continue
-            events.append(
-                Event(
-                    "channel-active",
-                    f"channel-active:{en}:{_stamp(reg.status_since)}",
-                    en,
-                    _channel_facts(reg) | {"active_since": reg.status_since},
-                )
-            )
+            events.append(_active(en, reg))
         elif reg.status == "removed" and old is not None and old.status != "removed":
-            events.append(
-                Event(
-                    "channel-removed",
-                    f"channel-removed:{en}:{_stamp(reg.status_since)}",
-                    en,
-                    _channel_facts(reg) | {"removed_at": reg.status_since},
-                )
-            )
+            events.append(_removed(en, reg))
     return events
+
+
+def revive(owed: Sequence[str], after: StateSnapshot) -> list[Event]:
+    """Events of past runs that could not be sent, while still true.
+
+    A change of status is seen once, in the run that made it; if its message could not be
+    written then (a broken site template, a full disk), its key is owed and retried here.
+    Events read from the declarations need no such memory: every run finds them again.
+    """
+    events = []
+    for key in owed:
+        kind, _, rest = key.partition(":")
+        en = rest.split(":", 1)[0]
+        reg = after.registrations.get(en)
+        if reg is None:
+            continue
+        if kind == "channel-active" and reg.status == "active":
+            event = _active(en, reg)
+        elif kind == "channel-removed" and reg.status == "removed":
+            event = _removed(en, reg)
+        else:
+            continue
+        if event.key == key:
+            events.append(event)
+    return events
+
+
+STATE_KINDS = frozenset({"channel-active", "channel-removed"})
 
 
 def declaration_events(
@@ -231,21 +256,29 @@ def collect(
 
 
 class ContactBook:
-    """The last declared contact of every quality, kept so that a removal can still be told.
+    """What notifying needs to remember besides the sent keys (those are in the state).
 
-    A removed quality's file is gone from the checkout; its contact is read from here.
+    The last declared contact of every quality: a removed quality's file is gone from the
+    checkout, its contact is read from here. And the keys of status events that could not be
+    sent yet (`owed`, see `revive`).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.contacts: dict[str, Contact] = {}
+        self.owed: list[str] = []
         try:
             raw = json.loads(path.read_text("utf-8"))
         except (OSError, ValueError):
             raw = {}
-        for en, data in raw.items() if isinstance(raw, dict) else ():
-            with contextlib.suppress(TypeError, ValueError):
+        if not isinstance(raw, dict):
+            raw = {}
+        contacts = raw.get("contacts", {})
+        for en, data in contacts.items() if isinstance(contacts, dict) else ():
+            with contextlib.suppress(TypeError, ValueError, KeyError):
                 self.contacts[en] = Contact(**{**data, "emails": tuple(data["emails"])})
+        owed = raw.get("owed", [])
+        self.owed = [k for k in owed if isinstance(k, str)] if isinstance(owed, list) else []
 
     def get(self, enterprise_number: str) -> Contact | None:
         return self.contacts.get(enterprise_number)
@@ -257,6 +290,9 @@ class ContactBook:
                 self.contacts[contact.enterprise_number] = contact
 
     def save(self) -> None:
-        data = {en: asdict(c) for en, c in sorted(self.contacts.items())}
+        data = {
+            "contacts": {en: asdict(c) for en, c in sorted(self.contacts.items())},
+            "owed": sorted(set(self.owed)),
+        }
         text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
         write_atomic(self.path, text.encode("utf-8"), 0o600, dir_mode=0o700)
