@@ -53,7 +53,8 @@ class HostSettings(BaseModel):
     # keeps the first value of most keywords.
     sshd_dropin: AbsPath = Path("/etc/ssh/sshd_config.d/00-sftp-provisioner.conf")
     extrausers_dir: AbsPath = Path("/var/lib/extrausers")
-    routing_table: AbsPath = Path("/var/lib/sftp-provisioner/routing.json")
+    # Outside work_dir: the state directory is 0700, and the gateway need not run as root.
+    routing_table: AbsPath = Path("/var/lib/sftp-gateway/routing.json")
     work_dir: AbsPath = Path("/var/lib/sftp-provisioner")
     # Checked declarations, so that a run re-reads only the files that changed (JSON, owned
     # by the reconciler's user and closed to others; see provisioner/cache.py).

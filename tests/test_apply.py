@@ -41,7 +41,7 @@ KEYS = "etc/ssh/sftp-provisioner/authorized_keys"
 PASSWD = "var/lib/extrausers/passwd"
 SHADOW = "var/lib/extrausers/shadow"
 GROUP = "var/lib/extrausers/group"
-ROUTING = "var/lib/sftp-provisioner/routing.json"
+ROUTING = "var/lib/sftp-gateway/routing.json"
 DROPIN = "etc/ssh/sshd_config.d/00-sftp-provisioner.conf"
 
 

@@ -41,7 +41,7 @@ from provisioner.resources import shipped
 LATER = NOW + timedelta(hours=1)
 KEYS = "etc/ssh/sftp-provisioner/authorized_keys"
 PASSWD = "var/lib/extrausers/passwd"
-ROUTING = "var/lib/sftp-provisioner/routing.json"
+ROUTING = "var/lib/sftp-gateway/routing.json"
 
 
 def senders(host: Host) -> dict[str, dict[str, object]]:
