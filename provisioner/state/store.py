@@ -10,7 +10,8 @@ since that snapshot.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -45,9 +46,22 @@ _REGISTRATION_COLUMNS = (
     "last_applied_at",
 )
 
+# Rows per "IN (...)" list: far below the bound-parameter limits of SQLite and PostgreSQL.
+_IN_CHUNK = 500
+
 # Statuses after which the server configuration is known to match the registration; the
 # apply step's timestamp is recorded for them only.
 _APPLIED_STATUSES: frozenset[str] = frozenset({"active", "removed"})
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """One quality's new channel status, for :meth:`StateStore.set_statuses`."""
+
+    enterprise_number: str
+    status: ChannelStatus
+    reason: str | None = None
+    revision: str | None = None
 
 
 def _row_to_registration(row: sa.Row[Any]) -> Registration:
@@ -211,6 +225,82 @@ class StateStore:
                 reg_t.update().where(reg_t.c.enterprise_number == enterprise_number).values(values)
             )
             self._bump(conn, meta.version)
+
+    def set_statuses(
+        self,
+        updates: Iterable[StatusUpdate],
+        *,
+        now: datetime,
+    ) -> int:
+        """:meth:`set_status` for many qualities in one transaction and one version bump.
+
+        Each update means exactly what the same :meth:`set_status` call means (``status_since``
+        moves only when the status changes, ``last_applied_at`` is set for ``active`` and
+        ``removed``, a ``revision`` of ``None`` keeps the stored one). All or nothing: an
+        unknown quality raises :class:`UnknownRegistration` and writes nothing. A quality may
+        appear once. Returns how many registrations were written; none bumps no version.
+        """
+        now = ensure_utc(now, "now")
+        todo = list(updates)
+        seen: set[str] = set()
+        for u in todo:
+            if u.status not in ("pending", "active", "failed", "removed"):
+                raise ValueError(f"unknown channel status {u.status!r}")
+            if u.enterprise_number in seen:
+                raise ValueError(f"quality {u.enterprise_number} appears twice in one update")
+            seen.add(u.enterprise_number)
+        if not todo:
+            return 0
+        reg_t = t.registrations
+        with transaction(self._engine, write=True) as conn:
+            meta = self._lock_meta(conn)
+            current: dict[str, Any] = {}
+            ens = [u.enterprise_number for u in todo]
+            for start in range(0, len(ens), _IN_CHUNK):
+                chunk = ens[start : start + _IN_CHUNK]
+                for found in conn.execute(
+                    sa.select(
+                        reg_t.c.enterprise_number,
+                        reg_t.c.status,
+                        reg_t.c.status_since,
+                        reg_t.c.revision,
+                        reg_t.c.last_applied_at,
+                    ).where(reg_t.c.enterprise_number.in_(chunk))
+                ):
+                    current[found.enterprise_number] = found
+            missing = [en for en in ens if en not in current]
+            if missing:
+                shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
+                raise UnknownRegistration(f"no registration for quality {shown} in {self.url}")
+            rows = []
+            for u in todo:
+                row = current[u.enterprise_number]
+                rows.append(
+                    {
+                        "key": u.enterprise_number,
+                        "status": u.status,
+                        "status_reason": u.reason,
+                        "revision": u.revision if u.revision is not None else row.revision,
+                        "status_since": now if row.status != u.status else row.status_since,
+                        "last_applied_at": now
+                        if u.status in _APPLIED_STATUSES
+                        else row.last_applied_at,
+                    }
+                )
+            statement = (
+                reg_t.update()
+                .where(reg_t.c.enterprise_number == sa.bindparam("key"))
+                .values(
+                    status=sa.bindparam("status"),
+                    status_reason=sa.bindparam("status_reason"),
+                    revision=sa.bindparam("revision"),
+                    status_since=sa.bindparam("status_since"),
+                    last_applied_at=sa.bindparam("last_applied_at"),
+                )
+            )
+            conn.execute(statement, rows)
+            self._bump(conn, meta.version)
+        return len(rows)
 
     def import_registration(self, reg: Registration) -> bool:
         """Take over a registration made elsewhere (the portal), numbers included.
