@@ -30,6 +30,7 @@ from provisioner.reconcile import Reconciliation, compute
 from provisioner.render import Desired
 from provisioner.settings import HostSettings
 from provisioner.state import StaleState, StateStore
+from provisioner.state.store import StatusUpdate
 
 TMP_SUFFIX = ".sftp-provisioner.tmp"
 
@@ -373,10 +374,16 @@ def _apply_change(
 
 
 def _stage(rec: Reconciliation, staging: Path) -> Path:
-    """Write every rendered file under `staging`, mirroring the live layout."""
+    """Write every file this run will write under `staging`, mirroring the live layout.
+
+    The sshd drop-in always (`sshd -t` checks it); other files only when they change: the
+    ones that stay are live already, and writing 10,000 unchanged authorized_keys files to
+    stage one changed key took seconds.
+    """
     dropin = rec.settings.sshd_dropin
+    changing = {Path(c.path) for c in rec.plan.changes} | {dropin}
     for node in rec.tree:
-        if node.kind != "file" or node.content is None:
+        if node.kind != "file" or node.content is None or node.path not in changing:
             continue
         target = staging / node.path.relative_to("/")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -502,29 +509,32 @@ def _record_failure(
     store: StateStore, rec: Reconciliation, reason: str, revision: str | None, now: datetime
 ) -> None:
     regs = store.snapshot().registrations
-    for channel in rec.accepted:
-        if channel.enterprise_number in regs:
-            store.set_status(
-                channel.enterprise_number, "failed", reason=reason, revision=revision, now=now
-            )
+    updates = {
+        channel.enterprise_number: StatusUpdate(
+            channel.enterprise_number, "failed", reason, revision
+        )
+        for channel in rec.accepted
+        if channel.enterprise_number in regs
+    }
     # The state already says "removed", but the rollback put the account, keys and chroot
     # back: say so. The next run, still not declared, removes it again.
     for en in rec.allocation.removed:
         if en in regs:
-            store.set_status(
-                en, "failed", reason=f"removal rolled back: {reason}", revision=revision, now=now
-            )
+            updates[en] = StatusUpdate(en, "failed", f"removal rolled back: {reason}", revision)
+    # One transaction for all of them: one per channel took 10 s for 10,000 channels.
+    store.set_statuses(updates.values(), now=now)
 
 
 def _record_success(
     store: StateStore, rec: Reconciliation, revision: str | None, now: datetime
 ) -> None:
     regs = store.snapshot().registrations
+    updates: dict[str, StatusUpdate] = {}
     for channel in rec.accepted:
         current = regs.get(channel.enterprise_number)
         if current is not None and (current.status != "active" or current.revision != revision):
-            store.set_status(
-                channel.enterprise_number, "active", reason=None, revision=revision, now=now
+            updates[channel.enterprise_number] = StatusUpdate(
+                channel.enterprise_number, "active", None, revision
             )
     for en, reasons in rec.refusals.items():
         current = regs.get(en)
@@ -534,7 +544,8 @@ def _record_success(
             and current.status != "removed"
             and (current.status != "failed" or current.status_reason != reason)
         ):
-            store.set_status(en, "failed", reason=reason, revision=None, now=now)
+            updates[en] = StatusUpdate(en, "failed", reason, None)
+    store.set_statuses(updates.values(), now=now)
 
 
 def _audit_entries(
