@@ -51,7 +51,7 @@ from datetime import date, datetime
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from provisioner import __version__
 
@@ -214,18 +214,27 @@ class RefStates:
 
 # --- JSON encoding of results --------------------------------------------------------------
 #
-# Models and dataclasses are written as objects tagged with their class name; decoding builds
-# only classes of the registry. Pydantic models are rebuilt without validation (their values
-# were validated when the file was checked), the way `model_construct` does it.
+# Compact and positional: a registered dataclass, model or enum becomes {"$Name": [values in
+# field order]} (a model's list starts with the bit mask of its fields_set); datetimes, dates,
+# bytes, paths and tuples are {"$t": ...}, {"$d": ...}, {"$b": ...}, {"$p": ...}, {"$u": ...}.
+# Plain mappings never have a key starting with "$". Decoding builds only registered classes;
+# models are rebuilt without validation (their values were validated when the file was
+# checked), the way `model_construct` does it. The field order is the code's: a cache
+# written by other code is never read (see `code_digest`).
+
+
+class CacheCorrupt(ValueError):
+    """The cache holds something we did not write."""
 
 
 @cache
-def _registry() -> dict[str, type]:
+def _classes() -> tuple[type, ...]:
     from pydantic import BaseModel
 
     from provisioner import certificates, declarations, diagnostics, keys, models, rules
 
     classes: list[type] = [
+        diagnostics.Severity,
         diagnostics.Location,
         diagnostics.Diagnostic,
         declarations.Facts,
@@ -243,102 +252,151 @@ def _registry() -> dict[str, type]:
         and issubclass(cls, BaseModel)
         and cls.__module__ == models.__name__
     ]
-    return {cls.__qualname__: cls for cls in classes}
+    return tuple(classes)
+
+
+Encoder = Callable[[Any], Any]
 
 
 @cache
-def _enums() -> dict[str, type[enum.Enum]]:
-    from provisioner.diagnostics import Severity
+def _encoders() -> dict[type, Encoder]:
+    from pydantic import BaseModel
 
-    return {"Severity": Severity}
+    table: dict[type, Encoder] = {
+        datetime: lambda v: {"$t": v.isoformat()},
+        date: lambda v: {"$d": v.isoformat()},
+        bytes: lambda v: {"$b": base64.b64encode(v).decode("ascii")},
+        tuple: lambda v: {"$u": [encode(x) for x in v]},
+        list: lambda v: [encode(x) for x in v],
+        dict: _encode_mapping,
+        type(Path()): lambda v: {"$p": str(v)},
+    }
+    for cls in _classes():
+        tag = f"${cls.__qualname__}"
+        if issubclass(cls, enum.Enum):
+
+            def member(v: Any, tag: str = tag) -> Any:
+                return {tag: v.value}
+
+            table[cls] = member
+        elif issubclass(cls, BaseModel):
+            names = tuple(cls.model_fields)
+
+            def model(v: Any, tag: str = tag, names: tuple[str, ...] = names) -> Any:
+                fields = v.__dict__
+                if len(fields) != len(names) or v.__pydantic_extra__ or v.__pydantic_private__:
+                    raise TypeError(f"cannot cache this {type(v).__name__}")
+                done = v.model_fields_set
+                mask = sum(1 << i for i, name in enumerate(names) if name in done)
+                return {tag: [mask, *[encode(fields[name]) for name in names]]}
+
+            table[cls] = model
+        else:
+            fields = dataclasses.fields(cast(Any, cls))
+            if not all(f.init for f in fields):
+                continue
+
+            def record(
+                v: Any, tag: str = tag, names: tuple[str, ...] = tuple(f.name for f in fields)
+            ) -> Any:
+                return {tag: [encode(getattr(v, name)) for name in names]}
+
+            table[cls] = record
+    return table
+
+
+def _encode_mapping(value: dict[Any, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in value.items():
+        if type(k) is not str or k.startswith("$"):
+            raise TypeError("only mappings with plain text keys can be cached")
+        out[k] = encode(v)
+    return out
+
+
+_PLAIN = (str, int, float, bool, type(None))
 
 
 def encode(value: Any) -> Any:
-    """A JSON-ready form of a result; `decode` gives back an equal object."""
+    """A JSON-ready form of a result; `decode_text` gives back an equal object."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    encoder = _encoders().get(kind)
+    if encoder is None:
+        raise TypeError(f"cannot cache a {kind.__name__}")
+    return encoder(value)
+
+
+@cache
+def _decoders() -> dict[str, Callable[[Any], Any]]:
     from pydantic import BaseModel
 
-    # Enums first: a StrEnum is also a str, and must come back as the enum.
-    if isinstance(value, enum.Enum):
-        return {"$e": type(value).__name__, "v": value.value}
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, BaseModel):
-        out: dict[str, Any] = {"$m": type(value).__qualname__}
-        out["$s"] = sorted(value.model_fields_set)
-        for name, item in value.__dict__.items():
-            out[name] = encode(item)
-        return out
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out = {"$c": type(value).__qualname__}
-        for f in dataclasses.fields(value):
-            out[f.name] = encode(getattr(value, f.name))
-        return out
-    if isinstance(value, datetime):
-        return {"$t": value.isoformat()}
-    if isinstance(value, date):
-        return {"$d": value.isoformat()}
-    if isinstance(value, bytes):
-        return {"$b": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, Path):
-        return {"$p": str(value)}
-    if isinstance(value, tuple):
-        return {"$u": [encode(v) for v in value]}
-    if isinstance(value, list):
-        return [encode(v) for v in value]
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) and not k.startswith("$") for k in value):
-            raise TypeError("only mappings with plain text keys can be cached")
-        return {k: encode(v) for k, v in value.items()}
-    raise TypeError(f"cannot cache a {type(value).__name__}")
-
-
-class CacheCorrupt(ValueError):
-    """The cache holds something we did not write."""
-
-
-def _hook(registry: dict[str, type], enums: dict[str, type[enum.Enum]]) -> Callable[..., Any]:
     set_attr = object.__setattr__
+    new = object.__new__
+    table: dict[str, Callable[[Any], Any]] = {
+        "$t": datetime.fromisoformat,
+        "$d": date.fromisoformat,
+        "$b": lambda v: base64.b64decode(v, validate=True),
+        "$u": tuple,
+        "$p": Path,
+    }
+    for cls in _classes():
+        tag = f"${cls.__qualname__}"
+        if tag in table:
+            raise RuntimeError(f"two classes are cached as {tag}")
+        if issubclass(cls, enum.Enum):
+            table[tag] = cls
+        elif issubclass(cls, BaseModel):
+            names = tuple(cls.model_fields)
 
-    def hook(d: dict[str, Any]) -> Any:
-        if not d:
-            return d
-        tag = next(iter(d))
-        if tag[0] != "$":
-            return d
-        try:
-            if tag == "$c":
-                cls = registry[d.pop("$c")]
-                return cls(**d)
-            if tag == "$m":
-                cls = registry[d.pop("$m")]
-                fields_set = set(d.pop("$s"))
-                obj: Any = object.__new__(cls)
-                set_attr(obj, "__dict__", d)
-                set_attr(obj, "__pydantic_fields_set__", fields_set)
+            def model(v: list[Any], cls: type = cls, names: tuple[str, ...] = names) -> Any:
+                mask = v[0]
+                if len(v) != len(names) + 1 or type(mask) is not int:
+                    raise CacheCorrupt(f"not a {cls.__name__}")
+                obj: Any = new(cls)
+                set_attr(obj, "__dict__", dict(zip(names, v[1:], strict=True)))
+                done = {name for i, name in enumerate(names) if mask >> i & 1}
+                set_attr(obj, "__pydantic_fields_set__", done)
                 set_attr(obj, "__pydantic_extra__", None)
                 set_attr(obj, "__pydantic_private__", None)
                 return obj
-            if tag == "$u":
-                return tuple(d["$u"])
-            if tag == "$t":
-                return datetime.fromisoformat(d["$t"])
-            if tag == "$d":
-                return date.fromisoformat(d["$d"])
-            if tag == "$b":
-                return base64.b64decode(d["$b"], validate=True)
-            if tag == "$p":
-                return Path(d["$p"])
-            if tag == "$e":
-                return enums[d["$e"]](d["v"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CacheCorrupt(f"cannot rebuild {tag} {d!r:.80}: {exc}") from None
-        raise CacheCorrupt(f"unknown tag {tag}")
+
+            table[tag] = model
+        elif all(f.init for f in dataclasses.fields(cast(Any, cls))):
+
+            def record(
+                v: list[Any], cls: type = cls, count: int = len(dataclasses.fields(cast(Any, cls)))
+            ) -> Any:
+                if type(v) is not list or len(v) != count:
+                    raise CacheCorrupt(f"not a {cls.__name__}")
+                return cls(*v)
+
+            table[tag] = record
+    return table
+
+
+def _hook(decoders: dict[str, Callable[[Any], Any]]) -> Callable[[dict[str, Any]], Any]:
+    def hook(d: dict[str, Any]) -> Any:
+        if len(d) != 1:
+            return d
+        for tag, value in d.items():
+            if tag[:1] != "$":
+                return d
+            decoder = decoders.get(tag)
+            if decoder is None:
+                raise CacheCorrupt(f"unknown tag {tag}")
+            try:
+                return decoder(value)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CacheCorrupt(f"cannot rebuild {tag}: {exc}") from None
+        return d  # pragma: no cover - one item
 
     return hook
 
 
 def decode_text(text: str) -> Any:
-    return json.loads(text, object_hook=_hook(_registry(), _enums()))
+    return json.loads(text, object_hook=_hook(_decoders()))
 
 
 # --- the cache files -----------------------------------------------------------------------

@@ -423,7 +423,15 @@ def test_a_cache_written_by_other_code(
 @pytest.mark.parametrize("full", KINDS)
 @pytest.mark.parametrize(
     "damage",
-    ["garbage", "truncated", "empty", "wrong-types", "foreign-class", "results-garbage"],
+    [
+        "garbage",
+        "truncated",
+        "empty",
+        "wrong-types",
+        "foreign-class",
+        "wrong-arity",
+        "results-garbage",
+    ],
 )
 def test_a_corrupt_cache_file(repo: Path, tmp_path: Path, full: bool, damage: str) -> None:
     cache_dir = tmp_path / "cache"
@@ -446,8 +454,15 @@ def test_a_corrupt_cache_file(repo: Path, tmp_path: Path, full: bool, damage: st
             data["memo"]["verdicts"] = "[1]"
         index.write_text(json.dumps(data))
     elif damage == "foreign-class":
-        text = results.read_text().replace('"$c":"Location"', '"$c":"Popen"')
-        results.write_text(text.replace('"$c":"FileSummary"', '"$c":"os.system"'))
+        text = results.read_text().replace('{"$Location":', '{"$Popen":')
+        assert '{"$Popen":' in text
+        results.write_text(text.replace('{"$FileSummary":', '{"$os.system":'))
+        data = json.loads(index.read_text())
+        data["memo"] = None
+        index.write_text(json.dumps(data))
+    elif damage == "wrong-arity":
+        text = results.read_text().replace('{"$Location":[', '{"$Location":[0,')
+        results.write_text(text.replace('{"$u":[', '{"$u":[],"x":['))
         data = json.loads(index.read_text())
         data["memo"] = None
         index.write_text(json.dumps(data))
