@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from provisioner.declarations import FileResult
     from provisioner.rules import FileSummary
 
-FORMAT = 1
+FORMAT = 2
 Kind = Literal["summary", "full"]
 # A file whose mtime or ctime is this close to the start of the run is not stamped.
 RACY_NS = 2_000_000_000
@@ -148,6 +148,10 @@ def stamp_of(st: os.stat_result) -> Stamp:
 
 def _stable(st: os.stat_result, started_ns: int) -> bool:
     return max(st.st_mtime_ns, st.st_ctime_ns) < started_ns - RACY_NS
+
+
+def _checksum(payload: str) -> str:
+    return hashlib.blake2b(payload.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
 
 
 def _digest_of(path: Path | str) -> str:
@@ -567,7 +571,7 @@ class ResultCache:
         if entry is None:
             return False
         try:
-            shown, digest, file_stamp, refs = entry
+            shown, digest, file_stamp, refs, _checksum = entry
             if shown != display:
                 return False
             try:
@@ -595,9 +599,11 @@ class ResultCache:
 
     def result(self, path: Path, expected: type) -> Any | None:
         """The cached result of a `valid` entry (decoded), or None."""
-        payload = self._load_results().get(str(path))
-        if payload is None:
-            return None
+        key = str(path)
+        payload = self._load_results().get(key)
+        entry = self.entries.get(key)
+        if payload is None or entry is None or _checksum(payload) != entry[4]:
+            return None  # missing or damaged (a flipped byte in a key would go unnoticed)
         try:
             found = decode_text(payload)
         except (ValueError, RecursionError):
@@ -630,7 +636,7 @@ class ResultCache:
         except (TypeError, ValueError):
             return  # something we cannot represent exactly is simply not cached
         stamp = stamp_of(st) if _stable(st, self.started_ns) else None
-        self.entries[key] = [display, result.digest, stamp, refs]
+        self.entries[key] = [display, result.digest, stamp, refs, _checksum(encoded)]
         self.fresh[key] = encoded
         self.dirty = True
 

@@ -430,6 +430,7 @@ def test_a_cache_written_by_other_code(
         "wrong-types",
         "foreign-class",
         "wrong-arity",
+        "flipped-byte",
         "results-garbage",
     ],
 )
@@ -460,9 +461,16 @@ def test_a_corrupt_cache_file(repo: Path, tmp_path: Path, full: bool, damage: st
         data = json.loads(index.read_text())
         data["memo"] = None
         index.write_text(json.dumps(data))
-    elif damage == "wrong-arity":
-        text = results.read_text().replace('{"$Location":[', '{"$Location":[0,')
-        results.write_text(text.replace('{"$u":[', '{"$u":[],"x":['))
+    elif damage in ("wrong-arity", "flipped-byte"):
+        text = results.read_text()
+        if damage == "wrong-arity":
+            text = text.replace('{"$Location":[', '{"$Location":[0,')
+        else:
+            # Inside a key: its fingerprint (summaries) or its blob (full results).
+            marker = "SHA256:" if "SHA256:" in text else "AAAAC3NzaC1lZDI1NTE5AAAA"
+            at = text.index(marker) + 30
+            text = text[:at] + ("B" if text[at] != "B" else "C") + text[at + 1 :]
+        results.write_text(text)
         data = json.loads(index.read_text())
         data["memo"] = None
         index.write_text(json.dumps(data))
