@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.resolver import VersionedResolver
 
 from provisioner.diagnostics import Diagnostic, Location, error
 
@@ -98,8 +100,37 @@ class _Refused(Exception):
         self.path = path
 
 
+class _Resolver(VersionedResolver):
+    """The stock resolver, asking for the document's YAML version once instead of per node.
+
+    `VersionedResolver.resolve` reads `processing_version` twice for every node, and with the
+    C parser each read goes through two failed attribute lookups; that was an eighth of the
+    cost of checking a declaration. The C parser ignores %YAML directives, so the answer
+    cannot change within a document (the resolver is made anew for every document).
+    """
+
+    _version: Any = None
+
+    @property
+    def processing_version(self) -> Any:
+        if self._version is None:
+            self._version = VersionedResolver.processing_version.fget(self)  # type: ignore[attr-defined]
+        return self._version
+
+
+@cache
+def _shared_yaml() -> YAML:
+    # Building a YAML object looks for plug-ins on disk (a glob): once per process, not per
+    # file. compose() and parse() make their loader anew for every document.
+    yaml = YAML(typ="safe", pure=False)
+    yaml.Resolver = _Resolver
+    return yaml
+
+
 def _yaml() -> YAML:
-    return YAML(typ="safe", pure=False)
+    yaml = _shared_yaml()
+    yaml.doc_infos.clear()  # compose() appends one per document
+    return yaml
 
 
 def _decode(raw: bytes, display: str) -> tuple[str | None, Diagnostic | None]:
