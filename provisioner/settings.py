@@ -82,6 +82,9 @@ class HostSettings(BaseModel):
     listen_address: str | None = None
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     legacy_ssh_rsa: bool = False
+    # Whether the host's own users may still log in with a password on this sshd. Off by
+    # default: the drop-in then turns passwords off globally (see the template for why).
+    host_password_logins: bool = False
     log_level: str = "VERBOSE"
     sftp_log_level: str = "INFO"
     max_auth_tries: Annotated[int, Field(ge=1, le=10)] = 3

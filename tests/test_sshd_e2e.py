@@ -166,7 +166,7 @@ def test_sshd_T_for_every_provisioned_user(gw: Gateway) -> None:
     for user in active:
         eff = sshd_effective(gw.sshd.config_path, user, host="localhost", addr="127.0.0.1")
         assert eff["chrootdirectory"] == f"{gw.chroot_base}/%u", user
-        assert eff["forcecommand"] == "internal-sftp -l INFO -f AUTHPRIV", user
+        assert eff["forcecommand"] == "internal-sftp -l INFO -f AUTHPRIV -P symlink,hardlink", user
         assert eff["authenticationmethods"] == "publickey", user
         assert eff["pubkeyauthentication"] == "yes"
         assert eff["passwordauthentication"] == "no"
@@ -209,6 +209,26 @@ def test_declared_key_logs_in_undeclared_key_refused(gw: Gateway, client: str) -
         login_listing(gw, client, f"nosuchuser{TOKEN}", alice.keys[0])
     assert f"Accepted publickey for {ALICE} from 127.0.0.1 port" in gw.sshd.log(mark)
     assert len(re.findall(r"Accepted publickey", gw.sshd.log(mark))) == 1
+
+
+def _offered_methods(gw: Gateway, user: str) -> list[str]:
+    """What the server offers `user` before any authentication (the "none" method)."""
+    sock = socket.create_connection((HOST, gw.port), timeout=15)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=15)
+        with pytest.raises(paramiko.BadAuthenticationType) as refused:
+            transport.auth_none(user)
+        return sorted(refused.value.allowed_types)
+    finally:
+        transport.close()
+
+
+def test_technical_usernames_cannot_be_told_from_unknown_ones(gw: Gateway) -> None:
+    # With passwords on for other logins, an unknown name was offered "password" and a
+    # technical user only "publickey": the answer revealed which usernames exist.
+    assert _offered_methods(gw, ALICE) == ["publickey"]
+    assert _offered_methods(gw, f"nosuchuser{TOKEN}") == ["publickey"]
 
 
 # =========================================================================================
@@ -374,13 +394,21 @@ def test_sender_sees_only_its_own_jail(gw: Gateway, client: str) -> None:
                 out = openssh_sftp(gw, ALICE, key, [command])
                 assert out.returncode != 0, command
                 assert "not found" in out.stderr, (command, out.stderr)
-            # a symlink (if the server allows creating one) resolves inside the jail
+            # Creating links is refused (internal-sftp -P symlink,hardlink): seen from the
+            # host, a link in IN to /etc/passwd would point at the real file.
             out = openssh_sftp(gw, ALICE, key, [f"symlink /etc/passwd {link}"])
-            if out.returncode == 0:
-                out = openssh_sftp(gw, ALICE, key, [f"get {link} {gw.work / 'leak'}"])
+            assert out.returncode != 0, out.stdout
+            assert "Permission denied" in out.stderr, out.stderr
+            source = gw.chroot(ALICE) / "IN" / "hardlink-source"
+            source.write_text("x")
+            try:
+                out = openssh_sftp(gw, ALICE, key, [f"ln /IN/{source.name} {link}"])
                 assert out.returncode != 0, out.stdout
-                assert "No such file" in out.stderr, out.stderr
-                assert not (gw.work / "leak").exists()
+                # A denied extension is not even advertised to the client.
+                assert "does not support hardlink" in out.stderr, out.stderr
+                assert not os.path.lexists(gw.chroot(ALICE) / link.lstrip("/"))
+            finally:
+                source.unlink()
         else:
             with paramiko_session(gw, ALICE, key) as sftp:
                 assert sorted(sftp.listdir("/")) == JAIL_ROOT
@@ -390,18 +418,9 @@ def test_sender_sees_only_its_own_jail(gw: Gateway, client: str) -> None:
                 for path in ("/etc/passwd", "/srv", bob_path, absolute_bob, f"/../{BOB}"):
                     with pytest.raises(FileNotFoundError):
                         sftp.stat(path)
-                try:
+                with pytest.raises(PermissionError):
                     sftp.symlink("/etc/passwd", link)
-                except PermissionError:
-                    pass  # refused by the server: fine as well
-                else:
-                    with pytest.raises(FileNotFoundError):
-                        sftp.open(link, "rb")
-        on_host = gw.chroot(ALICE) / link.lstrip("/")
-        if os.path.lexists(on_host):
-            # Outside the jail the same link leads to the host's /etc/passwd: the gateway's
-            # intake must never follow links in IN* (lstat / O_NOFOLLOW).
-            assert on_host.is_symlink() and os.readlink(on_host) == "/etc/passwd"
+        assert not os.path.lexists(gw.chroot(ALICE) / link.lstrip("/"))
     finally:
         (gw.chroot(BOB) / "IN" / secret).unlink()
         (gw.chroot(ALICE) / link.lstrip("/")).unlink(missing_ok=True)
@@ -437,7 +456,7 @@ def test_no_shell_no_command_no_tty(gw: Gateway, client: str) -> None:
             transport.close()
     # whatever was asked for, the server ran internal-sftp
     gw.sshd.wait_for_log(
-        rf"Starting session: forced-command \(config\) 'internal-sftp -l INFO -f AUTHPRIV' "
+        rf"Starting session: forced-command \(config\) 'internal-sftp -l INFO -f AUTHPRIV -P symlink,hardlink' "
         rf"for {ALICE}",
         since=mark,
     )

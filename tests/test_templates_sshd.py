@@ -105,6 +105,7 @@ class Settings:
     listen_address: str | None = None
     port: int | None = None
     legacy_ssh_rsa: bool = False
+    host_password_logins: bool = False
     log_level: str = "VERBOSE"
     sftp_log_level: str = "INFO"
     max_auth_tries: int = 3
@@ -251,7 +252,7 @@ def test_dropin_match_block_and_listen() -> None:
     assert match[0] == ("group", "sftpusers")
     assert block["chrootdirectory"] == "/srv/sftp/chroot/%u"
     assert block["authorizedkeysfile"] == "/etc/sftp-provisioner/keys/%u"
-    assert block["forcecommand"] == "internal-sftp -l VERBOSE -f AUTHPRIV"
+    assert block["forcecommand"] == "internal-sftp -l VERBOSE -f AUTHPRIV -P symlink,hardlink"
     expected = {
         "authenticationmethods": "publickey",
         "passwordauthentication": "no",
@@ -570,7 +571,7 @@ def test_sshd_T_for_member_and_non_member(gateway: Gateway) -> None:
     eff = sshd_effective(gateway.server.config_path, a.name)
     assert eff["chrootdirectory"] == f"{gateway.settings.chroot_base}/%u"
     assert eff["authorizedkeysfile"] == f"{gateway.settings.keys_dir}/%u"
-    assert eff["forcecommand"] == "internal-sftp -l INFO -f AUTHPRIV"
+    assert eff["forcecommand"] == "internal-sftp -l INFO -f AUTHPRIV -P symlink,hardlink"
     assert eff["authenticationmethods"] == "publickey"
     for keyword in (
         "permittty",
