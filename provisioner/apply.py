@@ -18,7 +18,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +38,8 @@ TMP_SUFFIX = ".sftp-provisioner.tmp"
 @dataclass(slots=True)
 class ApplyResult:
     plan: Plan
+    # What the plan was computed from, so callers (notifications) need not compute it again.
+    reconciliation: Reconciliation | None = None
     applied: list[PathChange] = field(default_factory=list)
     owners_not_set: list[str] = field(default_factory=list)
     archived: list[tuple[str, str, str]] = field(default_factory=list)
@@ -433,7 +435,9 @@ def apply(
     now: datetime | None = None,
     revision: str | None = None,
     cwd: Path | None = None,
+    progress: Callable[[int, int, PathChange], None] | None = None,
 ) -> ApplyResult:
+    """Reconcile the host; `progress(done, total, change)` is called after each change."""
     now = now or datetime.now(UTC)
     with host_lock(settings.lock_file):
         snapshot = store.snapshot()
@@ -448,7 +452,7 @@ def apply(
                     + "; ".join(moved)
                     + "; make a new plan"
                 )
-        result = ApplyResult(rec.plan)
+        result = ApplyResult(rec.plan, rec)
         owners = _Owners(rec.plan.owners_managed)
         result.owners_not_set = owners.not_set
         settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -466,7 +470,8 @@ def apply(
                 raise PlanError(f"{exc}") from None
             journal = Journal(staging / "backup", settings.archive_dir, f"{now:%Y%m%dT%H%M%SZ}")
             try:
-                for change in rec.plan.changes:
+                total = len(rec.plan.changes)
+                for done, change in enumerate(rec.plan.changes, 1):
                     _apply_change(
                         change,
                         rec.tree.nodes.get(Path(change.path)),
@@ -476,6 +481,8 @@ def apply(
                         now,
                         result,
                     )
+                    if progress is not None:
+                        progress(done, total, change)
                 if rec.plan.changes and any(
                     c.role == "sshd-dropin" or c.role in ("passwd", "group", "shadow")
                     for c in rec.plan.changes
