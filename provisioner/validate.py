@@ -183,10 +183,12 @@ def validate(settings: ValidateSettings, *, full: bool = False) -> ValidationRep
                 )
 
     wanted: type = FileResult if full else FileSummary
+    hits = cache.results([path for (path, _), ok in zip(shown, valid, strict=True) if ok], wanted)
+    found = iter(hits)
     items: list[Any] = []
     todo: list[tuple[int, tuple[Path, str, Path]]] = []
     for (path, display), ok in zip(shown, valid, strict=True):
-        hit = cache.result(path, wanted) if ok else None
+        hit = next(found) if ok else None
         if hit is not None:
             items.append(hit)
         else:
