@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -110,12 +110,26 @@ class _Resolver(VersionedResolver):
     """
 
     _version: Any = None
+    # The implicit-resolver table of each YAML version, built once per process instead of
+    # once per document. `resolve` extends the list it finds under None in place, so a table
+    # with such an entry is not shared (the stock 1.1 and 1.2 tables have none).
+    _tables: ClassVar[dict[Any, Any]] = {}
 
     @property
     def processing_version(self) -> Any:
         if self._version is None:
             self._version = VersionedResolver.processing_version.fget(self)  # type: ignore[attr-defined]
         return self._version
+
+    @property
+    def versioned_resolver(self) -> Any:
+        version = self.processing_version
+        table = self._tables.get(version)
+        if table is None:
+            table = VersionedResolver.versioned_resolver.fget(self)  # type: ignore[attr-defined]
+            if None not in table:
+                self._tables[version] = table
+        return table
 
 
 @cache
