@@ -26,7 +26,8 @@ if [[ "${1:-}" == "--quick" ]]; then
 fi
 mkdir -p bench/out
 out="bench/out/results-$(date -u +%Y%m%dT%H%M%SZ).md"
-code=$("$PY" -c 'import provisioner, pathlib; print(pathlib.Path(provisioner.__file__).parent)')
+# From another directory: with -c, Python looks in the working directory first.
+code=$(cd / && "$PY" -c 'import provisioner, pathlib; print(pathlib.Path(provisioner.__file__).parent)')
 {
   echo "## Benchmarks"
   echo
