@@ -19,6 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
+from provisioner.errors import CodedProblem
+
 __all__ = [
     "CertificateFinding",
     "CertificateInfo",
@@ -82,16 +84,8 @@ _DECODE_ERRORS: Final = (
 )
 
 
-class CertificateProblem(Exception):
-    """A certificate file that cannot be used. ``code`` is stable, ``message`` is for people."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(code, message)
-        self.code = code
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
+class CertificateProblem(CodedProblem):
+    """A certificate file that cannot be used; its content is never quoted."""
 
 
 @dataclass(frozen=True, slots=True)

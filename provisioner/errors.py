@@ -68,5 +68,22 @@ class ApplyError(ProvisionerError):
     code = "apply"
 
 
+class CodedProblem(Exception):
+    """A refused input found by a parser (a key entry, a certificate file).
+
+    ``code`` is a stable kebab-case diagnostic code, ``message`` a sentence for an
+    administrator; the caller knows the location and turns it into a diagnostic.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        # Both go to Exception so that the exception pickles and copies like any other.
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class InternalError(Exception):
     """A bug or an unexpected environment failure: never a user's fault."""

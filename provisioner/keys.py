@@ -20,6 +20,8 @@ from typing import Final, NoReturn
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from provisioner.errors import CodedProblem
+
 __all__ = [
     "ACCEPTED_KEY_TYPES",
     "RSA_MAX_BITS",
@@ -135,21 +137,9 @@ _OPTIONS = re.compile(
 )
 
 
-class KeyProblem(Exception):
-    """A refused key entry.
-
-    ``code`` is a stable kebab-case diagnostic code, ``message`` a sentence an administrator
-    understands. The message never quotes the entry when it looks like a private key.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        # Both go to Exception so that the exception pickles and copies like any other.
-        super().__init__(code, message)
-        self.code = code
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
+class KeyProblem(CodedProblem):
+    """A refused key entry. The message never quotes the entry when it looks like a private
+    key."""
 
 
 @dataclass(frozen=True, slots=True)
