@@ -12,7 +12,7 @@
 #   git archive <rev> | tar -x -C /tmp/before && PROVISIONER_SRC=/tmp/before bench/run_all.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
+PY=${PYTHON:-$PWD/.venv/bin/python}
 BIN=$(dirname "$PY")
 if [[ -n "${PROVISIONER_SRC:-}" ]]; then
   export PYTHONPATH="$PROVISIONER_SRC${PYTHONPATH:+:$PYTHONPATH}"
