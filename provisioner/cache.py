@@ -399,6 +399,14 @@ def _hook(decoders: dict[str, Callable[[Any], Any]]) -> Callable[[dict[str, Any]
     return hook
 
 
+def encode_text(value: Any) -> str | None:
+    """The JSON text of `encode(value)`, or None for what cannot be cached exactly."""
+    try:
+        return json.dumps(encode(value), separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
+
+
 def decode_text(text: str) -> Any:
     return json.loads(text, object_hook=_hook(_decoders()))
 
@@ -626,8 +634,16 @@ class ResultCache:
                     found.append(None)
         return [f if isinstance(f, expected) else None for f in found]
 
-    def put(self, path: Path, display: str, result: FileResult | FileSummary) -> None:
-        """Remember `result`; files are stamped only if they had been still for a while."""
+    def put(
+        self,
+        path: Path,
+        display: str,
+        result: FileResult | FileSummary,
+        encoded: str | None = None,
+    ) -> None:
+        """Remember `result` (`encoded`: its `encode_text`, if already made, e.g. by the
+        worker that checked the file); files are stamped only if they had been still for a
+        while."""
         if self.directory is None or not result.digest:
             return
         key = str(path)
@@ -647,9 +663,9 @@ class ResultCache:
                 except OSError:
                     pass
             refs[candidate] = [state, ref_stamp]
-        try:
-            encoded = json.dumps(encode(result), separators=(",", ":"))
-        except (TypeError, ValueError):
+        if encoded is None:
+            encoded = encode_text(result)
+        if encoded is None:
             return  # something we cannot represent exactly is simply not cached
         stamp = stamp_of(st) if _stable(st, self.started_ns) else None
         self.entries[key] = [display, result.digest, stamp, refs, _checksum(encoded)]

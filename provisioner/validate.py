@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from provisioner.cache import ResultCache, decode_text, encode
+from provisioner.cache import ResultCache, decode_text, encode, encode_text
 from provisioner.certificates import CertificateInfo
 from provisioner.declarations import Facts, FileResult, check_file
 from provisioner.diagnostics import Diagnostic, Location, Severity, error, sort_diagnostics
@@ -134,6 +134,19 @@ def _check_summary(args: tuple[Path, str, Path]) -> FileSummary:
     return FileSummary.of(check_file(*args))
 
 
+# With a cache, the workers also encode what they checked: in parallel, not in the parent.
+
+
+def _check_full_encoded(args: tuple[Path, str, Path]) -> tuple[FileResult, str | None]:
+    result = check_file(*args)
+    return result, encode_text(result)
+
+
+def _check_summary_encoded(args: tuple[Path, str, Path]) -> tuple[FileSummary, str | None]:
+    summary = FileSummary.of(check_file(*args))
+    return summary, encode_text(summary)
+
+
 def _map_parallel(fn: Any, jobs: list[tuple[Path, str, Path]], workers: int) -> list[Any]:
     if workers <= 1 or len(jobs) < PARALLEL_THRESHOLD:
         return [fn(job) for job in jobs]
@@ -195,12 +208,17 @@ def validate(settings: ValidateSettings, *, full: bool = False) -> ValidationRep
             todo.append((len(items), (path, display, root)))
             items.append(None)
     cached = len(files) - len(todo)
-    fresh = _map_parallel(
-        _check_full if full else _check_summary, [job for _, job in todo], settings.jobs
-    )
-    for (index, (path, display, _root)), item in zip(todo, fresh, strict=True):
+    jobs = [job for _, job in todo]
+    fresh: list[tuple[Any, str | None]]
+    if cache.enabled:
+        encoding = _check_full_encoded if full else _check_summary_encoded
+        fresh = _map_parallel(encoding, jobs, settings.jobs)
+    else:
+        plain = _check_full if full else _check_summary
+        fresh = [(item, None) for item in _map_parallel(plain, jobs, settings.jobs)]
+    for (index, (path, display, _root)), (item, text) in zip(todo, fresh, strict=True):
         items[index] = item
-        cache.put(path, display, item)
+        cache.put(path, display, item, text)
 
     results: list[FileResult] = items if full else []
     summaries: list[FileSummary] = [FileSummary.of(r) for r in results] if full else items
