@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from provisioner import cache as cache_module
 from provisioner.cache import RefStates, ResultCache, decode_text, encode, stamp_of
-from provisioner.declarations import check_file, ref_state
+from provisioner.declarations import _state_of_resolved, check_file, ref_state
 from provisioner.rules import FileSummary
 from provisioner.validate import ValidateSettings, ValidationReport, validate
 
@@ -588,6 +588,13 @@ def test_ref_states_agree_with_ref_state(tmp_path: Path) -> None:
             st = stamp_of(candidate.stat())
         for stamp in (None, st):
             assert RefStates().state(str(candidate), expected, stamp) == expected, candidate
+        # check_file resolves once, without strictness, and must record the same state.
+        try:
+            resolved = candidate.resolve()
+        except RuntimeError:
+            assert expected == "missing"
+        else:
+            assert _state_of_resolved(resolved) == expected, candidate
 
 
 def test_a_stamp_is_trusted_only_with_its_digest(tmp_path: Path) -> None:
