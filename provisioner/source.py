@@ -375,13 +375,14 @@ def _convert(
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             kline, kcol = _pos(key_node)
+            key_tag = key_node.tag  # a property that builds a string: read it once
             if (
                 id(key_node) in seen
                 or not isinstance(key_node, ScalarNode)
-                or key_node.tag in (_SEQ, _MAP)
+                or key_tag in (_SEQ, _MAP)
             ):
                 raise _Refused("yaml-key", "a key must be a plain name", kline, kcol, path)
-            if key_node.tag == "tag:yaml.org,2002:merge":
+            if key_tag == "tag:yaml.org,2002:merge":
                 raise _Refused(
                     "yaml-alias",
                     "YAML merge keys (<<) are not allowed in a declaration",
@@ -390,10 +391,10 @@ def _convert(
                     path,
                 )
             key = key_node.value
-            if key_node.tag not in (_STR, _INT, _BOOL, _NULL, _FLOAT):
+            if key_tag not in (_STR, _INT, _BOOL, _NULL, _FLOAT):
                 raise _Refused(
                     "yaml-tag",
-                    f"the tag {_show_tag(key_node.tag or '')} is not allowed on a key",
+                    f"the tag {_show_tag(key_tag or '')} is not allowed on a key",
                     kline,
                     kcol,
                     path,
