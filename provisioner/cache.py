@@ -27,10 +27,12 @@ ctime in nanoseconds) differs from the one recorded. A stamp is recorded only wh
 had not changed for two seconds before the run started, so a file modified while it was being
 read, or within the filesystem's timestamp granularity, is hashed again next time ("racy git").
 
-Safety. The cache is JSON, never pickle, and decoding builds only the classes listed in
-`_REGISTRY`. The directory must be owned by the running user and closed to others (the full
-cache: mode 0700), the file likewise, opened without following symlinks; otherwise the cache
-is neither read nor written. A missing, damaged or foreign cache only makes the run slower.
+Safety. The cache is JSON, never pickle, and decoding builds only the classes of
+`_classes()`; every stored result carries a checksum. The directory and its files must be owned
+by the running user and writable by nobody else (whoever could write them could choose the
+keys the reconciler installs), and are opened without following symlinks; otherwise the cache
+is neither read nor written. It is created with mode 0700, its files 0600. A missing, damaged
+or foreign cache only makes the run slower.
 """
 
 from __future__ import annotations
@@ -421,8 +423,8 @@ def decode_text(text: str) -> Any:
 # carry a random generation token: a results file from another write is not used.
 
 
-def _open_dir(directory: Path, *, private: bool, create: bool) -> int | None:
-    """A descriptor of the cache directory if it is ours and closed to others, else None."""
+def _open_dir(directory: Path, *, create: bool) -> int | None:
+    """A descriptor of the cache directory if it is ours and nobody else may write in it."""
     if create:
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -433,23 +435,21 @@ def _open_dir(directory: Path, *, private: bool, create: bool) -> int | None:
     except OSError:
         return None
     st = os.fstat(fd)
-    closed = st.st_mode & (0o077 if private else 0o022) == 0
-    if st.st_uid != os.geteuid() or not closed:
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
         os.close(fd)
         return None
     return fd
 
 
-def _read(dfd: int, name: str, *, private: bool) -> bytes | None:
-    """A cache file's bytes if it is a regular file of ours, closed to others."""
+def _read(dfd: int, name: str) -> bytes | None:
+    """A cache file's bytes if it is a regular file of ours that nobody else may write."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
     except OSError:
         return None
     try:
         st = os.fstat(fd)
-        closed = st.st_mode & (0o077 if private else 0o022) == 0
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or not closed:
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
             return None
         with os.fdopen(fd, "rb", closefd=False) as fh:
             return fh.read()
@@ -485,7 +485,6 @@ class ResultCache:
     ) -> None:
         self.directory = directory
         self.kind = kind
-        self.private = kind == "full"
         self.header = {
             "format": FORMAT,
             "kind": kind,
@@ -515,13 +514,13 @@ class ResultCache:
 
     def _load_index(self) -> None:
         assert self.directory is not None
-        dfd = _open_dir(self.directory, private=self.private, create=False)
+        dfd = _open_dir(self.directory, create=False)
         if dfd is None:
             if self.directory.exists():
                 self.problem = f"{self.directory} is not owned by this user or is open to others"
             return
         try:
-            raw = _read(dfd, self.index_name, private=self.private)
+            raw = _read(dfd, self.index_name)
         finally:
             os.close(dfd)
         if raw is None:
@@ -545,11 +544,11 @@ class ResultCache:
         self._results = {}
         if self.directory is None or not self.generation:
             return self._results
-        dfd = _open_dir(self.directory, private=self.private, create=False)
+        dfd = _open_dir(self.directory, create=False)
         if dfd is None:
             return self._results
         try:
-            raw = _read(dfd, self.results_name, private=self.private)
+            raw = _read(dfd, self.results_name)
         finally:
             os.close(dfd)
         if raw is None:
@@ -712,7 +711,7 @@ class ResultCache:
         # changes nothing else then leaves the cache file alone.
         if not self.dirty and self.restamped < max(RESTAMP_MIN, len(self.entries) // 100):
             return
-        dfd = _open_dir(self.directory, private=self.private, create=True)
+        dfd = _open_dir(self.directory, create=True)
         if dfd is None:
             return
         try:

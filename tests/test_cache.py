@@ -487,15 +487,18 @@ def test_a_corrupt_cache_file(repo: Path, tmp_path: Path, full: bool, damage: st
 
 
 @pytest.mark.parametrize("full", KINDS)
-def test_a_cache_open_to_others_is_not_used(repo: Path, tmp_path: Path, full: bool) -> None:
+def test_a_cache_others_may_write_is_not_used(repo: Path, tmp_path: Path, full: bool) -> None:
     cache_dir = tmp_path / "cache"
     run(repo, cache_dir, full=full)
-    cache_dir.chmod(0o777 if not full else 0o750)
-    assert run(repo, cache_dir, full=full).cached == 0
+    for mode in (0o777, 0o770, 0o757):
+        cache_dir.chmod(mode)
+        assert run(repo, cache_dir, full=full).cached == 0
+    # Readable by others is fine (a directory made by `provisioner systemd install`: 0755).
+    cache_dir.chmod(0o755)
+    assert run(repo, cache_dir, full=full).cached == 3
     cache_dir.chmod(0o700)
-    files = list(cache_dir.iterdir())
-    for f in files:
-        f.chmod(0o666 if not full else 0o640)
+    for f in cache_dir.iterdir():
+        f.chmod(0o666)
     assert run(repo, cache_dir, full=full).cached == 0
 
 
