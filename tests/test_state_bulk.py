@@ -40,12 +40,15 @@ def fill(url: str, n: int) -> list[str]:
 
 
 @pytest.fixture
-def two_stores(tmp_path: Path, store_url: str) -> Iterator[tuple[StateStore, StateStore]]:
+def two_stores(
+    request: pytest.FixtureRequest, tmp_path: Path, store_url: str
+) -> Iterator[tuple[StateStore, StateStore]]:
     """Two stores with the same registrations: one updated one by one, the other in bulk."""
     if store_url.startswith("sqlite"):
         urls = [store_url, f"sqlite:///{tmp_path}/other/state.db"]
     else:
-        pytest.skip("one PostgreSQL database per test")
+        server = request.getfixturevalue("postgres_server")
+        urls = [store_url, server.url(server.create_database("bulk"))]
     for url in urls:
         fill(url, 6)
     with StateStore.open(urls[0]) as one, StateStore.open(urls[1]) as bulk:
