@@ -54,6 +54,21 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under CI=true no test may skip, whichever helper or marker asked for it.
+
+    CI installs everything the suite needs and runs as root; a skip there means a missing
+    package or privilege would have hidden a whole area of tests. This catches skipif markers
+    and helpers that forgot to consult `on_ci()`.
+    """
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if on_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, which must not happen: {report.longrepr}"
+
+
 def require_root() -> None:
     require(os.geteuid() == 0, "needs root (owners, chattr, runuser)")
 
