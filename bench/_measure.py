@@ -189,3 +189,10 @@ def machine() -> str:
 
 def fmt(seconds: float) -> str:
     return f"{seconds:.2f}" if seconds < 100 else f"{seconds:.0f}"
+
+
+def verdict(wall: float, target: float | None) -> str:
+    """The target column: empty without a target, else whether the median met it."""
+    if target is None:
+        return ""
+    return f"< {target:g} s: {'**met**' if wall < target else '**missed**'}"

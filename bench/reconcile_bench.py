@@ -133,9 +133,7 @@ def table(n: int, rows: list[Row], runs: int) -> str:
     ]
     for r in rows:
         s = r.series
-        verdict = ""
-        if r.target is not None:
-            verdict = f"< {r.target:g} s: {'**met**' if s.wall < r.target else '**missed**'}"
+        verdict = m.verdict(s.wall, r.target)
         out.append(
             f"| {r.label} | {m.fmt(s.wall)} ({s.spread()}) | {m.fmt(s.cpu)} | {s.maxrss:.0f} | "
             f"{s.tree_rss:.0f} | {verdict} |"
