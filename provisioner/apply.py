@@ -10,7 +10,6 @@ never deleted: a removed channel's chroot moves to the archive.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -589,7 +588,3 @@ def _audit_entries(
                 }
             )
     return out
-
-
-def errno_name(exc: OSError) -> str:
-    return errno.errorcode.get(exc.errno or 0, "?")

@@ -30,8 +30,6 @@ from provisioner.plan import (
     tree_changes,
 )
 from provisioner.render import (
-    DOWNLOAD_DIRS,
-    UPLOAD_DIRS,
     Channel,
     DesiredTree,
     render_tree,
@@ -332,7 +330,3 @@ def _channel_plans(
         if en in touched or reg.status != "removed":
             plans.append(ChannelPlan(en, reg.technical_user, reg.sender, ChannelAction.REMOVE))
     return sorted(plans, key=lambda p: (p.technical_user or "", p.enterprise_number))
-
-
-def exchange_dirs() -> tuple[str, ...]:
-    return UPLOAD_DIRS + DOWNLOAD_DIRS

@@ -11,7 +11,7 @@ import re
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -334,7 +334,3 @@ def _render_channel(
                 role="upload-dir" if name in UPLOAD_DIRS else "download-dir",
             )
         )
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

@@ -7,7 +7,7 @@ import json
 import multiprocessing
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -321,7 +321,3 @@ def _replay(memo: dict[str, Any], now: datetime) -> list[Diagnostic] | None:
         return out
     except (KeyError, TypeError, ValueError, RecursionError):
         return None
-
-
-def summaries_of(results: Iterable[FileResult]) -> list[FileSummary]:
-    return [FileSummary.of(r) for r in results]

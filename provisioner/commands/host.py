@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -289,5 +288,4 @@ def status_command(
             click.echo(f"        reason: {r['reason']}")
         if r["message"]:
             click.echo(f"        {r['message']}")
-    _ = sys
     return EXIT_OK
