@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from provisioner.declarations import FileResult
     from provisioner.rules import FileSummary
 
-FORMAT = 2
+FORMAT = 3
 Kind = Literal["summary", "full"]
 # A file whose mtime or ctime is this close to the start of the run is not stamped.
 RACY_NS = 2_000_000_000
@@ -413,17 +413,35 @@ def decode_text(text: str) -> Any:
     return json.loads(text, object_hook=_hook(_decoders()))
 
 
+def payload_of(result: FileResult | FileSummary, kind: Kind) -> tuple[str, str] | None:
+    """What the cache keeps of a checked file: its summary as a plain row, and (full kind)
+    the whole result; None for what cannot be cached exactly."""
+    from provisioner.declarations import FileResult
+    from provisioner.rules import FileSummary, summary_row
+
+    summary = FileSummary.of(result) if isinstance(result, FileResult) else result
+    try:
+        row = json.dumps(summary_row(summary), separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
+    if kind == "summary":
+        return row, ""
+    full = encode_text(result)
+    return None if full is None else (row, full)
+
+
 # --- the cache files -----------------------------------------------------------------------
 #
 # <kind>-<root>.json          header, per file: display, content hash, stamp, referenced
 #                             files; and the memo of the last complete run (summary kind)
-# <kind>-<root>.results.json  header, per file: the encoded result
+# <kind>-<root>.results.json  header, per file: the summary as a plain row
+# full-<root>.full.json       header, per file: the whole encoded result
 #
 # The index is small and read on every run; results are read only when some are needed. Both
 # carry a random generation token: a results file from another write is not used.
 
 
-def _open_dir(directory: Path, *, create: bool) -> int | None:
+def open_private_dir(directory: Path, *, create: bool) -> int | None:
     """A descriptor of the cache directory if it is ours and nobody else may write in it."""
     if create:
         try:
@@ -441,7 +459,7 @@ def _open_dir(directory: Path, *, create: bool) -> int | None:
     return fd
 
 
-def _read(dfd: int, name: str) -> bytes | None:
+def read_private(dfd: int, name: str) -> bytes | None:
     """A cache file's bytes if it is a regular file of ours that nobody else may write."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
@@ -459,7 +477,7 @@ def _read(dfd: int, name: str) -> bytes | None:
         os.close(fd)
 
 
-def _write(dfd: int, name: str, text: str) -> None:
+def write_private(dfd: int, name: str, text: str) -> None:
     tmp = f".{name}.{os.getpid()}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
@@ -493,13 +511,16 @@ class ResultCache:
         }
         base = f"{kind}-{hashlib.sha256(str(root).encode()).hexdigest()[:16]}"
         self.index_name = f"{base}.json"
+        # Summaries as rows (both kinds), whole results (full kind): the reconciler needs every
+        # summary on every run, but whole results only of the channels it renders.
         self.results_name = f"{base}.results.json"
+        self.full_name = f"{base}.full.json"
         self.started_ns = time.time_ns() if started_ns is None else started_ns
         self.generation = ""
         self.entries: dict[str, list[Any]] = {}
         self.memo: dict[str, Any] | None = None
-        self.fresh: dict[str, str] = {}  # encoded results put in this run
-        self._results: dict[str, str] | None = None
+        self.fresh: dict[str, tuple[str, str]] = {}  # (row, whole result) put in this run
+        self._stored: dict[str, dict[str, str]] = {}  # file name -> path -> text
         self.seen: set[str] = set()
         self.dirty = False
         self.restamped = 0  # files hashed again and found unchanged
@@ -514,13 +535,13 @@ class ResultCache:
 
     def _load_index(self) -> None:
         assert self.directory is not None
-        dfd = _open_dir(self.directory, create=False)
+        dfd = open_private_dir(self.directory, create=False)
         if dfd is None:
             if self.directory.exists():
                 self.problem = f"{self.directory} is not owned by this user or is open to others"
             return
         try:
-            raw = _read(dfd, self.index_name)
+            raw = read_private(dfd, self.index_name)
         finally:
             os.close(dfd)
         if raw is None:
@@ -537,36 +558,37 @@ class ResultCache:
         except (KeyError, ValueError, RecursionError):
             self.entries = {}  # damaged: start afresh
 
-    def _load_results(self) -> dict[str, str]:
-        """Encoded results by path, still as text: each is decoded only when used."""
-        if self._results is not None:
-            return self._results
-        self._results = {}
+    def _load_results(self, name: str) -> dict[str, str]:
+        """The texts of the file `name` by path, undecoded: each is decoded only when used."""
+        if name in self._stored:
+            return self._stored[name]
+        stored: dict[str, str] = {}
+        self._stored[name] = stored
         if self.directory is None or not self.generation:
-            return self._results
-        dfd = _open_dir(self.directory, create=False)
+            return stored
+        dfd = open_private_dir(self.directory, create=False)
         if dfd is None:
-            return self._results
+            return stored
         try:
-            raw = _read(dfd, self.results_name)
+            raw = read_private(dfd, name)
         finally:
             os.close(dfd)
         if raw is None:
-            return self._results
+            return stored
         try:
             lines = raw.decode("utf-8").split("\n")
             first = json.loads(lines[0])
             if first != {"header": self.header, "generation": self.generation}:
-                return self._results
-            results = {}
+                return stored
+            texts = {}
             for line in lines[1:]:
                 if line:
-                    name, _, payload = line.partition("\t")
-                    results[json.loads(name)] = payload
-            self._results = results
+                    key, _, text = line.partition("\t")
+                    texts[json.loads(key)] = text
+            self._stored[name] = texts
         except (ValueError, UnicodeDecodeError, RecursionError):
             pass  # damaged: every file is checked again
-        return self._results
+        return self._stored[name]
 
     # checking entries
 
@@ -578,7 +600,7 @@ class ResultCache:
         if entry is None:
             return False
         try:
-            shown, digest, file_stamp, refs, _checksum = entry
+            shown, digest, file_stamp, refs, _row_sum, _full_sum = entry
             if shown != display:
                 return False
             try:
@@ -608,27 +630,53 @@ class ResultCache:
         """The cached result of a `valid` entry (decoded), or None."""
         return self.results([path], expected)[0]
 
-    def results(self, paths: list[Path], expected: type) -> list[Any | None]:
-        """`result` for many files, decoded in one go (one JSON document, not thousands)."""
-        stored = self._load_results()
-        payloads: list[str | None] = []
+    def _texts(self, paths: list[Path], full: bool) -> list[str | None]:
+        name, at = (self.full_name, 5) if full else (self.results_name, 4)
+        stored = self._load_results(name)
+        texts: list[str | None] = []
         for path in paths:
             key = str(path)
-            payload = stored.get(key)
+            text = stored.get(key)
             entry = self.entries.get(key)
-            # A missing or damaged payload is a miss (a flipped byte in a key would parse).
-            ok = payload is not None and entry is not None and _checksum(payload) == entry[4]
-            payloads.append(payload if ok else None)
+            # A missing or damaged text is a miss (a flipped byte in a key would parse).
+            ok = text is not None and entry is not None and _checksum(text) == entry[at]
+            texts.append(text if ok else None)
+        return texts
+
+    def results(self, paths: list[Path], expected: type) -> list[Any | None]:
+        """`result` for many files, decoded in one go (one JSON document, not thousands).
+
+        `expected` is `FileSummary` (any kind: read from the plain rows) or `FileResult`
+        (the full kind).
+        """
+        from provisioner.rules import FileSummary, summary_from_row
+
+        if expected is FileSummary:
+            rows = self._texts(paths, full=False)
+            try:
+                parsed = json.loads("[" + ",".join(r or "null" for r in rows) + "]")
+            except (ValueError, RecursionError):
+                parsed = [None] * len(rows)
+            out: list[Any | None] = []
+            for row in parsed:
+                try:
+                    out.append(None if row is None else summary_from_row(row))
+                except (KeyError, TypeError, ValueError, IndexError):
+                    out.append(None)
+            return out
+        if self.kind != "full":
+            return [None] * len(paths)
+        fulls = self._texts(paths, full=True)
         found: list[Any] = []
         try:
-            found = decode_text("[" + ",".join(p or "null" for p in payloads) + "]")
+            found = decode_text("[" + ",".join(f or "null" for f in fulls) + "]")
         except (ValueError, RecursionError):
             found = []  # one bad entry: decode them one by one below
-        if len(found) != len(payloads):
+        if len(found) != len(fulls):
             found = []
-            for payload in payloads:
+            for full in fulls:
                 try:
-                    found.append(None if payload is None else decode_text(payload))
+                    found.append(None if full is None else decode_text(full))
                 except (ValueError, RecursionError):
                     found.append(None)
         return [f if isinstance(f, expected) else None for f in found]
@@ -638,11 +686,10 @@ class ResultCache:
         path: Path,
         display: str,
         result: FileResult | FileSummary,
-        encoded: str | None = None,
+        payload: tuple[str, str] | None = None,
     ) -> None:
-        """Remember `result` (`encoded`: its `encode_text`, if already made, e.g. by the
-        worker that checked the file); files are stamped only if they had been still for a
-        while."""
+        """Remember `result` (`payload`: its `payload_of`, if already made, e.g. by the worker
+        that checked the file); files are stamped only if they had been still for a while."""
         if self.directory is None or not result.digest:
             return
         key = str(path)
@@ -662,13 +709,14 @@ class ResultCache:
                 except OSError:
                     pass
             refs[candidate] = [state, ref_stamp]
-        if encoded is None:
-            encoded = encode_text(result)
-        if encoded is None:
+        if payload is None:
+            payload = payload_of(result, self.kind)
+        if payload is None:
             return  # something we cannot represent exactly is simply not cached
         stamp = stamp_of(st) if _stable(st, self.started_ns) else None
-        self.entries[key] = [display, result.digest, stamp, refs, _checksum(encoded)]
-        self.fresh[key] = encoded
+        row, full = payload
+        self.entries[key] = [display, result.digest, stamp, refs, _checksum(row), _checksum(full)]
+        self.fresh[key] = payload
         self.dirty = True
 
     # the memo of a whole run (the gate)
@@ -711,25 +759,30 @@ class ResultCache:
         # changes nothing else then leaves the cache file alone.
         if not self.dirty and self.restamped < max(RESTAMP_MIN, len(self.entries) // 100):
             return
-        dfd = _open_dir(self.directory, create=True)
+        dfd = open_private_dir(self.directory, create=True)
         if dfd is None:
             return
         try:
             if self.fresh or not self.generation:
-                results = dict(self._load_results())
-                results.update(self.fresh)
+                names = [self.results_name] + ([self.full_name] if self.kind == "full" else [])
+                texts = [dict(self._load_results(name)) for name in names]
+                for key, parts in self.fresh.items():
+                    for part, text in zip(parts, texts, strict=False):
+                        text[key] = part
                 self.generation = os.urandom(8).hex()
-                lines = [json.dumps({"header": self.header, "generation": self.generation})]
-                lines += [f"{json.dumps(k)}\t{v}" for k, v in results.items() if k in self.entries]
-                _write(dfd, self.results_name, "\n".join(lines) + "\n")
-                self._results = results
+                head = json.dumps({"header": self.header, "generation": self.generation})
+                for name, text in zip(names, texts, strict=True):
+                    lines = [head]
+                    lines += [f"{json.dumps(k)}\t{v}" for k, v in text.items() if k in self.entries]
+                    write_private(dfd, name, "\n".join(lines) + "\n")
+                    self._stored[name] = text
             index = {
                 "header": self.header,
                 "generation": self.generation,
                 "entries": self.entries,
                 "memo": self.memo,
             }
-            _write(dfd, self.index_name, json.dumps(index, separators=(",", ":")))
+            write_private(dfd, self.index_name, json.dumps(index, separators=(",", ":")))
             self.dirty = False
             self.fresh = {}
         except OSError:

@@ -7,17 +7,18 @@ import json
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from provisioner.cache import ResultCache, decode_text, encode, encode_text
+from provisioner.cache import ResultCache, decode_text, encode, payload_of
 from provisioner.certificates import CertificateInfo
 from provisioner.declarations import Facts, FileResult, check_file
 from provisioner.diagnostics import Diagnostic, Location, Severity, error, sort_diagnostics
+from provisioner.errors import DeclarationError
 from provisioner.rules import FileSummary, KeyFact, clock_rules, cross_file_rules
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -43,9 +44,31 @@ class ValidationReport:
     root: Path
     files: list[str]
     diagnostics: list[Diagnostic]
-    # Full results (models, keys, certificates) when the caller asked for them.
-    results: list[FileResult] = field(default_factory=list)
+    # One per file (empty when an unchanged repository was judged from the memo).
+    summaries: list[FileSummary] = field(default_factory=list)
     cached: int = 0
+    # Whole results (models, keys, certificates) when the caller asked for them: the files
+    # checked in this run, and the cached ones read back only when somebody needs them.
+    _full: list[FileResult | None] = field(default_factory=list, repr=False)
+    _loader: Callable[[list[int]], list[FileResult]] | None = field(default=None, repr=False)
+
+    def results_of(self, indices: Sequence[int]) -> list[FileResult]:
+        """The whole results of the files at `indices` (positions in `summaries`)."""
+        missing = [i for i in indices if self._full[i] is None]
+        if missing:
+            if self._loader is None:  # pragma: no cover - full runs always have a loader
+                raise RuntimeError("this report was made without whole results")
+            for i, result in zip(missing, self._loader(missing), strict=True):
+                self._full[i] = result
+        return [r for i in indices if (r := self._full[i]) is not None]
+
+    def result(self, index: int) -> FileResult:
+        return self.results_of([index])[0]
+
+    @property
+    def results(self) -> list[FileResult]:
+        """Every whole result (full runs only): reads all of them back from the cache."""
+        return self.results_of(range(len(self._full)))
 
     @property
     def errors(self) -> int:
@@ -137,14 +160,18 @@ def _check_summary(args: tuple[Path, str, Path]) -> FileSummary:
 # With a cache, the workers also encode what they checked: in parallel, not in the parent.
 
 
-def _check_full_encoded(args: tuple[Path, str, Path]) -> tuple[FileResult, str | None]:
+def _check_full_encoded(
+    args: tuple[Path, str, Path],
+) -> tuple[FileResult, tuple[str, str] | None]:
     result = check_file(*args)
-    return result, encode_text(result)
+    return result, payload_of(result, "full")
 
 
-def _check_summary_encoded(args: tuple[Path, str, Path]) -> tuple[FileSummary, str | None]:
+def _check_summary_encoded(
+    args: tuple[Path, str, Path],
+) -> tuple[FileSummary, tuple[str, str] | None]:
     summary = FileSummary.of(check_file(*args))
-    return summary, encode_text(summary)
+    return summary, payload_of(summary, "summary")
 
 
 def _map_parallel(fn: Any, jobs: list[tuple[Path, str, Path]], workers: int) -> list[Any]:
@@ -195,33 +222,34 @@ def validate(settings: ValidateSettings, *, full: bool = False) -> ValidationRep
                     cached=len(files),
                 )
 
-    wanted: type = FileResult if full else FileSummary
-    hits = cache.results([path for (path, _), ok in zip(shown, valid, strict=True) if ok], wanted)
-    found = iter(hits)
-    items: list[Any] = []
+    hit_paths = [path for (path, _), ok in zip(shown, valid, strict=True) if ok]
+    found = iter(cache.results(hit_paths, FileSummary))
+    summaries_or_none: list[FileSummary | None] = []
     todo: list[tuple[int, tuple[Path, str, Path]]] = []
     for (path, display), ok in zip(shown, valid, strict=True):
         hit = next(found) if ok else None
-        if hit is not None:
-            items.append(hit)
-        else:
-            todo.append((len(items), (path, display, root)))
-            items.append(None)
+        if hit is None:
+            todo.append((len(summaries_or_none), (path, display, root)))
+        summaries_or_none.append(hit)
     cached = len(files) - len(todo)
     jobs = [job for _, job in todo]
-    fresh: list[tuple[Any, str | None]]
+    fresh: list[tuple[Any, tuple[str, str] | None]]
     if cache.enabled:
         encoding = _check_full_encoded if full else _check_summary_encoded
         fresh = _map_parallel(encoding, jobs, settings.jobs)
     else:
         plain = _check_full if full else _check_summary
         fresh = [(item, None) for item in _map_parallel(plain, jobs, settings.jobs)]
-    for (index, (path, display, _root)), (item, text) in zip(todo, fresh, strict=True):
-        items[index] = item
-        cache.put(path, display, item, text)
+    whole: list[FileResult | None] = [None] * len(files) if full else []
+    for (index, (path, display, _root)), (item, payload) in zip(todo, fresh, strict=True):
+        if full:
+            whole[index] = item
+            summaries_or_none[index] = FileSummary.of(item)
+        else:
+            summaries_or_none[index] = item
+        cache.put(path, display, item, payload)
+    summaries = [s for s in summaries_or_none if s is not None]
 
-    results: list[FileResult] = items if full else []
-    summaries: list[FileSummary] = [FileSummary.of(r) for r in results] if full else items
     verdicts = [d for s in summaries for d in s.diagnostics]
     verdicts.extend(cross_file_rules(summaries))
     if cache.enabled and not full:
@@ -236,12 +264,35 @@ def validate(settings: ValidateSettings, *, full: bool = False) -> ValidationRep
         from provisioner.gitbase import history_rules
 
         diagnostics.extend(history_rules(root, files, summaries, settings))
+
+    def load(indices: list[int]) -> list[FileResult]:
+        wanted = [files[i] for i in indices]
+        out = []
+        repaired = False
+        for i, hit in zip(indices, cache.results(wanted, FileResult), strict=True):
+            if hit is None:
+                # Missing or damaged in the cache: check the file again, and make sure it is
+                # still the version that was judged.
+                hit = check_file(files[i], shown[i][1], root)
+                if hit.digest != summaries[i].digest:
+                    raise DeclarationError(
+                        f"{shown[i][1]} changed while it was being read; run again"
+                    )
+                cache.put(files[i], shown[i][1], hit)
+                repaired = True
+            out.append(hit)
+        if repaired and settings.cache_write:
+            cache.save()
+        return out
+
     return ValidationReport(
         root=root,
         files=[display for _, display in shown],
         diagnostics=sort_diagnostics(diagnostics),
-        results=results,
+        summaries=summaries,
         cached=cached,
+        _full=whole,
+        _loader=load if full else None,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import stat
 import time
@@ -151,6 +152,7 @@ def same_as_cold(
     assert warm.diagnostics == cold.diagnostics
     assert warm.files == cold.files
     if full:
+        assert warm.summaries == cold.summaries
         assert warm.results == cold.results
     return warm
 
@@ -438,8 +440,13 @@ def test_a_corrupt_cache_file(repo: Path, tmp_path: Path, full: bool, damage: st
     cache_dir = tmp_path / "cache"
     run(repo, cache_dir, full=full)
     kind = "full" if full else "summary"
-    (index,) = [p for p in cache_dir.glob(f"{kind}-*.json") if ".results." not in p.name]
-    (results,) = cache_dir.glob(f"{kind}-*.results.json")
+    (index,) = [
+        p
+        for p in cache_dir.glob(f"{kind}-*.json")
+        if ".results." not in p.name and ".full." not in p.name
+    ]
+    # What holds the encoded values: the whole results (full kind) or the summary rows.
+    (results,) = cache_dir.glob(f"{kind}-*.full.json" if full else f"{kind}-*.results.json")
     if damage == "garbage":
         index.write_bytes(b"\x00\xff not json")
     elif damage == "truncated":
@@ -455,8 +462,14 @@ def test_a_corrupt_cache_file(repo: Path, tmp_path: Path, full: bool, damage: st
             data["memo"]["verdicts"] = "[1]"
         index.write_text(json.dumps(data))
     elif damage == "foreign-class":
-        text = results.read_text().replace('{"$Location":', '{"$Popen":')
-        assert '{"$Popen":' in text
+        text = results.read_text()
+        if full:
+            text = text.replace('{"$Location":', '{"$Popen":')
+            assert '{"$Popen":' in text
+        else:
+            # Summaries are plain rows; tagged values appear only in their diagnostics.
+            text = re.sub(r'(\t\[[^\n]*?\},)""', r'\1"[{\\"$Popen\\":[1]}]"', text)
+            assert "$Popen" in text
         results.write_text(text.replace('{"$FileSummary":', '{"$os.system":'))
         data = json.loads(index.read_text())
         data["memo"] = None
@@ -464,7 +477,11 @@ def test_a_corrupt_cache_file(repo: Path, tmp_path: Path, full: bool, damage: st
     elif damage in ("wrong-arity", "flipped-byte"):
         text = results.read_text()
         if damage == "wrong-arity":
+            before = text
             text = text.replace('{"$Location":[', '{"$Location":[0,')
+            # Summary rows: one value too many at the end of each row.
+            text = re.sub(r"(true|false)\]$", r"\1,0]", text, flags=re.MULTILINE)
+            assert text != before
         else:
             # Inside a key: its fingerprint (summaries) or its blob (full results).
             marker = "SHA256:" if "SHA256:" in text else "AAAAC3NzaC1lZDI1NTE5AAAA"
@@ -482,6 +499,9 @@ def test_a_corrupt_cache_file(repo: Path, tmp_path: Path, full: bool, damage: st
     index.chmod(0o600)
     results.chmod(0o600)
     same_as_cold(repo, cache_dir, full=full)
+    if full:
+        # Whole results that could not be read back were checked again and cached anew.
+        assert run(repo, cache_dir, full=True).results == run(repo, None, full=True).results
     # The damaged cache was replaced by a good one.
     assert run(repo, cache_dir, full=full).cached == 3
 
@@ -516,7 +536,11 @@ def test_a_cache_owned_by_someone_else_is_not_used(repo: Path, tmp_path: Path) -
 def test_a_symlinked_cache_file_is_not_followed(repo: Path, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     run(repo, cache_dir, full=True)
-    (index,) = [p for p in cache_dir.glob("full-*.json") if ".results." not in p.name]
+    (index,) = [
+        p
+        for p in cache_dir.glob("full-*.json")
+        if ".results." not in p.name and ".full." not in p.name
+    ]
     elsewhere = tmp_path / "elsewhere.json"
     shutil.move(index, elsewhere)
     index.symlink_to(elsewhere)
