@@ -17,15 +17,27 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from provisioner.cache import RESTAMP_MIN
 from provisioner.errors import ApplyError, LockError, PlanError
-from provisioner.plan import PathAction, PathChange, Plan
-from provisioner.reconcile import Reconciliation, compute
+from provisioner.gcpause import paused_gc
+from provisioner.hostrecord import (
+    ChannelRecord,
+    HostRecord,
+    channel_fingerprint,
+    listing_stamp,
+    stamp_dir,
+    stamp_file,
+)
+from provisioner.observe import Observed
+from provisioner.plan import PathAction, PathChange, Plan, compare
+from provisioner.reconcile import Reconciliation, compute, unknown_in
 from provisioner.render import Desired
 from provisioner.settings import HostSettings
 from provisioner.state import StaleState, StateStore
@@ -435,13 +447,22 @@ def apply(
     revision: str | None = None,
     cwd: Path | None = None,
     progress: Callable[[int, int, PathChange], None] | None = None,
+    use_cache: bool = True,
 ) -> ApplyResult:
-    """Reconcile the host; `progress(done, total, change)` is called after each change."""
+    """Reconcile the host; `progress(done, total, change)` is called after each change.
+    `use_cache=False`: compare everything in full, trusting no cache (see `compute`)."""
     now = now or datetime.now(UTC)
-    with host_lock(settings.lock_file):
+    with host_lock(settings.lock_file), paused_gc():
         snapshot = store.snapshot()
         rec = compute(
-            settings, paths, snapshot, now=now, revision=revision, cwd=cwd, write_cache=True
+            settings,
+            paths,
+            snapshot,
+            now=now,
+            revision=revision,
+            cwd=cwd,
+            write_cache=True,
+            use_cache=use_cache,
         )
         if saved_plan is not None:
             moved = _stale(saved_plan, rec.plan)
@@ -508,7 +529,101 @@ def apply(
                 raise
         _record_success(store, rec, revision, now)
         _audit(settings, _audit_entries(rec, result, revision, now))
+        _remember(rec)
         return result
+
+
+def _remember(rec: Reconciliation) -> None:
+    """Record what this apply left on the host, so that the next run need not read it all
+    again (see `provisioner.hostrecord`). Only channels whose paths are now as rendered are
+    recorded; the others are rendered and compared in full next time.
+
+    Like the declarations cache, the record is rewritten for new stamps alone (files that
+    were too recent to stamp last time) only once that saves real work: an apply that
+    changes nothing leaves every file alone, this one included."""
+    if rec.record is None:
+        return
+    at = time.time_ns()
+    owners = rec.plan.owners_managed
+    old = rec.record.channels
+    new = HostRecord(rec.record.context)
+    changed = set(old) != {c.enterprise_number for c in rec.accepted}
+    restamped = 0
+    for channel in rec.accepted:
+        en = channel.enterprise_number
+        unknown, listing = rec.chroot_unknown.get(en, ([], None))
+        kept = rec.unchanged.get(en)
+        if kept is not None:
+            # Untouched by this apply: what compute saw still holds.
+            changed = changed or unknown != kept.unknown
+            if (unknown, listing) != (kept.unknown, kept.listing):
+                restamped += 1
+                kept = replace(kept, unknown=unknown, listing=listing, raw=None)
+            new.channels[en] = kept
+            continue
+        nodes = rec.channel_nodes.get(en, [])
+        chroot = str(rec.settings.chroot(channel.user))
+        files: list[list[Any]] = []
+        dirs: list[list[Any]] = []
+        prints = []
+        for node in nodes:
+            path = str(node.path)
+            if node.kind == "file":
+                entry = stamp_file(path, at)
+                observed = (
+                    None
+                    if entry is None
+                    else Observed(
+                        node.path, "file", entry[1], entry[2], entry[3], entry[4], entry[8]
+                    )
+                )
+            else:
+                name = "" if path == chroot else path.removeprefix(chroot + "/")
+                entry = stamp_dir(path, name)
+                observed = (
+                    None
+                    if entry is None
+                    else Observed(node.path, "dir", entry[1], entry[2], entry[3])
+                )
+            if observed is None or compare(node, observed, owners=owners) is not None:
+                changed = True
+                break
+            assert entry is not None
+            (files if node.kind == "file" else dirs).append(entry)
+            prints.append(observed.fingerprint())
+        else:
+            fresh = ChannelRecord(
+                key=rec.keys[en],
+                routing=rec.routing[en],
+                files=files,
+                dirs=dirs,
+                fingerprint=channel_fingerprint(prints),
+                chroot=chroot,
+                unknown=unknown_in(chroot, frozenset(str(n.path) for n in nodes)),
+                listing=listing_stamp(chroot),
+            )
+            before = old.get(en)
+            if before is not None and _same_but_stamps(before, fresh):
+                restamped += 1
+            else:
+                changed = True
+            new.channels[en] = fresh
+    if changed or restamped >= max(RESTAMP_MIN, len(new.channels) // 100):
+        new.save(rec.settings)
+
+
+def _same_but_stamps(a: ChannelRecord, b: ChannelRecord) -> bool:
+    """The same record but for stamps of files that were too recent to stamp before (a file
+    rewritten since has another inode or ctime: a real change, recorded at once)."""
+    return (
+        (a.key, a.routing, a.dirs, a.fingerprint, a.chroot, a.unknown)
+        == (b.key, b.routing, b.dirs, b.fingerprint, b.chroot, b.unknown)
+        and len(a.files) == len(b.files)
+        and all(
+            x[:5] == y[:5] and x[8] == y[8] and (x[6] is None or x[5:8] == y[5:8])
+            for x, y in zip(a.files, b.files, strict=True)
+        )
+    )
 
 
 def _record_failure(

@@ -11,11 +11,22 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from provisioner.diagnostics import Diagnostic
 from provisioner.errors import DeclarationError
+from provisioner.gcpause import paused_gc
+from provisioner.hostrecord import (
+    ChannelRecord,
+    HostRecord,
+    channel_fingerprint,
+    channel_key,
+    context_key,
+    listing_holds,
+    listing_stamp,
+)
 from provisioner.observe import Observed, list_dir, observe, observe_path, tree_size
 from provisioner.plan import (
     ChannelAction,
@@ -31,8 +42,12 @@ from provisioner.plan import (
 )
 from provisioner.render import (
     Channel,
+    Desired,
     DesiredTree,
-    render_tree,
+    openssh_version,
+    render_channel,
+    render_host,
+    routing_entry,
 )
 from provisioner.settings import HostSettings
 from provisioner.state import Allocation, Registration, StateSnapshot, allocate
@@ -41,7 +56,12 @@ from provisioner.validate import ValidateSettings, ValidationReport, validate
 
 @dataclass(slots=True)
 class Reconciliation:
-    """Everything a plan was computed from; apply works from this, never from the plan text."""
+    """Everything a plan was computed from; apply works from this, never from the plan text.
+
+    `tree` holds the host-wide paths and the paths of the channels rendered in this run;
+    channels the last apply left as they should be (`unchanged`, see `provisioner.hostrecord`)
+    are not rendered again, and `managed_paths()` lists every path all the same.
+    """
 
     settings: HostSettings
     report: ValidationReport
@@ -54,6 +74,21 @@ class Reconciliation:
     observed: dict[Path, Observed]
     plan: Plan
     refusals: dict[str, list[str]] = field(default_factory=dict)
+    record: HostRecord | None = None
+    # Per channel (enterprise number): its key, and for unchanged ones the record that holds.
+    keys: dict[str, str] = field(default_factory=dict)
+    unchanged: dict[str, ChannelRecord] = field(default_factory=dict)
+    routing: dict[str, dict[str, Any]] = field(default_factory=dict)  # by enterprise number
+    # The paths of each channel rendered in this run.
+    channel_nodes: dict[str, list[Desired]] = field(default_factory=dict)
+    # Unknown paths in each channel's chroot, and the listing stamp they were read at.
+    chroot_unknown: dict[str, tuple[list[str], list[int] | None]] = field(default_factory=dict)
+
+    def managed_paths(self) -> list[Path]:
+        paths = list(self.tree.nodes)
+        for record in self.unchanged.values():
+            paths.extend(Path(p) for p in record.paths())
+        return paths
 
 
 def _owners_managed() -> bool:
@@ -75,6 +110,24 @@ def compute(
     cwd: Path | None = None,
     jobs: int | None = None,
     write_cache: bool = False,
+    use_cache: bool = True,
+) -> Reconciliation:
+    """The plan. `use_cache=False` checks every declaration and renders and reads every path,
+    ignoring what earlier runs recorded (the result is the same, only slower)."""
+    with paused_gc():
+        return _compute(settings, paths, snapshot, now, revision, cwd, jobs, write_cache, use_cache)
+
+
+def _compute(
+    settings: HostSettings,
+    paths: Sequence[Path],
+    snapshot: StateSnapshot,
+    now: datetime | None,
+    revision: str | None,
+    cwd: Path | None,
+    jobs: int | None,
+    write_cache: bool,
+    use_cache: bool,
 ) -> Reconciliation:
     now = now or datetime.now(UTC)
     # Checked declarations are read back from settings.cache_dir; only apply writes there,
@@ -83,13 +136,13 @@ def compute(
         paths=tuple(paths),
         now=now,
         cwd=cwd or Path.cwd(),
-        cache_dir=settings.cache_dir,
-        cache_write=write_cache,
+        cache_dir=settings.cache_dir if use_cache else None,
+        cache_write=write_cache and use_cache,
     )
     if jobs:
         vsettings = replace(vsettings, jobs=jobs)
     report = validate(vsettings, full=True)
-    if not report.results:
+    if not report.summaries:
         # An empty or mistyped path must never read as "every quality was removed".
         problems = "; ".join(f"{d.location}: {d.message}" for d in report.diagnostics)
         raise DeclarationError(f"no declarations to reconcile ({problems or 'none found'})")
@@ -99,29 +152,30 @@ def compute(
         if d.is_error:
             errors_by_file.setdefault(d.location.file, []).append(d)
 
-    accepted_results = {}
+    accepted_files: dict[str, int] = {}  # enterprise number -> index in report.summaries
     refusals: dict[str, list[str]] = {}
     sources: dict[str, str] = {}
     identity_unknown: list[str] = []
     unidentified: list[str] = []
-    for result in report.results:
-        en = result.facts.enterprise_number
-        errors = errors_by_file.get(result.display, [])
+    for index, summary in enumerate(report.summaries):
+        en = summary.facts.enterprise_number
+        errors = errors_by_file.get(summary.display, [])
         if en is None:
             if errors:
-                identity_unknown.append(result.display)
+                identity_unknown.append(summary.display)
                 # Refused like any invalid declaration: its reasons shown, the exit code 1.
                 unidentified.extend(_reasons(errors))
             continue
-        sources[en] = result.display
-        if errors or result.declaration is None:
-            refusals.setdefault(en, []).extend(_reasons(errors) or ["invalid declaration"])
+        sources[en] = summary.display
+        if errors:
+            refusals.setdefault(en, []).extend(_reasons(errors))
             continue
-        if result.declaration.structured_messages.channels.sftp is None:
+        if not summary.sftp:
             continue  # served by other channels only: nothing to provision on this host
-        accepted_results[en] = result
+        accepted_files[en] = index
 
-    declared = {en: r.facts.technical_user or "" for en, r in accepted_results.items()}
+    summaries = report.summaries
+    declared = {en: summaries[i].facts.technical_user or "" for en, i in accepted_files.items()}
     # A quality whose file is refused keeps its registration: a typo must not cut off a
     # working channel. When a broken file cannot even say whose it is, nobody is removed.
     held_ens = set(refusals) | (set(snapshot.registrations) if identity_unknown else set())
@@ -137,22 +191,22 @@ def compute(
         en = refusal.enterprise_number
         where = sources.get(en, en)
         declared_at = (
-            accepted_results[en].facts.technical_user_at if en in accepted_results else None
+            summaries[accepted_files[en]].facts.technical_user_at if en in accepted_files else None
         )
         if refusal.code.startswith("technical-user") and declared_at is not None:
             # Point at the line that declares the user, as the gate does for its own findings.
             where = str(declared_at)
         refusals.setdefault(en, []).append(f"{where}: {refusal.code}: {refusal.message}")
-        accepted_results.pop(en, None)
+        accepted_files.pop(en, None)
 
     fresh = {r.enterprise_number: r for r in (*allocation.new, *allocation.returning)}
     regs = snapshot.registrations
     accepted = []
-    for en, result in sorted(accepted_results.items()):
+    for en, index in sorted(accepted_files.items()):
         reg = fresh.get(en) or regs.get(en)
         if reg is None:  # pragma: no cover - allocate() registers every accepted quality
             continue
-        accepted.append(Channel(result, reg))
+        accepted.append(Channel(reg, summaries[index].display, load=partial(report.result, index)))
 
     notes: list[str] = []
     held = [regs[en] for en in sorted(refusals) if en in regs and regs[en].status != "removed"]
@@ -167,34 +221,98 @@ def compute(
         held.extend(r for r in gone if r.status != "removed")
         gone = []
 
-    held_routing = _held_routing(settings, {r.enterprise_number for r in held})
-    tree = render_tree(settings, accepted, held=held, held_routing=held_routing)
+    # Which channels are as the last apply left them, and which must be rendered.
+    owners = _owners_managed()
+    context = context_key(settings, owners, openssh_version(settings))
+    record = HostRecord.load(settings, context) if use_cache else HostRecord(context)
+    keys: dict[str, str] = {}
+    unchanged: dict[str, ChannelRecord] = {}
+    to_render: list[Channel] = []
+    for channel in accepted:
+        en, reg = channel.enterprise_number, channel.registration
+        summary = summaries[accepted_files[en]]
+        keys[en] = channel_key(
+            context,
+            summary.display,
+            summary.digest,
+            summary.refs,
+            (en, reg.technical_user, reg.uid, reg.sender),
+        )
+        kept = record.channels.get(en)
+        if kept is not None and kept.key == keys[en] and kept.holds():
+            unchanged[en] = kept
+        else:
+            to_render.append(channel)
+    # Whole results are read back only for the channels rendered, in one go.
+    report.results_of([accepted_files[c.enterprise_number] for c in to_render])
+
+    routing = {en: unchanged[en].routing for en in unchanged}
+    routing.update({c.enterprise_number: routing_entry(c) for c in to_render})
+    by_sender = _held_routing(settings, {r.enterprise_number for r in held})
+    by_sender.update({c.registration.sender: routing[c.enterprise_number] for c in accepted})
+    tree = DesiredTree()
+    registrations = [c.registration for c in accepted] + held
+    for node in render_host(settings, registrations, by_sender):
+        tree.add(node)
+    channel_nodes: dict[str, list[Desired]] = {}
+    for channel in sorted(to_render, key=lambda c: c.user):
+        channel_nodes[channel.enterprise_number] = render_channel(settings, channel)
+        for node in channel_nodes[channel.enterprise_number]:
+            tree.add(node)
 
     removal_paths: dict[Path, str] = {}
     for reg in gone:
         removal_paths[settings.keys_file(reg.technical_user)] = reg.enterprise_number
         removal_paths[settings.chroot(reg.technical_user)] = reg.enterprise_number
     observed = observe(list(tree.nodes) + list(removal_paths))
-    owners = _owners_managed()
     changes = tree_changes(tree, observed, owners=owners)
     changes.extend(_removal_changes(removal_paths, observed))
 
     held_paths = {settings.keys_file(r.technical_user) for r in held} | {
         settings.chroot(r.technical_user) for r in held
     }
-    unknown = _unknown(settings, tree, set(removal_paths) | held_paths, accepted)
+    known = {str(p) for p in (*tree.nodes, *removal_paths, *held_paths)}
+    for kept in unchanged.values():
+        known.update(kept.paths())
+    chroot_unknown: dict[str, tuple[list[str], list[int] | None]] = {}
+    for channel in accepted:
+        en = channel.enterprise_number
+        chroot = str(settings.chroot(channel.user))
+        kept = unchanged.get(en)
+        if kept is not None and listing_holds(chroot, kept.listing):
+            chroot_unknown[en] = (kept.unknown, kept.listing)
+        else:
+            stamp = listing_stamp(chroot)
+            chroot_unknown[en] = (unknown_in(chroot, known), stamp)
+    unknown = [
+        *unknown_in(str(settings.keys_dir), known),
+        *unknown_in(str(settings.chroot_base), known),
+        *unknown_in(str(settings.extrausers_dir), known),
+    ]
+    for names, _stamp in chroot_unknown.values():
+        unknown.extend(names)
+    unknown.sort()
 
     channels = _channel_plans(
         accepted, held, gone, refusals, allocation, changes, sources, snapshot
     )
     if not owners:
         notes.append("not running as root: owners and groups are not compared or set")
+    # Paths of a channel count as one fingerprint, so that an unchanged channel's comes from
+    # the record without reading anything: the digest is the same either way.
+    in_channels = {n.path for nodes in channel_nodes.values() for n in nodes}
+    observed_prints = sorted(o.fingerprint() for p, o in observed.items() if p not in in_channels)
+    channel_prints = {en: kept.fingerprint for en, kept in unchanged.items()}
+    for en, nodes in channel_nodes.items():
+        channel_prints[en] = channel_fingerprint(observed[n.path].fingerprint() for n in nodes)
     fingerprints = Fingerprints(
         declarations=digest_of(
-            sorted(f"{r.display}|{r.digest}|{canonical_json(r.refs)}" for r in report.results)
+            sorted(f"{s.display}|{s.digest}|{canonical_json(s.refs)}" for s in summaries)
         ),
         state_version=snapshot.version,
-        observed=digest_of(sorted(o.fingerprint() for o in observed.values()) + sorted(unknown)),
+        observed=digest_of(
+            observed_prints + sorted(f"{en}={fp}" for en, fp in channel_prints.items()) + unknown
+        ),
         settings=digest_of([settings.model_dump_json()]),
         revision=revision,
     )
@@ -210,8 +328,30 @@ def compute(
         unidentified=unidentified,
     )
     return Reconciliation(
-        settings, report, snapshot, allocation, accepted, held, gone, tree, observed, plan, refusals
+        settings,
+        report,
+        snapshot,
+        allocation,
+        accepted,
+        held,
+        gone,
+        tree,
+        observed,
+        plan,
+        refusals,
+        record=record,
+        keys=keys,
+        unchanged=unchanged,
+        routing=routing,
+        channel_nodes=channel_nodes,
+        chroot_unknown=chroot_unknown,
     )
+
+
+def unknown_in(directory: str, known: set[str] | frozenset[str]) -> list[str]:
+    """Entries of `directory` that nobody declared: reported, never deleted."""
+    prefix = directory.rstrip("/") + "/"
+    return [prefix + name for name in list_dir(Path(directory)) if prefix + name not in known]
 
 
 def _held_routing(settings: HostSettings, held: set[str]) -> dict[str, dict[str, Any]]:
@@ -262,22 +402,6 @@ def _removal_changes(paths: dict[Path, str], observed: dict[Path, Observed]) -> 
     return changes
 
 
-def _unknown(
-    settings: HostSettings, tree: DesiredTree, expected: set[Path], accepted: list[Channel]
-) -> list[str]:
-    """Files in managed directories that nobody declared: reported, never deleted."""
-    known = set(tree.nodes) | expected
-    dirs = [settings.keys_dir, settings.chroot_base, settings.extrausers_dir]
-    dirs += [settings.chroot(c.user) for c in accepted]
-    out = []
-    for directory in dirs:
-        for name in list_dir(directory):
-            path = directory / name
-            if path not in known:
-                out.append(str(path))
-    return sorted(out)
-
-
 def _channel_plans(
     accepted: list[Channel],
     held: list[Registration],
@@ -305,9 +429,7 @@ def _channel_plans(
             why = (f"status {ch.registration.status} -> active (the files already match)",)
         else:
             action = ChannelAction.UNCHANGED
-        plans.append(
-            ChannelPlan(en, ch.user, ch.registration.sender, action, ch.result.display, why)
-        )
+        plans.append(ChannelPlan(en, ch.user, ch.registration.sender, action, ch.display, why))
     for en, reasons in sorted(refusals.items()):
         reg = snapshot.registrations.get(en)
         keeps = (

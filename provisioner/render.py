@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from functools import cache
@@ -50,12 +50,39 @@ class Desired:
     role: str = ""
 
 
-@dataclass(frozen=True, slots=True)
 class Channel:
-    """An accepted declaration with its registration: what gets provisioned."""
+    """An accepted declaration with its registration: what gets provisioned.
 
-    result: FileResult
-    registration: Registration
+    The whole checked result (model, keys) is needed only to render the channel; a channel
+    the last apply left as it should be is recognised without it, so it may be read lazily.
+    """
+
+    __slots__ = ("_load", "_result", "display", "registration")
+
+    def __init__(
+        self,
+        registration: Registration,
+        display: str,
+        result: FileResult | None = None,
+        load: Callable[[], FileResult] | None = None,
+    ) -> None:
+        if result is None and load is None:
+            raise ValueError("a channel needs its result or a way to load it")
+        self.registration = registration
+        self.display = display
+        self._result = result
+        self._load = load
+
+    @classmethod
+    def of(cls, result: FileResult, registration: Registration) -> Channel:
+        return cls(registration, result.display, result)
+
+    @property
+    def result(self) -> FileResult:
+        if self._result is None:
+            assert self._load is not None
+            self._result = self._load()
+        return self._result
 
     @property
     def user(self) -> str:
@@ -169,7 +196,7 @@ def _key_lines(keys: Sequence[ResolvedKey]) -> list[_KeyLine]:
     return lines
 
 
-def _routing_entry(channel: Channel) -> dict[str, Any]:
+def routing_entry(channel: Channel) -> dict[str, Any]:
     decl = channel.result.declaration
     assert decl is not None  # accepted channels always have a model
     catalogue = load_catalogue()
@@ -198,7 +225,7 @@ def _routing_entry(channel: Channel) -> dict[str, Any]:
 
 
 def routing_entries(channels: Iterable[Channel]) -> dict[str, dict[str, Any]]:
-    return {c.registration.sender: _routing_entry(c) for c in channels}
+    return {c.registration.sender: routing_entry(c) for c in channels}
 
 
 def render_tree(
@@ -211,12 +238,34 @@ def render_tree(
     """The desired tree. `held` are refused channels that keep their last good configuration:
     their accounts stay, their own files are not touched, their routing entry is carried over.
     """
+    tree = DesiredTree()
+    routing = dict(held_routing or {})
+    routing.update(routing_entries(channels))
+    registrations = [c.registration for c in channels] + list(held)
+    for node in render_host(settings, registrations, routing):
+        tree.add(node)
+    for channel in sorted(channels, key=lambda c: c.user):
+        for node in render_channel(settings, channel):
+            tree.add(node)
+    return tree
+
+
+def render_host(
+    settings: HostSettings,
+    registrations: Iterable[Registration],
+    routing: dict[str, dict[str, Any]],
+) -> list[Desired]:
+    """The host-wide paths: sshd drop-in, accounts, routing table, rsyslog, managed dirs.
+
+    `registrations`: every channel with an account (accepted and held); `routing`: their
+    entries by sender number.
+    """
     env = template_environment(settings)
     version = openssh_version(settings)
-    tree = DesiredTree()
-    root, gw = 0, settings.gateway_gid
+    nodes: list[Desired] = []
+    root = 0
 
-    tree.add(
+    nodes.append(
         Desired(
             settings.sshd_dropin,
             "file",
@@ -234,9 +283,7 @@ def render_tree(
         )
     )
 
-    registrations = sorted(
-        [c.registration for c in channels] + list(held), key=lambda r: r.technical_user
-    )
+    registrations = sorted(registrations, key=lambda r: r.technical_user)
     accounts = [
         _Account(
             r.technical_user,
@@ -253,7 +300,7 @@ def render_tree(
     # authenticating parse 200 KB: logins got 40 % slower with the number of channels.
     group = _Group(settings.sftp_group, settings.sftp_gid, [])
     eu = settings.extrausers_dir
-    tree.add(Desired(eu, "dir", root, root, 0o755, role="extrausers"))
+    nodes.append(Desired(eu, "dir", root, root, 0o755, role="extrausers"))
     # shadow is not world-readable even though it holds no hash: least privilege.
     for name, mode, context in (
         ("passwd", 0o644, {"accounts": accounts}),
@@ -261,11 +308,9 @@ def render_tree(
         ("shadow", 0o640, {"accounts": accounts}),
     ):
         content = _render(env, f"accounts/{name}.j2", **context)
-        tree.add(Desired(eu / name, "file", root, root, mode, content, role=name))
+        nodes.append(Desired(eu / name, "file", root, root, mode, content, role=name))
 
-    routing = dict(held_routing or {})
-    routing.update(routing_entries(channels))
-    tree.add(
+    nodes.append(
         Desired(
             settings.routing_table,
             "file",
@@ -284,46 +329,43 @@ def render_tree(
 
     if settings.syslog_sockets:
         sockets = [str(settings.chroot(r.technical_user) / "dev" / "log") for r in registrations]
-        tree.add(Desired(settings.rsyslog_dropin, "file", root, root, 0o644,
-                         _render(env, "rsyslog/sftp-provisioner.conf.j2",
-                                 generated_by=GENERATED_BY, sockets=sockets),
-                         role="rsyslog"))
+        content = _render(
+            env, "rsyslog/sftp-provisioner.conf.j2", generated_by=GENERATED_BY, sockets=sockets
+        )
+        nodes.append(
+            Desired(settings.rsyslog_dropin, "file", root, root, 0o644, content, role="rsyslog")
+        )
 
-    tree.add(Desired(settings.keys_dir, "dir", root, root, 0o755, role="keys-dir"))
-    tree.add(Desired(settings.chroot_base, "dir", root, root, 0o755, role="chroot-base"))
-    for channel in sorted(channels, key=lambda c: c.user):
-        _render_channel(tree, env, settings, channel, gw)
-    return tree
+    nodes.append(Desired(settings.keys_dir, "dir", root, root, 0o755, role="keys-dir"))
+    nodes.append(Desired(settings.chroot_base, "dir", root, root, 0o755, role="chroot-base"))
+    return nodes
 
 
-def _render_channel(
-    tree: DesiredTree,
-    env: jinja2.Environment,
-    settings: HostSettings,
-    channel: Channel,
-    gateway_gid: int,
-) -> None:
+def render_channel(settings: HostSettings, channel: Channel) -> list[Desired]:
+    """The paths of one channel: its authorized_keys file and its chroot."""
+    env = template_environment(settings)
+    gateway_gid = settings.gateway_gid
     user, uid, en = channel.user, channel.registration.uid, channel.enterprise_number
     keys = _render(
         env,
         "authorized_keys.j2",
         user=user,
-        source=channel.result.display,
+        source=channel.display,
         generated_by=GENERATED_BY,
         keys=_key_lines(channel.result.keys),
     )
     # Root-owned and not writable by the user: a technical user cannot add keys of its own.
-    tree.add(Desired(settings.keys_file(user), "file", 0, 0, 0o644, keys, en, "authorized-keys"))
+    nodes = [Desired(settings.keys_file(user), "file", 0, 0, 0o644, keys, en, "authorized-keys")]
     chroot = settings.chroot(user)
     # sshd refuses a chroot that is not root-owned or that others can write.
-    tree.add(Desired(chroot, "dir", 0, 0, 0o755, channel=en, role="chroot"))
+    nodes.append(Desired(chroot, "dir", 0, 0, 0o755, channel=en, role="chroot"))
     if settings.syslog_sockets:
         # rsyslog creates the log socket here; root-owned so the sender cannot replace it.
-        tree.add(Desired(chroot / "dev", "dir", 0, 0, 0o755, channel=en, role="chroot-dev"))
+        nodes.append(Desired(chroot / "dev", "dir", 0, 0, 0o755, channel=en, role="chroot-dev"))
     for name in UPLOAD_DIRS + DOWNLOAD_DIRS:
         # The sender writes (IN*) or reads and deletes (OUT*); the gateway's group reads IN*
         # and writes OUT*. setgid keeps the gateway's group on every file a sender uploads.
-        tree.add(
+        nodes.append(
             Desired(
                 chroot / name,
                 "dir",
@@ -334,3 +376,4 @@ def _render_channel(
                 role="upload-dir" if name in UPLOAD_DIRS else "download-dir",
             )
         )
+    return nodes

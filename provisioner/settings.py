@@ -95,9 +95,7 @@ class HostSettings(BaseModel):
     # them all); without it the audit trail of uploads and downloads is lost.
     syslog_sockets: bool = True
     rsyslog_dropin: AbsPath = Path("/etc/rsyslog.d/50-sftp-provisioner.conf")
-    syslog_reload_command: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_SYSLOG_RELOAD)
-    )
+    syslog_reload_command: list[str] = Field(default_factory=lambda: list(DEFAULT_SYSLOG_RELOAD))
 
     templates_dir: AbsPath | None = None
     hostname: str = Field(default_factory=socket.getfqdn)

@@ -135,10 +135,12 @@ class Host:
         with self.store() as store:
             return store.snapshot()
 
-    def compute(self, *, now: datetime = NOW) -> Reconciliation:
+    def compute(self, *, now: datetime = NOW, use_cache: bool = True) -> Reconciliation:
         with self.store() as store:
             snapshot = store.snapshot()
-        return compute(self.settings(), [self.decls], snapshot, now=now, cwd=self.base)
+        return compute(
+            self.settings(), [self.decls], snapshot, now=now, cwd=self.base, use_cache=use_cache
+        )
 
     def plan(self, *, now: datetime = NOW) -> Plan:
         return self.compute(now=now).plan

@@ -185,7 +185,7 @@ class TestIdempotence:
         }
         after = {k: v for k, v in host.tree(bookkeeping=True).items() if host.root / k != lock}
         assert sorted(after) == sorted(before)
-        managed = {str(p.relative_to(host.root)) for p in host.compute().tree.nodes}
+        managed = {str(p.relative_to(host.root)) for p in host.compute().managed_paths()}
         for rel, entry in before.items():
             assert after[rel].same_metadata(entry), rel
             if entry.kind != "dir" or rel in managed:
@@ -443,7 +443,7 @@ class TestRemoval:
 def test_plan_writes_nothing_managed(host: Host) -> None:
     done = host.run("plan")
     assert done.returncode == 2
-    managed = [p for p in host.compute().tree.nodes if p.exists()]
+    managed = [p for p in host.compute().managed_paths() if p.exists()]
     assert managed == []
 
 

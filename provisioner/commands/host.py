@@ -83,6 +83,12 @@ def _open_store(settings: HostSettings) -> Any:
     help="Save the plan (JSON) for `apply --plan`.",
 )
 @click.option("--no-diff", is_flag=True, help="Text format: list changes without diffs.")
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Check every declaration and compare every managed path in full, trusting no cache "
+    "of earlier runs (same result, slower).",
+)
 def plan_command(
     paths: tuple[Path, ...],
     settings_file: Path | None,
@@ -91,6 +97,7 @@ def plan_command(
     fmt: str,
     out: Path | None,
     no_diff: bool,
+    no_cache: bool,
 ) -> int:
     """Show what apply would change: per channel, then file diffs, owners and modes.
 
@@ -103,7 +110,9 @@ def plan_command(
     settings = settings_from(settings_file, root, state_url)
     store = _open_store(settings)
     try:
-        rec = compute(settings, paths, store.snapshot(), revision=_revision(paths))
+        rec = compute(
+            settings, paths, store.snapshot(), revision=_revision(paths), use_cache=not no_cache
+        )
     finally:
         store.close()
     plan = rec.plan
@@ -134,6 +143,12 @@ def plan_command(
     default="text",
     show_default=True,
 )
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Check every declaration and compare every managed path in full, trusting no cache "
+    "of earlier runs (same result, slower).",
+)
 def apply_command(
     paths: tuple[Path, ...],
     settings_file: Path | None,
@@ -141,6 +156,7 @@ def apply_command(
     state_url: str | None,
     plan_file: Path | None,
     fmt: str,
+    no_cache: bool,
 ) -> int:
     """Reconcile the host with the declarations: one run at a time, atomic, restorable.
 
@@ -161,7 +177,14 @@ def apply_command(
             raise PlanError(f"{plan_file} is not a saved plan: {exc}") from None
     store = _open_store(settings)
     try:
-        result = apply(settings, paths, store, saved_plan=saved, revision=_revision(paths))
+        result = apply(
+            settings,
+            paths,
+            store,
+            saved_plan=saved,
+            revision=_revision(paths),
+            use_cache=not no_cache,
+        )
     finally:
         store.close()
     plan = result.plan
