@@ -36,9 +36,9 @@ from provisioner.hostrecord import (
     stamp_file,
 )
 from provisioner.observe import Observed
-from provisioner.plan import PathAction, PathChange, Plan, compare
+from provisioner.plan import PathAction, PathChange, PathState, Plan, compare
 from provisioner.reconcile import Reconciliation, compute, unknown_in
-from provisioner.render import Desired
+from provisioner.render import MEMO_ROLES, Desired
 from provisioner.settings import HostSettings
 from provisioner.state import StaleState, StateStore
 from provisioner.state.store import StatusUpdate
@@ -608,6 +608,15 @@ def _remember(rec: Reconciliation) -> None:
             else:
                 changed = True
             new.channels[en] = fresh
+    new.host_key = rec.host_key
+    for node in rec.tree:
+        if node.role in MEMO_ROLES and node.kind == "file":
+            digest = PathState.of_desired(node)
+            new.host_files[node.role] = [digest.sha256, digest.size]
+    changed = changed or (new.host_key, new.host_files) != (
+        rec.record.host_key,
+        rec.record.host_files,
+    )
     if changed or restamped >= max(RESTAMP_MIN, len(new.channels) // 100):
         new.save(rec.settings)
 

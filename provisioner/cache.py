@@ -514,7 +514,9 @@ class ResultCache:
         # Summaries as rows (both kinds), whole results (full kind): the reconciler needs every
         # summary on every run, but whole results only of the channels it renders.
         self.results_name = f"{base}.results.json"
-        self.full_name = f"{base}.full.json"
+        # One file per whole result, named by its checksum: a run reads back only the few it
+        # renders, and writes only those that changed.
+        self.full_dir = None if directory is None else directory / f"{base}.full"
         self.started_ns = time.time_ns() if started_ns is None else started_ns
         self.generation = ""
         self.entries: dict[str, list[Any]] = {}
@@ -631,16 +633,29 @@ class ResultCache:
         return self.results([path], expected)[0]
 
     def _texts(self, paths: list[Path], full: bool) -> list[str | None]:
-        name, at = (self.full_name, 5) if full else (self.results_name, 4)
-        stored = self._load_results(name)
+        at = 5 if full else 4
+        stored = self._load_results(self.results_name) if not full else {}
+        ffd = None
+        if full and paths and self.full_dir is not None:
+            ffd = open_private_dir(self.full_dir, create=False)
         texts: list[str | None] = []
-        for path in paths:
-            key = str(path)
-            text = stored.get(key)
-            entry = self.entries.get(key)
-            # A missing or damaged text is a miss (a flipped byte in a key would parse).
-            ok = text is not None and entry is not None and _checksum(text) == entry[at]
-            texts.append(text if ok else None)
+        try:
+            for path in paths:
+                key = str(path)
+                entry = self.entries.get(key)
+                text = stored.get(key)
+                if full and ffd is not None and entry is not None and isinstance(entry[at], str):
+                    raw = read_private(ffd, entry[at])
+                    try:
+                        text = None if raw is None else raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        text = None
+                # A missing or damaged text is a miss (a flipped byte in a key would parse).
+                ok = text is not None and entry is not None and _checksum(text) == entry[at]
+                texts.append(text if ok else None)
+        finally:
+            if ffd is not None:
+                os.close(ffd)
         return texts
 
     def results(self, paths: list[Path], expected: type) -> list[Any | None]:
@@ -746,6 +761,26 @@ class ResultCache:
 
     # saving
 
+    def _save_full(self) -> None:
+        """Write the whole results put in this run; drop those no entry names any more."""
+        if self.kind != "full" or self.full_dir is None:
+            return
+        ffd = open_private_dir(self.full_dir, create=True)
+        if ffd is None:
+            return
+        try:
+            wanted = {e[5] for e in self.entries.values() if len(e) > 5}
+            for key, (_row, full) in self.fresh.items():
+                entry = self.entries.get(key)
+                if entry is not None and full:
+                    write_private(ffd, entry[5], full)
+            for name in os.listdir(ffd):  # noqa: PTH208 - by descriptor, no symlink is followed
+                if name not in wanted:
+                    with contextlib.suppress(OSError):
+                        os.unlink(name, dir_fd=ffd)
+        finally:
+            os.close(ffd)
+
     def save(self) -> None:
         if self.directory is None:
             return
@@ -764,18 +799,14 @@ class ResultCache:
             return
         try:
             if self.fresh or not self.generation:
-                names = [self.results_name] + ([self.full_name] if self.kind == "full" else [])
-                texts = [dict(self._load_results(name)) for name in names]
-                for key, parts in self.fresh.items():
-                    for part, text in zip(parts, texts, strict=False):
-                        text[key] = part
+                rows = dict(self._load_results(self.results_name))
+                rows.update({key: row for key, (row, _full) in self.fresh.items()})
                 self.generation = os.urandom(8).hex()
-                head = json.dumps({"header": self.header, "generation": self.generation})
-                for name, text in zip(names, texts, strict=True):
-                    lines = [head]
-                    lines += [f"{json.dumps(k)}\t{v}" for k, v in text.items() if k in self.entries]
-                    write_private(dfd, name, "\n".join(lines) + "\n")
-                    self._stored[name] = text
+                lines = [json.dumps({"header": self.header, "generation": self.generation})]
+                lines += [f"{json.dumps(k)}\t{v}" for k, v in rows.items() if k in self.entries]
+                write_private(dfd, self.results_name, "\n".join(lines) + "\n")
+                self._stored[self.results_name] = rows
+                self._save_full()
             index = {
                 "header": self.header,
                 "generation": self.generation,

@@ -298,6 +298,10 @@ class ChannelRecord:
 class HostRecord:
     context: str
     channels: dict[str, ChannelRecord] = field(default_factory=dict)
+    # The big host-wide files (passwd, routing table...): the key of what they were rendered
+    # from, and the hash and size of each by role.
+    host_key: str = ""
+    host_files: dict[str, list[Any]] = field(default_factory=dict)
 
     @staticmethod
     def location(settings: HostSettings) -> Path:
@@ -320,8 +324,18 @@ class HostRecord:
         try:
             lines = raw.decode("utf-8").split("\n")
             header = json.loads(lines[0])
-            if header != {"format": RECORD_FORMAT, "context": context}:
+            if header.get("format") != RECORD_FORMAT or header.get("context") != context:
                 return record
+            host_key, host_files = header["host"]
+            if (
+                isinstance(host_key, str)
+                and isinstance(host_files, dict)
+                and all(
+                    isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
+                    for v in host_files.values()
+                )
+            ):
+                record.host_key, record.host_files = host_key, host_files
             names, texts = [], []
             for line in lines[1:]:
                 if line:
@@ -342,7 +356,12 @@ class HostRecord:
         if dfd is None:
             return
         try:
-            lines = [json.dumps({"format": RECORD_FORMAT, "context": self.context})]
+            header = {
+                "format": RECORD_FORMAT,
+                "context": self.context,
+                "host": [self.host_key, self.host_files],
+            }
+            lines = [json.dumps(header)]
             lines += [f"{en}\t{c.text()}" for en, c in sorted(self.channels.items())]
             text = "\n".join(lines) + "\n"
             write_private(dfd, RECORD_NAME, text)

@@ -54,8 +54,11 @@ class PathState:
 
     @classmethod
     def of_desired(cls, d: Desired) -> PathState:
-        digest = hashlib.sha256(d.content).hexdigest() if d.content is not None else ""
-        return cls(d.kind, d.owner, d.group, d.mode, digest, len(d.content or b""))
+        if d.content is None:
+            return cls(d.kind, d.owner, d.group, d.mode, d.digest, d.size)
+        return cls(
+            d.kind, d.owner, d.group, d.mode, hashlib.sha256(d.content).hexdigest(), len(d.content)
+        )
 
 
 @dataclass(frozen=True, slots=True)

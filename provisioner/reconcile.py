@@ -44,6 +44,7 @@ from provisioner.render import (
     Channel,
     Desired,
     DesiredTree,
+    host_file_paths,
     openssh_version,
     render_channel,
     render_host,
@@ -79,6 +80,8 @@ class Reconciliation:
     keys: dict[str, str] = field(default_factory=dict)
     unchanged: dict[str, ChannelRecord] = field(default_factory=dict)
     routing: dict[str, dict[str, Any]] = field(default_factory=dict)  # by enterprise number
+    # What the host-wide files were rendered from (see `compute`).
+    host_key: str = ""
     # The paths of each channel rendered in this run.
     channel_nodes: dict[str, list[Desired]] = field(default_factory=dict)
     # Unknown paths in each channel's chroot, and the listing stamp they were read at.
@@ -248,11 +251,30 @@ def _compute(
 
     routing = {en: unchanged[en].routing for en in unchanged}
     routing.update({c.enterprise_number: routing_entry(c) for c in to_render})
-    by_sender = _held_routing(settings, {r.enterprise_number for r in held})
+    held_routing = _held_routing(settings, {r.enterprise_number for r in held})
+    by_sender = dict(held_routing)
     by_sender.update({c.registration.sender: routing[c.enterprise_number] for c in accepted})
+    # The big host-wide files are rendered only when something they are made of changed, or
+    # when the live file is not what the last apply wrote.
+    host_key = digest_of(
+        [
+            context,
+            canonical_json(held_routing),
+            *sorted(f"{en}={key}" for en, key in keys.items()),
+            *sorted(f"{r.enterprise_number}|{r.technical_user}|{r.uid}" for r in held),
+        ]
+    )
+    observed: dict[Path, Observed] = {}
+    known_files: dict[str, tuple[str, int]] = {}
+    if record.host_key == host_key:
+        for role, path in host_file_paths(settings).items():
+            observed[path] = seen = observe_path(path)
+            memo = record.host_files.get(role)
+            if memo is not None and seen.kind == "file" and seen.sha256 == memo[0]:
+                known_files[role] = (memo[0], memo[1])
     tree = DesiredTree()
     registrations = [c.registration for c in accepted] + held
-    for node in render_host(settings, registrations, by_sender):
+    for node in render_host(settings, registrations, by_sender, known_files):
         tree.add(node)
     channel_nodes: dict[str, list[Desired]] = {}
     for channel in sorted(to_render, key=lambda c: c.user):
@@ -264,7 +286,7 @@ def _compute(
     for reg in gone:
         removal_paths[settings.keys_file(reg.technical_user)] = reg.enterprise_number
         removal_paths[settings.chroot(reg.technical_user)] = reg.enterprise_number
-    observed = observe(list(tree.nodes) + list(removal_paths))
+    observed.update(observe(p for p in (*tree.nodes, *removal_paths) if p not in observed))
     changes = tree_changes(tree, observed, owners=owners)
     changes.extend(_removal_changes(removal_paths, observed))
 
@@ -343,6 +365,7 @@ def _compute(
         keys=keys,
         unchanged=unchanged,
         routing=routing,
+        host_key=host_key,
         channel_nodes=channel_nodes,
         chroot_unknown=chroot_unknown,
     )

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +48,10 @@ class Desired:
     # The channel (enterprise number) a path belongs to; None for host-wide files.
     channel: str | None = None
     role: str = ""
+    # A file not rendered in this run because its inputs and the live file are as the last
+    # apply left them (see `render_host`): its content's hash and size stand for the content.
+    digest: str = ""
+    size: int = 0
 
 
 class Channel:
@@ -250,16 +254,39 @@ def render_tree(
     return tree
 
 
+# Host-wide files whose size grows with the number of channels: rendering them is worth
+# skipping when nothing they are made of changed (the sshd drop-in is always rendered: it is
+# small, and `sshd -t` checks it before every apply).
+MEMO_ROLES = ("passwd", "group", "shadow", "routing", "rsyslog")
+
+
+def host_file_paths(settings: HostSettings) -> dict[str, Path]:
+    """The path of each host-wide file that `render_host` may take from `known`, by role."""
+    eu = settings.extrausers_dir
+    paths = {
+        "passwd": eu / "passwd",
+        "group": eu / "group",
+        "shadow": eu / "shadow",
+        "routing": settings.routing_table,
+    }
+    if settings.syslog_sockets:
+        paths["rsyslog"] = settings.rsyslog_dropin
+    return paths
+
+
 def render_host(
     settings: HostSettings,
     registrations: Iterable[Registration],
     routing: dict[str, dict[str, Any]],
+    known: dict[str, tuple[str, int]] | None = None,
 ) -> list[Desired]:
     """The host-wide paths: sshd drop-in, accounts, routing table, rsyslog, managed dirs.
 
     `registrations`: every channel with an account (accepted and held); `routing`: their
-    entries by sender number.
+    entries by sender number. `known`: (hash, size) by role of files whose content is known
+    to be what rendering would give (the caller vouches for it); they are not rendered.
     """
+    known = known or {}
     env = template_environment(settings)
     version = openssh_version(settings)
     nodes: list[Desired] = []
@@ -282,6 +309,14 @@ def render_host(
             role="sshd-dropin",
         )
     )
+
+    def file(path: Path, mode: int, role: str, render: Callable[[], bytes]) -> Desired:
+        if role in known:
+            digest, size = known[role]
+            return Desired(
+                path, "file", root, root, mode, None, role=role, digest=digest, size=size
+            )
+        return Desired(path, "file", root, root, mode, render(), role=role)
 
     registrations = sorted(registrations, key=lambda r: r.technical_user)
     accounts = [
@@ -307,34 +342,34 @@ def render_host(
         ("group", 0o644, {"group": group}),
         ("shadow", 0o640, {"accounts": accounts}),
     ):
-        content = _render(env, f"accounts/{name}.j2", **context)
-        nodes.append(Desired(eu / name, "file", root, root, mode, content, role=name))
+        nodes.append(
+            file(eu / name, mode, name, partial(_render, env, f"accounts/{name}.j2", **context))
+        )
 
     nodes.append(
-        Desired(
+        file(
             settings.routing_table,
-            "file",
-            root,
-            root,
             0o644,
-            _render(
+            "routing",
+            lambda: _render(
                 env,
                 "routing.json.j2",
                 generated_by=GENERATED_BY,
                 senders=[routing[k] for k in sorted(routing)],
             ),
-            role="routing",
         )
     )
 
     if settings.syslog_sockets:
-        sockets = [str(settings.chroot(r.technical_user) / "dev" / "log") for r in registrations]
-        content = _render(
-            env, "rsyslog/sftp-provisioner.conf.j2", generated_by=GENERATED_BY, sockets=sockets
-        )
-        nodes.append(
-            Desired(settings.rsyslog_dropin, "file", root, root, 0o644, content, role="rsyslog")
-        )
+
+        def rsyslog() -> bytes:
+            base = str(settings.chroot_base)
+            sockets = [f"{base}/{r.technical_user}/dev/log" for r in registrations]
+            return _render(
+                env, "rsyslog/sftp-provisioner.conf.j2", generated_by=GENERATED_BY, sockets=sockets
+            )
+
+        nodes.append(file(settings.rsyslog_dropin, 0o644, "rsyslog", rsyslog))
 
     nodes.append(Desired(settings.keys_dir, "dir", root, root, 0o755, role="keys-dir"))
     nodes.append(Desired(settings.chroot_base, "dir", root, root, 0o755, role="chroot-base"))

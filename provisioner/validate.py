@@ -167,6 +167,10 @@ def _check_full_encoded(
     return result, payload_of(result, "full")
 
 
+def _check_full_plain(args: tuple[Path, str, Path]) -> tuple[FileResult, None]:
+    return check_file(*args), None
+
+
 def _check_summary_encoded(
     args: tuple[Path, str, Path],
 ) -> tuple[FileSummary, tuple[str, str] | None]:
@@ -266,24 +270,24 @@ def validate(settings: ValidateSettings, *, full: bool = False) -> ValidationRep
         diagnostics.extend(history_rules(root, files, summaries, settings))
 
     def load(indices: list[int]) -> list[FileResult]:
-        wanted = [files[i] for i in indices]
-        out = []
-        repaired = False
-        for i, hit in zip(indices, cache.results(wanted, FileResult), strict=True):
-            if hit is None:
-                # Missing or damaged in the cache: check the file again, and make sure it is
-                # still the version that was judged.
-                hit = check_file(files[i], shown[i][1], root)
-                if hit.digest != summaries[i].digest:
-                    raise DeclarationError(
-                        f"{shown[i][1]} changed while it was being read; run again"
-                    )
-                cache.put(files[i], shown[i][1], hit)
-                repaired = True
-            out.append(hit)
-        if repaired and settings.cache_write:
+        hits = cache.results([files[i] for i in indices], FileResult)
+        # Missing or damaged in the cache (or written by other code): checked again, in
+        # parallel when there are many, and each must still be the version that was judged.
+        again = [i for i, hit in zip(indices, hits, strict=True) if hit is None]
+        checked = _map_parallel(
+            _check_full_encoded if cache.enabled else _check_full_plain,
+            [(files[i], shown[i][1], root) for i in again],
+            settings.jobs,
+        )
+        fresh = {}
+        for i, (result, payload) in zip(again, checked, strict=True):
+            if result.digest != summaries[i].digest:
+                raise DeclarationError(f"{shown[i][1]} changed while it was being read; run again")
+            cache.put(files[i], shown[i][1], result, payload)
+            fresh[i] = result
+        if fresh and settings.cache_write:
             cache.save()
-        return out
+        return [hit if hit is not None else fresh[i] for i, hit in zip(indices, hits, strict=True)]
 
     return ValidationReport(
         root=root,

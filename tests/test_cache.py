@@ -15,6 +15,7 @@ import re
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -445,8 +446,31 @@ def test_a_corrupt_cache_file(repo: Path, tmp_path: Path, full: bool, damage: st
         for p in cache_dir.glob(f"{kind}-*.json")
         if ".results." not in p.name and ".full." not in p.name
     ]
-    # What holds the encoded values: the whole results (full kind) or the summary rows.
-    (results,) = cache_dir.glob(f"{kind}-*.full.json" if full else f"{kind}-*.results.json")
+    # What holds the encoded values: the whole results, one file each (full kind), or the
+    # summary rows.
+    if full:
+        (blobs,) = cache_dir.glob(f"{kind}-*.full")
+        results = sorted(blobs.iterdir())
+    else:
+        results = list(cache_dir.glob(f"{kind}-*.results.json"))
+    assert results
+
+    def transform(change: Callable[[str], str]) -> None:
+        before = [f.read_text() for f in results]
+        after = [change(text) for text in before]
+        assert after != before, "the damage must change something"
+        for f, text in zip(results, after, strict=True):
+            f.write_text(text)
+        data = json.loads(index.read_text())
+        data["memo"] = None
+        index.write_text(json.dumps(data))
+
+    def flip(text: str) -> str:
+        # Inside a key: its fingerprint (summaries) or its blob (full results).
+        marker = "SHA256:" if "SHA256:" in text else "AAAAC3NzaC1lZDI1NTE5AAAA"
+        at = text.index(marker) + 30
+        return text[:at] + ("B" if text[at] != "B" else "C") + text[at + 1 :]
+
     if damage == "garbage":
         index.write_bytes(b"\x00\xff not json")
     elif damage == "truncated":
@@ -462,42 +486,31 @@ def test_a_corrupt_cache_file(repo: Path, tmp_path: Path, full: bool, damage: st
             data["memo"]["verdicts"] = "[1]"
         index.write_text(json.dumps(data))
     elif damage == "foreign-class":
-        text = results.read_text()
         if full:
-            text = text.replace('{"$Location":', '{"$Popen":')
-            assert '{"$Popen":' in text
+            transform(
+                lambda t: t.replace('{"$Location":', '{"$Popen":').replace(
+                    '{"$FileResult":', '{"$os.system":'
+                )
+            )
         else:
             # Summaries are plain rows; tagged values appear only in their diagnostics.
-            text = re.sub(r'(\t\[[^\n]*?\},)""', r'\1"[{\\"$Popen\\":[1]}]"', text)
-            assert "$Popen" in text
-        results.write_text(text.replace('{"$FileSummary":', '{"$os.system":'))
-        data = json.loads(index.read_text())
-        data["memo"] = None
-        index.write_text(json.dumps(data))
-    elif damage in ("wrong-arity", "flipped-byte"):
-        text = results.read_text()
-        if damage == "wrong-arity":
-            before = text
-            text = text.replace('{"$Location":[', '{"$Location":[0,')
-            # Summary rows: one value too many at the end of each row.
-            text = re.sub(r"(true|false)\]$", r"\1,0]", text, flags=re.MULTILINE)
-            assert text != before
-        else:
-            # Inside a key: its fingerprint (summaries) or its blob (full results).
-            marker = "SHA256:" if "SHA256:" in text else "AAAAC3NzaC1lZDI1NTE5AAAA"
-            at = text.index(marker) + 30
-            text = text[:at] + ("B" if text[at] != "B" else "C") + text[at + 1 :]
-        results.write_text(text)
-        data = json.loads(index.read_text())
-        data["memo"] = None
-        index.write_text(json.dumps(data))
+            transform(lambda t: re.sub(r'(\t\[[^\n]*?\},)""', r'\1"[{\\"$Popen\\":[1]}]"', t))
+    elif damage == "wrong-arity":
+        transform(
+            lambda t: re.sub(
+                r"(true|false)\]$",  # summary rows: one value too many at the end of each
+                r"\1,0]",
+                t.replace('{"$Location":[', '{"$Location":[0,'),
+                flags=re.MULTILINE,
+            )
+        )
+    elif damage == "flipped-byte":
+        transform(flip)
     elif damage == "results-garbage":
-        results.write_text('nonsense\n"x"\tnot json either\n')
-        data = json.loads(index.read_text())
-        data["memo"] = None
-        index.write_text(json.dumps(data))
+        transform(lambda t: 'nonsense\n"x"\tnot json either\n')
     index.chmod(0o600)
-    results.chmod(0o600)
+    for f in results:
+        f.chmod(0o600)
     same_as_cold(repo, cache_dir, full=full)
     if full:
         # Whole results that could not be read back were checked again and cached anew.
@@ -551,8 +564,8 @@ def test_the_full_cache_is_private(repo: Path, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     run(repo, cache_dir, full=True)
     assert stat.S_IMODE(cache_dir.stat().st_mode) == 0o700
-    for f in cache_dir.iterdir():
-        assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    for f in cache_dir.rglob("*"):
+        assert stat.S_IMODE(f.stat().st_mode) == (0o700 if f.is_dir() else 0o600), f
 
 
 def test_a_cache_that_cannot_be_written_does_not_fail_the_run(repo: Path, tmp_path: Path) -> None:
@@ -634,3 +647,15 @@ def test_a_stamp_is_trusted_only_with_its_digest(tmp_path: Path) -> None:
     stale = stamp_of(f.stat())
     stale[3] -= 1
     assert RefStates().state(str(f), fake, stale) == real
+
+
+def test_whole_results_of_changed_files_replace_the_old_ones(repo: Path, tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    first = run(repo, cache_dir, full=True)
+    (blobs,) = cache_dir.glob("full-*.full")
+    assert len(list(blobs.iterdir())) == len(first.files)
+    path = repo / "qualities" / "0316969769.yaml"
+    path.write_text(path.read_text().replace("cachetest01", "cachetest02"))
+    run(repo, cache_dir, full=True)
+    assert len(list(blobs.iterdir())) == len(first.files)
+    assert run(repo, cache_dir, full=True).results == run(repo, None, full=True).results

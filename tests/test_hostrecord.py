@@ -268,3 +268,21 @@ def test_plan_leaves_the_record_alone_and_a_quiet_apply_too(host: Host) -> None:
     host.apply()
     after = path.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+@pytest.mark.parametrize("name", ["passwd", "shadow", "routing.json"])
+def test_host_wide_files_are_checked_by_content(host: Host, name: str) -> None:
+    s = host.settings()
+    path = s.routing_table if name == "routing.json" else s.extrausers_dir / name
+    assert host.compute().tree.nodes[path].content is None  # not rendered: known
+    path.write_bytes(path.read_bytes().replace(b"EXPDEMOONDERNEMING", b"EXPDEMOONDERNEMINX"))
+    rec = both(host)
+    assert [c.path for c in rec.plan.changes] == [str(path)]
+    assert "EXPDEMOONDERNEMINX" in rec.plan.changes[0].diff
+
+
+def test_a_renamed_quality_renders_the_routing_table(host: Host) -> None:
+    host.edit(ACME, "name: ONDERNEMING", "name: ONDERNEMING NV")
+    rec = both(host)
+    assert {c.role for c in rec.plan.changes} == {"routing"}
+    assert "ONDERNEMING NV" in next(c.diff for c in rec.plan.changes if c.role == "routing")

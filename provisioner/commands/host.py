@@ -12,6 +12,7 @@ import click
 
 from provisioner.cli import EXIT_CHANGES, EXIT_INVALID, EXIT_OK, cli
 from provisioner.errors import PlanError
+from provisioner.gcpause import one_shot
 from provisioner.settings import HostSettings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -106,6 +107,7 @@ def plan_command(
     from provisioner import planformat
     from provisioner.reconcile import compute
 
+    one_shot()
     paths = paths or (Path(),)
     settings = settings_from(settings_file, root, state_url)
     store = _open_store(settings)
@@ -167,6 +169,7 @@ def apply_command(
     from provisioner.apply import apply
     from provisioner.plan import Plan
 
+    one_shot()
     paths = paths or (Path(),)
     settings = settings_from(settings_file, root, state_url)
     saved = None

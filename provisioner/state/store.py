@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from . import schema as t
@@ -440,8 +439,13 @@ class StateStore:
         notes = t.notifications
         insert: sa.Insert
         if self.dialect == "postgresql":
+            # Imported here: the PostgreSQL dialect (and asyncio with it) costs 40 ms at start.
+            from sqlalchemy.dialects import postgresql
+
             insert = postgresql.insert(notes).on_conflict_do_nothing(index_elements=["key"])
         else:
+            from sqlalchemy.dialects import sqlite
+
             insert = sqlite.insert(notes).on_conflict_do_nothing(index_elements=["key"])
         with transaction(self._engine, write=True) as conn:
             inserted = conn.execute(insert.values(key=key, sent_at=now).returning(notes.c.key))
