@@ -595,6 +595,7 @@ def _remember(rec: Reconciliation) -> None:
             fresh = ChannelRecord(
                 key=rec.keys[en],
                 routing=rec.routing[en],
+                routing_digest=rec.routing_digests[en],
                 files=files,
                 dirs=dirs,
                 fingerprint=channel_fingerprint(prints),
@@ -608,15 +609,11 @@ def _remember(rec: Reconciliation) -> None:
             else:
                 changed = True
             new.channels[en] = fresh
-    new.host_key = rec.host_key
     for node in rec.tree:
         if node.role in MEMO_ROLES and node.kind == "file":
-            digest = PathState.of_desired(node)
-            new.host_files[node.role] = [digest.sha256, digest.size]
-    changed = changed or (new.host_key, new.host_files) != (
-        rec.record.host_key,
-        rec.record.host_files,
-    )
+            state = PathState.of_desired(node)
+            new.host_files[node.role] = [rec.host_keys[node.role], state.sha256, state.size]
+    changed = changed or new.host_files != rec.record.host_files
     if changed or restamped >= max(RESTAMP_MIN, len(new.channels) // 100):
         new.save(rec.settings)
 
@@ -625,8 +622,8 @@ def _same_but_stamps(a: ChannelRecord, b: ChannelRecord) -> bool:
     """The same record but for stamps of files that were too recent to stamp before (a file
     rewritten since has another inode or ctime: a real change, recorded at once)."""
     return (
-        (a.key, a.routing, a.dirs, a.fingerprint, a.chroot, a.unknown)
-        == (b.key, b.routing, b.dirs, b.fingerprint, b.chroot, b.unknown)
+        (a.key, a.routing_digest, a.dirs, a.fingerprint, a.chroot, a.unknown)
+        == (b.key, b.routing_digest, b.dirs, b.fingerprint, b.chroot, b.unknown)
         and len(a.files) == len(b.files)
         and all(
             x[:5] == y[:5] and x[8] == y[8] and (x[6] is None or x[5:8] == y[5:8])

@@ -47,7 +47,7 @@ from provisioner.plan import digest_of
 from provisioner.resources import shipped
 from provisioner.settings import HostSettings
 
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
 RECORD_NAME = "host-record.json"
 
 # A file as recorded: [path, uid, gid, mode, size, inode, mtime_ns, ctime_ns, sha256]; a racy
@@ -118,6 +118,12 @@ def channel_key(
 def fingerprint(path: str, kind: str, uid: int, gid: int, mode: int, sha256: str) -> str:
     """The same text as `Observed.fingerprint`: plan fingerprints do not depend on the record."""
     return f"{path}|{kind}|{uid}|{gid}|{mode:o}|{sha256}"
+
+
+def routing_digest(entry: dict[str, Any]) -> str:
+    return hashlib.sha256(
+        json.dumps(entry, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    ).hexdigest()
 
 
 def channel_fingerprint(fingerprints: Iterable[str]) -> str:
@@ -227,6 +233,7 @@ def listing_holds(path: str, recorded: list[int] | None) -> bool:
 class ChannelRecord:
     key: str
     routing: dict[str, Any]
+    routing_digest: str
     files: list[FileEntry]
     dirs: list[DirEntry]
     fingerprint: str
@@ -242,6 +249,7 @@ class ChannelRecord:
         return [
             self.key,
             self.routing,
+            self.routing_digest,
             self.files,
             self.dirs,
             self.fingerprint,
@@ -258,10 +266,11 @@ class ChannelRecord:
     @classmethod
     def from_json(cls, data: Any, raw: str | None = None) -> ChannelRecord:
         # Checked lazily: a malformed entry makes `holds` false (see there), not the run fail.
-        key, routing, files, dirs, fp, chroot, unknown, listing = data
+        key, routing, routing_digest, files, dirs, fp, chroot, unknown, listing = data
         if not (
             isinstance(key, str)
             and isinstance(routing, dict)
+            and isinstance(routing_digest, str)
             and isinstance(files, list)
             and isinstance(dirs, list)
             and isinstance(fp, str)
@@ -269,7 +278,7 @@ class ChannelRecord:
             and isinstance(unknown, list)
         ):
             raise ValueError("not a channel record")
-        return cls(key, routing, files, dirs, fp, chroot, unknown, listing, raw)
+        return cls(key, routing, routing_digest, files, dirs, fp, chroot, unknown, listing, raw)
 
     def dir_path(self, name: str) -> str:
         if not name:
@@ -298,9 +307,8 @@ class ChannelRecord:
 class HostRecord:
     context: str
     channels: dict[str, ChannelRecord] = field(default_factory=dict)
-    # The big host-wide files (passwd, routing table...): the key of what they were rendered
-    # from, and the hash and size of each by role.
-    host_key: str = ""
+    # The big host-wide files (passwd, routing table...) by role: the key of what each was
+    # rendered from, and its hash and size.
     host_files: dict[str, list[Any]] = field(default_factory=dict)
 
     @staticmethod
@@ -326,16 +334,12 @@ class HostRecord:
             header = json.loads(lines[0])
             if header.get("format") != RECORD_FORMAT or header.get("context") != context:
                 return record
-            host_key, host_files = header["host"]
-            if (
-                isinstance(host_key, str)
-                and isinstance(host_files, dict)
-                and all(
-                    isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
-                    for v in host_files.values()
-                )
+            host_files = header["host"]
+            if isinstance(host_files, dict) and all(
+                isinstance(v, list) and len(v) == 3 and all(isinstance(x, str) for x in v[:2])
+                for v in host_files.values()
             ):
-                record.host_key, record.host_files = host_key, host_files
+                record.host_files = host_files
             names, texts = [], []
             for line in lines[1:]:
                 if line:
@@ -359,7 +363,7 @@ class HostRecord:
             header = {
                 "format": RECORD_FORMAT,
                 "context": self.context,
-                "host": [self.host_key, self.host_files],
+                "host": self.host_files,
             }
             lines = [json.dumps(header)]
             lines += [f"{en}\t{c.text()}" for en, c in sorted(self.channels.items())]

@@ -26,6 +26,7 @@ from provisioner.hostrecord import (
     context_key,
     listing_holds,
     listing_stamp,
+    routing_digest,
 )
 from provisioner.observe import Observed, list_dir, observe, observe_path, tree_size
 from provisioner.plan import (
@@ -41,6 +42,7 @@ from provisioner.plan import (
     tree_changes,
 )
 from provisioner.render import (
+    MEMO_ROLES,
     Channel,
     Desired,
     DesiredTree,
@@ -80,8 +82,9 @@ class Reconciliation:
     keys: dict[str, str] = field(default_factory=dict)
     unchanged: dict[str, ChannelRecord] = field(default_factory=dict)
     routing: dict[str, dict[str, Any]] = field(default_factory=dict)  # by enterprise number
-    # What the host-wide files were rendered from (see `compute`).
-    host_key: str = ""
+    # What each big host-wide file is made of, and each channel's routing entry (as digests).
+    host_keys: dict[str, str] = field(default_factory=dict)
+    routing_digests: dict[str, str] = field(default_factory=dict)
     # The paths of each channel rendered in this run.
     channel_nodes: dict[str, list[Desired]] = field(default_factory=dict)
     # Unknown paths in each channel's chroot, and the listing stamp they were read at.
@@ -256,22 +259,36 @@ def _compute(
     by_sender.update({c.registration.sender: routing[c.enterprise_number] for c in accepted})
     # The big host-wide files are rendered only when something they are made of changed, or
     # when the live file is not what the last apply wrote.
-    host_key = digest_of(
+    digests = {en: unchanged[en].routing_digest for en in unchanged}
+    digests.update(
+        {c.enterprise_number: routing_digest(routing[c.enterprise_number]) for c in to_render}
+    )
+    accounts_key = digest_of(
+        [
+            context,
+            *sorted(
+                f"{r.enterprise_number}|{r.technical_user}|{r.uid}"
+                for r in [*(c.registration for c in accepted), *held]
+            ),
+        ]
+    )
+    routing_key = digest_of(
         [
             context,
             canonical_json(held_routing),
-            *sorted(f"{en}={key}" for en, key in keys.items()),
-            *sorted(f"{r.enterprise_number}|{r.technical_user}|{r.uid}" for r in held),
+            *sorted(f"{c.registration.sender}={digests[c.enterprise_number]}" for c in accepted),
         ]
     )
+    host_keys = dict.fromkeys(MEMO_ROLES, accounts_key) | {"routing": routing_key}
     observed: dict[Path, Observed] = {}
     known_files: dict[str, tuple[str, int]] = {}
-    if record.host_key == host_key:
-        for role, path in host_file_paths(settings).items():
-            observed[path] = seen = observe_path(path)
-            memo = record.host_files.get(role)
-            if memo is not None and seen.kind == "file" and seen.sha256 == memo[0]:
-                known_files[role] = (memo[0], memo[1])
+    for role, path in host_file_paths(settings).items():
+        memo = record.host_files.get(role)
+        if memo is None or memo[0] != host_keys[role]:
+            continue
+        observed[path] = seen = observe_path(path)
+        if seen.kind == "file" and seen.sha256 == memo[1]:
+            known_files[role] = (memo[1], memo[2])
     tree = DesiredTree()
     registrations = [c.registration for c in accepted] + held
     for node in render_host(settings, registrations, by_sender, known_files):
@@ -365,7 +382,8 @@ def _compute(
         keys=keys,
         unchanged=unchanged,
         routing=routing,
-        host_key=host_key,
+        host_keys=host_keys,
+        routing_digests=digests,
         channel_nodes=channel_nodes,
         chroot_unknown=chroot_unknown,
     )

@@ -187,6 +187,10 @@ def test_a_changed_declaration_renders_that_channel_only(host: Host) -> None:
     rec = host.compute()
     assert set(rec.channel_nodes) == {ACME}
     assert ACME not in rec.unchanged
+    # A new key changes neither the accounts nor the routing table: neither is rendered.
+    s = host.settings()
+    for path in (s.extrausers_dir / "passwd", s.routing_table):
+        assert rec.tree.nodes[path].content is None
     same_plan(rec, host.compute(use_cache=False))
 
 
@@ -217,8 +221,8 @@ def test_a_damaged_record_only_makes_the_plan_slower(host: Host, damage: str) ->
         for line in lines:
             en, _, value = line.partition("\t")
             data = json.loads(value)
-            data[2] = [[1, 2]]  # files
-            data[3] = [["IN"]]  # dirs
+            data[3] = [[1, 2]]  # files
+            data[4] = [["IN"]]  # dirs
             damaged.append(f"{en}\t{json.dumps(data)}")
         text = header + "\n" + "\n".join(damaged)
     path.write_text(text)
