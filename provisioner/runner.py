@@ -215,7 +215,7 @@ def _notify(
         outcome = notify_run(
             settings,
             store,
-            results=rec.report.results,
+            report=rec.report,
             refusals=rec.refusals,
             before=before,
             after=after,

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import EN_ONDERNEMING, EN_SECSOC, NOW, USER_ONDERNEMING, USER_SECSOC, Host
+from conftest import (
+    EN_ONDERNEMING,
+    EN_SECSOC,
+    EN_THIRD,
+    NOW,
+    USER_ONDERNEMING,
+    USER_SECSOC,
+    Host,
+)
 from fixtures_crypto import make_certificate, pem
 from ops_support import body, outbox, read_message, run
 
-from provisioner.notify import Contact, Event, compose
+import provisioner.notify
+from provisioner.declarations import FileResult
+from provisioner.notify import Contact, Event, compose, contact_book
 from provisioner.notify.events import EVENT_KINDS
 from provisioner.settings import load_settings
+from provisioner.validate import ValidationReport
 
 SUBJECTS = {
     ("channel-active", "nl"): "Uw SFTP-kanaal is actief",
@@ -282,3 +296,144 @@ def test_a_broken_site_template_loses_no_event(host: Host) -> None:
         "fr",
         "nl",
     ]
+
+
+# --- whole results: read back only where a summary does not say enough ----------------------
+
+ONDERNEMING_FILE = f"examples/qualities/{EN_ONDERNEMING}.yaml"
+SECSOC_FILE = f"examples/qualities/{EN_SECSOC}.yaml"
+
+
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The files whose whole result notifying asks for, one entry per file and request.
+
+    Counted at `ValidationReport.results_of` (`results` goes through it too), and only while
+    `notify_run` runs: what the reconciler reads for the channels it renders is its business.
+    """
+    files: list[str] = []
+    inside = False
+    results_of = ValidationReport.results_of
+    notify_run = provisioner.notify.notify_run
+
+    def counting(self: ValidationReport, indices: Sequence[int]) -> list[FileResult]:
+        indices = list(indices)
+        if inside:
+            files.extend(self.summaries[i].display for i in indices)
+        return results_of(self, indices)
+
+    def notifying(*args: Any, **kwargs: Any) -> Any:
+        nonlocal inside
+        inside = True
+        try:
+            return notify_run(*args, **kwargs)
+        finally:
+            inside = False
+
+    monkeypatch.setattr(ValidationReport, "results_of", counting)
+    # The runner imports notify_run when it notifies, from the package.
+    monkeypatch.setattr(provisioner.notify, "notify_run", notifying)
+    yield files
+
+
+def test_unchanged_declarations_are_not_read_back_to_notify(host: Host, asked: list[str]) -> None:
+    settings = host.settings()
+    run(settings, [host.decls], host.base, now=NOW)
+    # The first time, the contact book knows no declaration: every contact is read.
+    assert sorted(asked) == [SECSOC_FILE, ONDERNEMING_FILE]
+    asked.clear()
+    report = run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=30))
+    assert report.outcome == "ok" and report.notifications["events"] == 0
+    assert asked == []
+
+    # A key about to expire: its file is read for the key's algorithm and comment, at every
+    # run while it is in the notice window; the other file never.
+    expires = (NOW + timedelta(days=5)).date()
+    line = next(
+        line for line in host.quality(EN_ONDERNEMING).read_text().splitlines() if "backup@" in line
+    )
+    key = line.strip().removeprefix("- ")
+    host.edit(EN_ONDERNEMING, line, f'        - key: "{key}"\n          expires: {expires}')
+    run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=60))
+    assert set(asked) == {ONDERNEMING_FILE}
+    assert len(by_kind(host)["key-expiring"]) == 1
+    asked.clear()
+    run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=90))
+    assert asked == [ONDERNEMING_FILE]
+    asked.clear()
+    run(settings, [host.decls], host.base, now=NOW + timedelta(days=10))
+    assert asked == []  # expired now: out of the window, nothing to say about it
+
+
+def test_a_changed_contact_address_is_picked_up(host: Host, asked: list[str]) -> None:
+    settings = host.settings()
+    run(settings, [host.decls], host.base, now=NOW)
+    asked.clear()
+    host.edit(EN_ONDERNEMING, "- batch@onderneming.example", "- payroll@onderneming.example")
+    run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=30))
+    assert asked == [ONDERNEMING_FILE]  # only the changed file
+    contact = contact_book(settings).get(EN_ONDERNEMING)
+    assert contact is not None and contact.emails == ("payroll@onderneming.example",)
+
+    # The quality removes its file: its removal goes to the address it declared last.
+    (host.quality(EN_ONDERNEMING)).rename(host.base / "away.yaml")
+    run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=60))
+    (removed,) = (read_message(p) for p in by_kind(host)["channel-removed"])
+    assert removed["To"] == "payroll@onderneming.example"
+
+
+@pytest.mark.parametrize("written_by", ["the format without digests", "other checking code"])
+def test_an_older_contact_book_is_read_and_upgraded(
+    host: Host, asked: list[str], written_by: str
+) -> None:
+    settings = host.settings()
+    run(settings, [host.decls], host.base, now=NOW)
+    path = settings.work_dir / "contacts.json"
+    book = json.loads(path.read_text("utf-8"))
+    assert set(book["digests"]) == {EN_SECSOC, EN_ONDERNEMING}
+    # What an older run left: a stale address, and the contact of a quality removed since.
+    book["contacts"][EN_ONDERNEMING]["emails"] = ["old@onderneming.example"]
+    book["contacts"][EN_THIRD] = book["contacts"][EN_SECSOC] | {
+        "enterprise_number": EN_THIRD,
+        "quality_name": "THIRD QUALITY",
+        "emails": ["third@third.example"],
+    }
+    if written_by == "the format without digests":
+        book = {"contacts": book["contacts"], "owed": book["owed"]}
+    else:  # same digests, but the same file may read into another contact with other code
+        book["code"] = "0:other"
+    path.write_text(json.dumps(book), "utf-8")
+    asked.clear()
+
+    run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=30))
+    # Every file counts as changed...
+    assert sorted(asked) == [SECSOC_FILE, ONDERNEMING_FILE]
+    upgraded = contact_book(settings)
+    onderneming = upgraded.get(EN_ONDERNEMING)
+    assert onderneming is not None
+    assert onderneming.emails == ("batch@onderneming.example",)
+    # ...the removed quality's contact is kept, and the book is in the new format.
+    third = upgraded.get(EN_THIRD)
+    assert third is not None and third.emails == ("third@third.example",)
+    assert set(json.loads(path.read_text("utf-8"))["digests"]) == {EN_SECSOC, EN_ONDERNEMING}
+    asked.clear()
+    run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=60))
+    assert asked == []
+
+
+def test_a_broken_later_file_of_a_quality_does_not_hide_its_contact(host: Host) -> None:
+    # A second file claims the same number but is too broken to have a contact (an unknown
+    # field): the contact is still the one the valid file declares, at every run.
+    settings = host.settings()
+    run(settings, [host.decls], host.base, now=NOW)
+    text = host.quality(EN_ONDERNEMING).read_text("utf-8")
+    broken = text.replace("batch@onderneming.example", "other@onderneming.example")
+    (host.decls / "qualities" / "zz-copy.yaml").write_text(
+        broken.replace("language: nl", "langue: nl"), "utf-8"
+    )
+    host.edit(EN_ONDERNEMING, "language: nl", "language: de")
+    for minutes in (30, 60):
+        run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=minutes))
+        contact = contact_book(settings).get(EN_ONDERNEMING)
+        assert contact is not None
+        assert (contact.language, contact.emails) == ("de", ("batch@onderneming.example",))

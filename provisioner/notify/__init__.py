@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from provisioner import logs
-from provisioner.declarations import FileResult
 from provisioner.errors import ProvisionerError
 from provisioner.notify.delivery import Delivery, Outbox, flush
 from provisioner.notify.events import (
@@ -28,6 +28,9 @@ from provisioner.notify.events import (
 from provisioner.notify.message import compose
 from provisioner.settings import HostSettings
 from provisioner.state import StateSnapshot, StateStore
+
+if TYPE_CHECKING:
+    from provisioner.validate import ValidationReport
 
 __all__ = [
     "EVENT_KINDS",
@@ -115,28 +118,34 @@ def notify_run(
     settings: HostSettings,
     store: StateStore,
     *,
-    results: Sequence[FileResult],
+    report: ValidationReport,
     refusals: Mapping[str, Sequence[str]],
     before: StateSnapshot,
     after: StateSnapshot,
     now: datetime,
     environ: Mapping[str, str],
 ) -> NotifyReport:
-    report = NotifyReport()
+    """Notify the events of a run whose declarations `report` (a full validation) holds.
+
+    The report, not its whole results: reading every whole result back from the cache would
+    cost seconds every half hour, and only the files with an expiring key or a changed
+    contact need theirs (see `events`).
+    """
+    done = NotifyReport()
     book = contact_book(settings)
-    book.update(results)
+    book.update(report)
     outbox = Outbox(settings.outbox_dir)
-    events = collect(results, refusals, before, after, now)
+    events = collect(report, refusals, before, after, now)
     fresh = {e.key for e in events}
     events += [e for e in revive(book.owed, after) if e.key not in fresh]
-    report.events = len(events)
-    delivered = {e.key: _deliver_one(settings, store, outbox, book, e, now, report) for e in events}
+    done.events = len(events)
+    delivered = {e.key: _deliver_one(settings, store, outbox, book, e, now, done) for e in events}
     book.owed = [e.key for e in events if e.kind in STATE_KINDS and not delivered[e.key]]
     book.save()
     if settings.notify_transport == "smtp":
         delivery: Delivery = flush(settings, outbox, environ)
-        report.sent = delivery.sent
-        report.failed = delivery.failed
-        report.waiting = delivery.queued
-        report.errors.extend(delivery.errors)
-    return report
+        done.sent = delivery.sent
+        done.failed = delivery.failed
+        done.waiting = delivery.queued
+        done.errors.extend(delivery.errors)
+    return done

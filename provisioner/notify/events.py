@@ -6,6 +6,12 @@ has expired, a key expires within 14 days, a quality was refused on the host. Ea
 key that names exactly one occurrence (the channel and the moment it became active, the
 certificate's fingerprint, the key and its expiry date, the reasons of a refusal…); the state
 remembers the keys that were sent, so an event is notified once, not every half hour.
+
+The declarations are read from a `ValidationReport`: its summaries are cheap, while whole
+results (model, resolved keys) are read back from the cache, 2-4 s for 10,000 files, which
+the scheduled job would pay every half hour. Whole results are therefore loaded only where
+a summary does not say enough: the files with a key about to expire (the message names the
+key's algorithm and comment), and the files whose contact may have changed (`ContactBook`).
 """
 
 from __future__ import annotations
@@ -17,11 +23,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from provisioner.cache import code_digest
 from provisioner.declarations import FileResult
 from provisioner.fsutil import write_atomic
 from provisioner.state.model import Registration, StateSnapshot
+
+if TYPE_CHECKING:
+    from provisioner.rules import FileSummary
+    from provisioner.validate import ValidationReport
 
 EventKind = Literal[
     "channel-active",
@@ -151,18 +162,36 @@ def revive(owed: Sequence[str], after: StateSnapshot) -> list[Event]:
 STATE_KINDS = frozenset({"channel-active", "channel-removed"})
 
 
+def _key_expiring(expires: datetime | None, now: datetime) -> bool:
+    return expires is not None and now < expires <= now + KEY_NOTICE
+
+
 def declaration_events(
-    results: Sequence[FileResult], after: StateSnapshot, now: datetime
+    report: ValidationReport, after: StateSnapshot, now: datetime
 ) -> list[Event]:
-    """Certificates and keys close to (or past) their expiry, per declared quality."""
+    """Certificates and keys close to (or past) their expiry, per declared quality.
+
+    Certificates come from the summaries, which hold all the message needs. A key's summary
+    has its fingerprint and date but not its algorithm and comment, so the whole result is
+    loaded for the files with a key in the notice window only: a handful, not every file.
+    """
+    summaries = report.summaries
+    expiring = [
+        i
+        for i, s in enumerate(summaries)
+        if s.facts.enterprise_number is not None
+        and any(_key_expiring(k.expires, now) for k in s.keys)
+    ]
+    # One call for all of them: the loader checks missing cache entries again in parallel.
+    whole = dict(zip(expiring, report.results_of(expiring), strict=True))
     events: list[Event] = []
-    for result in results:
-        en = result.facts.enterprise_number
+    for i, summary in enumerate(summaries):
+        en = summary.facts.enterprise_number
         if en is None:
             continue
         reg = after.registrations.get(en)
         base = _channel_facts(reg) if reg is not None else {}
-        cert = result.certificate
+        cert = summary.certificate
         if cert is not None:
             facts = base | {
                 "certificate_owner": cert.owner,
@@ -172,7 +201,7 @@ def declaration_events(
                 "certificate_fingerprint": cert.sha256_fingerprint,
                 "expires_on": cert.not_after,
                 "days_left": (cert.not_after.date() - now.date()).days,
-                "source": result.display,
+                "source": summary.display,
             }
             if now > cert.not_after:
                 events.append(
@@ -192,8 +221,9 @@ def declaration_events(
                         facts,
                     )
                 )
-        for key in result.keys:
-            if key.expires is None or not now < key.expires <= now + KEY_NOTICE:
+        result = whole.get(i)
+        for key in result.keys if result is not None else ():
+            if key.expires is None or not _key_expiring(key.expires, now):
                 continue
             fingerprint = key.key.fingerprint
             events.append(
@@ -208,7 +238,7 @@ def declaration_events(
                         "key_comment": key.key.comment,
                         "expires_on": key.expires,
                         "days_left": (key.expires.date() - now.date()).days,
-                        "source": result.display,
+                        "source": summary.display,
                     },
                 )
             )
@@ -217,11 +247,11 @@ def declaration_events(
 
 def refusal_events(
     refusals: Mapping[str, Sequence[str]],
-    results: Sequence[FileResult],
+    summaries: Sequence[FileSummary],
     after: StateSnapshot,
 ) -> list[Event]:
     """A quality refused on the host, once per distinct set of reasons for one file content."""
-    digests = {r.facts.enterprise_number: (r.digest, r.display) for r in results}
+    digests = {s.facts.enterprise_number: (s.digest, s.display) for s in summaries}
     events: list[Event] = []
     for en, reasons in sorted(refusals.items()):
         digest, source = digests.get(en, ("", None))
@@ -239,7 +269,7 @@ def refusal_events(
 
 
 def collect(
-    results: Sequence[FileResult],
+    report: ValidationReport,
     refusals: Mapping[str, Sequence[str]],
     before: StateSnapshot,
     after: StateSnapshot,
@@ -247,12 +277,21 @@ def collect(
 ) -> list[Event]:
     return (
         state_events(before, after)
-        + declaration_events(results, after, now)
-        + refusal_events(refusals, results, after)
+        + declaration_events(report, after, now)
+        + refusal_events(refusals, report.summaries, after)
     )
 
 
 # --- contacts ------------------------------------------------------------------------------
+
+# How `Contact.of` reads a declaration: raise it when that changes, so that the contacts of
+# unchanged files are read again rather than trusted from the book.
+CONTACT_FORMAT = 1
+
+
+def _contact_code() -> str:
+    """The code a remembered contact was read with: `Contact.of` and the checking code."""
+    return f"{CONTACT_FORMAT}:{code_digest()}"
 
 
 class ContactBook:
@@ -261,11 +300,20 @@ class ContactBook:
     The last declared contact of every quality: a removed quality's file is gone from the
     checkout, its contact is read from here. And the keys of status events that could not be
     sent yet (`owed`, see `revive`).
+
+    With each contact, the digest of the declaration it was taken from. A contact is a function
+    of the file's content alone (for the same checking code), so a file whose digest is the
+    remembered one gives the remembered contact: only the files whose digest differs are read
+    back whole (every file the first time, or after the checking code changed). The digests are
+    kept beside the contacts rather than inside them, so that older code reading a newer book
+    still finds every contact (it builds a `Contact` from each entry's fields).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.contacts: dict[str, Contact] = {}
+        # Enterprise number -> digest of the declaration its contact was taken from.
+        self.digests: dict[str, str] = {}
         self.owed: list[str] = []
         try:
             raw = json.loads(path.read_text("utf-8"))
@@ -277,21 +325,65 @@ class ContactBook:
         for en, data in contacts.items() if isinstance(contacts, dict) else ():
             with contextlib.suppress(TypeError, ValueError, KeyError):
                 self.contacts[en] = Contact(**{**data, "emails": tuple(data["emails"])})
+        digests = raw.get("digests", {})
+        # A book without digests (the format before them), or written by other checking code
+        # (which may read the same file into another contact): every file counts as changed.
+        if isinstance(digests, dict) and raw.get("code") == _contact_code():
+            self.digests = {
+                en: d for en, d in digests.items() if isinstance(d, str) and en in self.contacts
+            }
         owed = raw.get("owed", [])
         self.owed = [k for k in owed if isinstance(k, str)] if isinstance(owed, list) else []
 
     def get(self, enterprise_number: str) -> Contact | None:
         return self.contacts.get(enterprise_number)
 
-    def update(self, results: Sequence[FileResult]) -> None:
-        for result in results:
-            contact = Contact.of(result)
-            if contact is not None:
-                self.contacts[contact.enterprise_number] = contact
+    def update(self, report: ValidationReport) -> None:
+        """Take each declared quality's contact, as the last of its files that has one says.
+
+        Several files may declare one enterprise number (the cross-file rules refuse that, but
+        a file that is refused still names its contact), and one may be too broken to have a
+        contact at all. Every quality's files are walked from the last: a file with the
+        remembered digest is the one the remembered contact came from, so the walk stops there
+        without reading anything; any other file is read whole, and the walk stops at the first
+        with a contact. A quality none of whose files has one keeps the contact it had. (A
+        broken file after the one with the contact is read at every run: it is refused, and
+        rare.)
+        """
+        files: dict[str, list[int]] = {}
+        for i, summary in enumerate(report.summaries):
+            en = summary.facts.enterprise_number
+            if en is not None:
+                files.setdefault(en, []).append(i)
+        remembered = dict(self.digests)
+        # Rounds of one file per quality, so that the files to read are read in one call.
+        while files:
+            round_ = {en: indices.pop() for en, indices in files.items()}
+            unknown = [
+                i for en, i in round_.items() if report.summaries[i].digest != remembered.get(en)
+            ]
+            whole = dict(zip(unknown, report.results_of(unknown), strict=True))
+            for en, i in round_.items():
+                result = whole.get(i)
+                if result is not None:
+                    contact = Contact.of(result)
+                    if contact is None:
+                        # Too broken to name a contact: an earlier file may; if none does,
+                        # the contact the book had stays.
+                        if not files[en]:
+                            del files[en]
+                        continue
+                    # Keyed as the summaries are: a declaration's facts carry its number.
+                    self.contacts[en] = contact
+                    self.digests[en] = result.digest
+                # else: the file the remembered contact was taken from, unchanged.
+                del files[en]
 
     def save(self) -> None:
         data = {
+            "code": _contact_code(),
             "contacts": {en: asdict(c) for en, c in sorted(self.contacts.items())},
+            "digests": dict(sorted(self.digests.items())),
             "owed": sorted(set(self.owed)),
         }
         text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
