@@ -28,7 +28,15 @@ import _measure as m
 from generate import generate
 
 HERE = Path(__file__).resolve().parent
-TARGETS = {"first apply": 60.0, "plan, nothing changed": 3.0, "one channel: plan + apply": 3.0}
+# "One changed channel planned and applied": `apply` computes its own plan and applies it, and
+# that is the row held to the target; reviewing with `plan` first and then applying is shown
+# too (the sum), against the same 3 s, as the stricter reading.
+TARGETS = {
+    "first apply": 60.0,
+    "plan, nothing changed": 3.0,
+    "one channel: apply (plans, then applies)": 3.0,
+    "one channel: plan, then apply (sum)": 3.0,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +96,11 @@ def bench(n: int, runs: int, tmp: Path) -> list[Row]:
         if "No changes." not in r.stdout:
             raise SystemExit(f"the plan after the first apply is not empty:\n{r.stdout[-3000:]}")
     rows.append(Row("plan, nothing changed", nothing, TARGETS["plan, nothing changed"]))
+    # The same plan trusting no cache: every declaration checked, every path rendered and read.
+    full = m.series("plan --no-cache, nothing changed", 1, lambda i: [*cmd("plan"), "--no-cache"])
+    if "No changes." not in full.runs[0].stdout:
+        raise SystemExit(f"plan --no-cache disagrees:\n{full.runs[0].stdout[-3000:]}")
+    rows.append(Row("plan --no-cache, nothing changed (1 run)", full))
 
     plans, applies = m.Series("one channel: plan"), m.Series("one channel: apply")
     both = m.Series("one channel: plan + apply")
@@ -111,8 +124,10 @@ def bench(n: int, runs: int, tmp: Path) -> list[Row]:
         )
         del i
     rows.append(Row("one channel: plan", plans))
-    rows.append(Row("one channel: apply", applies))
-    rows.append(Row("one channel: plan + apply", both, TARGETS["one channel: plan + apply"]))
+    label = "one channel: apply (plans, then applies)"
+    rows.append(Row(label, applies, TARGETS[label]))
+    label = "one channel: plan, then apply (sum)"
+    rows.append(Row(label, both, TARGETS[label]))
 
     idem = m.series("apply, nothing changed", runs, lambda i: cmd("apply"))
     for r in idem.runs:
