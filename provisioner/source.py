@@ -15,11 +15,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
+import ruamel.yaml.main
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
+from ruamel.yaml.tag import Tag
 
 from provisioner.diagnostics import Diagnostic, Location, error
 
@@ -114,6 +116,12 @@ class _Resolver(VersionedResolver):
     # once per document. `resolve` extends the list it finds under None in place, so a table
     # with such an entry is not shared (the stock 1.1 and 1.2 tables have none).
     _tables: ClassVar[dict[Any, Any]] = {}
+    # Per shared table: first character -> ((tag, match), ...), with shared tag objects and the
+    # expressions' own match methods (ruamel keeps each expression behind a lazy wrapper whose
+    # every attribute lookup runs Python code).
+    _matchers: ClassVar[dict[int, dict[str, tuple[tuple[Tag, Any], ...]]]] = {}
+    # This document's matchers, found on its first plain scalar; False: use the stock method.
+    _doc_matchers: Any = None
 
     @property
     def processing_version(self) -> Any:
@@ -131,6 +139,72 @@ class _Resolver(VersionedResolver):
                 self._tables[version] = table
         return table
 
+    def _find_matchers(self) -> Any:
+        table = self.versioned_resolver
+        if None in table:
+            return False  # not a shared table (see _tables)
+        matchers = self._matchers.get(id(table))
+        if matchers is None:
+            matchers = self._matchers[id(table)] = {
+                first: tuple((_resolved_tag(tag), regexp.match) for tag, regexp in entries)
+                for first, entries in table.items()
+            }
+        return matchers
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        """`VersionedResolver.resolve`, answering with shared tag objects.
+
+        The composer calls this once per node, and the stock method builds a new `Tag` for
+        every plain scalar it recognises; here each tag is built once per process and the
+        lookups are done once per document. Where the stock method would take a path this
+        one does not cover (path resolvers, a table with catch-all entries), it is called
+        instead, so the answer is always the stock one.
+        """
+        if self.yaml_path_resolvers:
+            return VersionedResolver.resolve(self, kind, value, implicit)
+        if kind is ScalarNode:
+            if implicit[0]:
+                matchers = self._doc_matchers
+                if matchers is None:
+                    matchers = self._doc_matchers = self._find_matchers()
+                if matchers is False:
+                    return VersionedResolver.resolve(self, kind, value, implicit)
+                for tag, match in matchers.get(value[0] if value else "", ()):
+                    if match(value):
+                        return tag
+            return self.DEFAULT_SCALAR_TAG
+        if kind is SequenceNode:
+            return self.DEFAULT_SEQUENCE_TAG
+        if kind is MappingNode:
+            return self.DEFAULT_MAPPING_TAG
+        return None
+
+
+# Tags handed out by `_Resolver.resolve`, by name: never changed once built, so shared by all
+# the nodes that carry them.
+_RESOLVED_TAGS: dict[str, Tag] = {}
+
+
+def _resolved_tag(name: str) -> Tag:
+    tag = _RESOLVED_TAGS.get(name)
+    if tag is None:
+        tag = _RESOLVED_TAGS[name] = Tag(suffix=name)
+        _TAG_NAMES[id(tag)] = str(tag)
+    return tag
+
+
+# The name of each shared tag object, by identity: reading `Node.tag` builds the string anew
+# on every read. Tags the document writes itself (!!str, !custom) are new objects, not found
+# here, and read through `Node.tag`.
+_TAG_NAMES: dict[int, str] = {
+    id(tag): str(tag)
+    for tag in (
+        VersionedResolver.DEFAULT_SCALAR_TAG,
+        VersionedResolver.DEFAULT_SEQUENCE_TAG,
+        VersionedResolver.DEFAULT_MAPPING_TAG,
+    )
+}
+
 
 @cache
 def _shared_yaml() -> YAML:
@@ -145,6 +219,42 @@ def _yaml() -> YAML:
     yaml = _shared_yaml()
     yaml.doc_infos.clear()  # compose() appends one per document
     return yaml
+
+
+@cache
+def _composer_class() -> Any:
+    """The C parser with our resolver, as `YAML.compose` assembles it, made once per process.
+
+    `YAML.compose` defines a new loader class for every document and also builds a
+    constructor, which composing never uses: together a tenth of the cost of reading a
+    declaration. None when the C parser is not in use (then `YAML.compose` is used).
+    """
+    yaml = _shared_yaml()
+    c_parser: Any = getattr(ruamel.yaml.main, "CParser", None)
+    if c_parser is None or yaml.Parser is not c_parser or yaml.Reader or yaml.Scanner:
+        return None
+
+    class _Composer(c_parser, _Resolver):  # type: ignore[misc]
+        def __init__(self, stream: io.StringIO) -> None:
+            c_parser.__init__(self, stream)
+            self._parser = self._composer = self
+            _Resolver.__init__(self, version=yaml.version, loadumper=self)
+
+    return _Composer
+
+
+def _compose(text: str) -> Node | None:
+    """The node tree of the document in `text`, exactly as `YAML.compose` gives it."""
+    composer = _composer_class()
+    if composer is None:
+        node: Node | None = _yaml().compose(io.StringIO(text))
+        return node
+    loader = composer(io.StringIO(text))
+    try:
+        root: Node | None = loader.get_single_node()
+        return root
+    finally:
+        loader.dispose()
 
 
 def _decode(raw: bytes, display: str) -> tuple[str | None, Diagnostic | None]:
@@ -252,7 +362,7 @@ def parse_document(
                     Location(display, *too_deep),
                 )
             ]
-        root = _yaml().compose(io.StringIO(text))
+        root = _compose(text)
     except YAMLError as exc:
         return None, [_yaml_error(exc, text, display)]
     except RecursionError:
@@ -317,11 +427,6 @@ def load_document(path: Path, display: str) -> tuple[SourceDocument | None, list
     return parse_document(raw, path, display)
 
 
-def _pos(node: Node) -> tuple[int, int]:
-    mark = node.start_mark
-    return mark.line + 1, mark.column + 1
-
-
 def _show_tag(tag: str) -> str:
     """A tag as it is written in the file: !!python/object, not tag:yaml.org,2002:python/object."""
     return "!!" + tag.removeprefix(_STANDARD) if tag.startswith(_STANDARD) else tag
@@ -335,7 +440,9 @@ def _convert(
     written_at: tuple[int, int] | None = None,
 ) -> Any:
     """Plain data from a node; `written_at` is where the node is used (its key, its list)."""
-    line, col = _pos(node)
+    # Once per node of every declaration: attribute reads are kept to what each step needs.
+    mark = node.start_mark
+    line, col = mark.line + 1, mark.column + 1
     if len(path) > MAX_DEPTH:
         raise _Refused(
             "yaml-too-deep",
@@ -359,23 +466,28 @@ def _convert(
         )
     seen.add(id(node))
     positions.values.setdefault(path, (line, col))
-    tag: str = node.tag or ""
+    tag: str = _tag_of(node) or ""
     if isinstance(node, ScalarNode):
+        if tag == _STR:
+            value: str = node.value
+            return value
         return _scalar(node, tag, path, line, col)
     if isinstance(node, SequenceNode):
         if tag != _SEQ:
             raise _Refused("yaml-tag", _tag_message(tag), line, col, path)
+        here = (line, col)
         return [
-            _convert(item, (*path, i), positions, seen, (line, col))
-            for i, item in enumerate(node.value)
+            _convert(item, (*path, i), positions, seen, here) for i, item in enumerate(node.value)
         ]
     if isinstance(node, MappingNode):
         if tag != _MAP:
             raise _Refused("yaml-tag", _tag_message(tag), line, col, path)
         result: dict[str, Any] = {}
+        keys, values, names = positions.keys, positions.values, _TAG_NAMES
         for key_node, value_node in node.value:
-            kline, kcol = _pos(key_node)
-            key_tag = key_node.tag  # a property that builds a string: read it once
+            key_mark = key_node.start_mark
+            kline, kcol = key_mark.line + 1, key_mark.column + 1
+            key_tag = names.get(id(key_node.ctag)) or key_node.tag
             if (
                 id(key_node) in seen
                 or not isinstance(key_node, ScalarNode)
@@ -399,19 +511,39 @@ def _convert(
                     kcol,
                     path,
                 )
+            child = (*path, key)
             if key in result:
-                first = positions.keys[(*path, key)]
+                first = keys[child]
                 raise _Refused(
                     "duplicate-key",
                     f"the key '{key}' appears twice in this mapping (first on line {first[0]})",
                     kline,
                     kcol,
-                    (*path, key),
+                    child,
                 )
-            positions.keys[(*path, key)] = (kline, kcol)
-            result[key] = _convert(value_node, (*path, key), positions, seen, (kline, kcol))
+            keys[child] = (kline, kcol)
+            if (
+                type(value_node) is ScalarNode
+                and names.get(id(value_node.ctag)) == _STR
+                and id(value_node) not in seen
+                and len(child) <= MAX_DEPTH
+            ):
+                # Most values are plain text: done here as `_convert` would do it, without
+                # a call per value.
+                seen.add(id(value_node))
+                value_mark = value_node.start_mark
+                values.setdefault(child, (value_mark.line + 1, value_mark.column + 1))
+                result[key] = value_node.value
+                continue
+            result[key] = _convert(value_node, child, positions, seen, (kline, kcol))
         return result
     raise _Refused("yaml-tag", "unsupported YAML node", line, col, path)
+
+
+def _tag_of(node: Node) -> str | None:
+    """`node.tag`, without building the string when the tag is one the resolver handed out."""
+    name = _TAG_NAMES.get(id(node.ctag))
+    return name if name is not None else node.tag
 
 
 def _scalar(node: ScalarNode, tag: str, path: YamlPath, line: int, col: int) -> Any:

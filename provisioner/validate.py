@@ -16,7 +16,13 @@ from typing import Any
 
 from provisioner.cache import ResultCache, decode_text, encode, payload_of
 from provisioner.certificates import CertificateInfo
-from provisioner.declarations import Facts, FileResult, check_file
+from provisioner.declarations import (
+    Facts,
+    FileResult,
+    check_file,
+    directories_resolved_once,
+    resolve_directories_once,
+)
 from provisioner.diagnostics import Diagnostic, Location, Severity, error, sort_diagnostics
 from provisioner.errors import DeclarationError
 from provisioner.rules import FileSummary, KeyFact, clock_rules, cross_file_rules
@@ -24,6 +30,11 @@ from provisioner.rules import FileSummary, KeyFact, clock_rules, cross_file_rule
 YAML_SUFFIXES = (".yaml", ".yml")
 # Below this many files a process pool costs more than it saves.
 PARALLEL_THRESHOLD = 400
+# Files per message to a pool worker. A declaration takes well under a millisecond, so a
+# message costs little next to 32 of them, and the workers finish within milliseconds of each
+# other: with chunks of a sixteenth of the run, as before, one worker could sit idle for up to
+# a tenth of a 10,000-file run while the other checked its last chunk.
+POOL_CHUNK = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,12 +190,18 @@ def _check_summary_encoded(
 
 
 def _map_parallel(fn: Any, jobs: list[tuple[Path, str, Path]], workers: int) -> list[Any]:
+    # One call is one run: within it, each directory holding referenced files is resolved
+    # once (see `declarations.directories_resolved_once`), in this process or in each worker,
+    # which lives only as long as the pool.
     if workers <= 1 or len(jobs) < PARALLEL_THRESHOLD:
-        return [fn(job) for job in jobs]
+        with directories_resolved_once():
+            return [fn(job) for job in jobs]
+    # Forked from a parent that has imported everything a check needs: workers start at once.
     ctx = multiprocessing.get_context("fork")
-    chunk = max(16, len(jobs) // (workers * 8))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        return list(pool.map(fn, jobs, chunksize=chunk))
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=resolve_directories_once
+    ) as pool:
+        return list(pool.map(fn, jobs, chunksize=POOL_CHUNK))
 
 
 def check_files(files: Sequence[Path], root: Path, cwd: Path, workers: int) -> list[FileResult]:
