@@ -106,6 +106,9 @@ def reconcile_command(
 
     with stopper.installed():
         if once:
+            from provisioner.gcpause import one_shot
+
+            one_shot()  # the process ends after this run: see there
             with stopper.working():
                 ok = job(datetime.now(UTC), next_slot(datetime.now(UTC).astimezone(), interval))
             return EXIT_OK if ok else EXIT_INVALID
