@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from provisioner.cache import RESTAMP_MIN
+from provisioner.cache import RACY_NS, RESTAMP_MIN
 from provisioner.errors import ApplyError, LockError, PlanError
 from provisioner.gcpause import paused_gc
 from provisioner.hostrecord import (
@@ -529,11 +529,11 @@ def apply(
                 raise
         _record_success(store, rec, revision, now)
         _audit(settings, _audit_entries(rec, result, revision, now))
-        _remember(rec)
+        _remember(rec, result.applied)
         return result
 
 
-def _remember(rec: Reconciliation) -> None:
+def _remember(rec: Reconciliation, applied: Sequence[PathChange]) -> None:
     """Record what this apply left on the host, so that the next run need not read it all
     again (see `provisioner.hostrecord`). Only channels whose paths are now as rendered are
     recorded; the others are rendered and compared in full next time.
@@ -543,6 +543,14 @@ def _remember(rec: Reconciliation) -> None:
     changes nothing leaves every file alone, this one included."""
     if rec.record is None:
         return
+    written = sum(
+        1 for c in applied if c.channel is not None and c.kind == "file" and c.after is not None
+    )
+    if written > RESTAMP_MIN:
+        # Files written in the last two seconds cannot be stamped (see hostrecord), and the
+        # next runs would render their channels and read them again: after a first apply,
+        # thousands. Waiting out the window once here is cheaper than that.
+        time.sleep(RACY_NS / 1e9)
     at = time.time_ns()
     owners = rec.plan.owners_managed
     old = rec.record.channels

@@ -227,10 +227,97 @@ def _compute(
         held.extend(r for r in gone if r.status != "removed")
         gone = []
 
-    # Which channels are as the last apply left them, and which must be rendered.
     owners = _owners_managed()
     context = context_key(settings, owners, openssh_version(settings))
     record = HostRecord.load(settings, context) if use_cache else HostRecord(context)
+    r = _render(settings, report, accepted, accepted_files, held, record, context)
+
+    removal_paths: dict[Path, str] = {}
+    for reg in gone:
+        removal_paths[settings.keys_file(reg.technical_user)] = reg.enterprise_number
+        removal_paths[settings.chroot(reg.technical_user)] = reg.enterprise_number
+    observed = r.observed
+    observed.update(observe(p for p in (*r.tree.nodes, *removal_paths) if p not in observed))
+    changes = tree_changes(r.tree, observed, owners=owners)
+    changes.extend(_removal_changes(removal_paths, observed))
+
+    held_paths = {settings.keys_file(h.technical_user) for h in held} | {
+        settings.chroot(h.technical_user) for h in held
+    }
+    known = {str(p) for p in (*r.tree.nodes, *removal_paths, *held_paths)}
+    unknown, chroot_unknown = _unknown(settings, known, accepted, r.unchanged)
+
+    channels = _channel_plans(
+        accepted, held, gone, refusals, allocation, changes, sources, snapshot
+    )
+    if not owners:
+        notes.append("not running as root: owners and groups are not compared or set")
+    fingerprints = Fingerprints(
+        declarations=digest_of(
+            sorted(f"{s.display}|{s.digest}|{canonical_json(s.refs)}" for s in summaries)
+        ),
+        state_version=snapshot.version,
+        observed=_observed_digest(observed, r.channel_nodes, r.unchanged, unknown),
+        settings=digest_of([settings.model_dump_json()]),
+        revision=revision,
+    )
+    plan = Plan(
+        created_at=now.isoformat(),
+        root=str(settings.root) if settings.root else None,
+        fingerprints=fingerprints,
+        channels=channels,
+        changes=changes,
+        unknown=unknown,
+        owners_managed=owners,
+        notes=notes,
+        unidentified=unidentified,
+    )
+    return Reconciliation(
+        settings,
+        report,
+        snapshot,
+        allocation,
+        accepted,
+        held,
+        gone,
+        r.tree,
+        observed,
+        plan,
+        refusals,
+        record=record,
+        keys=r.keys,
+        unchanged=r.unchanged,
+        routing=r.routing,
+        host_keys=r.host_keys,
+        routing_digests=r.routing_digests,
+        channel_nodes=r.channel_nodes,
+        chroot_unknown=chroot_unknown,
+    )
+
+
+@dataclass(slots=True)
+class _Rendered:
+    tree: DesiredTree
+    keys: dict[str, str]
+    unchanged: dict[str, ChannelRecord]
+    channel_nodes: dict[str, list[Desired]]
+    routing: dict[str, dict[str, Any]]
+    routing_digests: dict[str, str]
+    host_keys: dict[str, str]
+    observed: dict[Path, Observed]
+
+
+def _render(
+    settings: HostSettings,
+    report: ValidationReport,
+    accepted: list[Channel],
+    accepted_files: dict[str, int],
+    held: list[Registration],
+    record: HostRecord,
+    context: str,
+) -> _Rendered:
+    """The desired tree, rendering only what the record cannot vouch for (see hostrecord)."""
+    summaries = report.summaries
     keys: dict[str, str] = {}
     unchanged: dict[str, ChannelRecord] = {}
     to_render: list[Channel] = []
@@ -254,21 +341,23 @@ def _compute(
 
     routing = {en: unchanged[en].routing for en in unchanged}
     routing.update({c.enterprise_number: routing_entry(c) for c in to_render})
-    held_routing = _held_routing(settings, {r.enterprise_number for r in held})
-    by_sender = dict(held_routing)
-    by_sender.update({c.registration.sender: routing[c.enterprise_number] for c in accepted})
-    # The big host-wide files are rendered only when something they are made of changed, or
-    # when the live file is not what the last apply wrote.
     digests = {en: unchanged[en].routing_digest for en in unchanged}
     digests.update(
         {c.enterprise_number: routing_digest(routing[c.enterprise_number]) for c in to_render}
     )
+    held_routing = _held_routing(settings, {h.enterprise_number for h in held})
+    by_sender = dict(held_routing)
+    by_sender.update({c.registration.sender: routing[c.enterprise_number] for c in accepted})
+
+    # The big host-wide files are rendered only when something they are made of changed, or
+    # when the live file is not what the last apply wrote. Accounts are made of the
+    # registrations; the routing table of the routing entries.
     accounts_key = digest_of(
         [
             context,
             *sorted(
-                f"{r.enterprise_number}|{r.technical_user}|{r.uid}"
-                for r in [*(c.registration for c in accepted), *held]
+                f"{reg.enterprise_number}|{reg.technical_user}|{reg.uid}"
+                for reg in [*(c.registration for c in accepted), *held]
             ),
         ]
     )
@@ -289,6 +378,7 @@ def _compute(
         observed[path] = seen = observe_path(path)
         if seen.kind == "file" and seen.sha256 == memo[1]:
             known_files[role] = (memo[1], memo[2])
+
     tree = DesiredTree()
     registrations = [c.registration for c in accepted] + held
     for node in render_host(settings, registrations, by_sender, known_files):
@@ -298,21 +388,20 @@ def _compute(
         channel_nodes[channel.enterprise_number] = render_channel(settings, channel)
         for node in channel_nodes[channel.enterprise_number]:
             tree.add(node)
+    return _Rendered(tree, keys, unchanged, channel_nodes, routing, digests, host_keys, observed)
 
-    removal_paths: dict[Path, str] = {}
-    for reg in gone:
-        removal_paths[settings.keys_file(reg.technical_user)] = reg.enterprise_number
-        removal_paths[settings.chroot(reg.technical_user)] = reg.enterprise_number
-    observed.update(observe(p for p in (*tree.nodes, *removal_paths) if p not in observed))
-    changes = tree_changes(tree, observed, owners=owners)
-    changes.extend(_removal_changes(removal_paths, observed))
 
-    held_paths = {settings.keys_file(r.technical_user) for r in held} | {
-        settings.chroot(r.technical_user) for r in held
-    }
-    known = {str(p) for p in (*tree.nodes, *removal_paths, *held_paths)}
-    for kept in unchanged.values():
-        known.update(kept.paths())
+def _unknown(
+    settings: HostSettings,
+    known: set[str],
+    accepted: list[Channel],
+    unchanged: dict[str, ChannelRecord],
+) -> tuple[list[str], dict[str, tuple[list[str], list[int] | None]]]:
+    """Files in managed directories that nobody declared (reported, never deleted), and per
+    channel those in its chroot with the listing stamp they were read at. A chroot whose
+    entries did not change since the last apply listed it is not listed again."""
+    for record in unchanged.values():
+        known.update(record.paths())
     chroot_unknown: dict[str, tuple[list[str], list[int] | None]] = {}
     for channel in accepted:
         en = channel.enterprise_number
@@ -330,63 +419,24 @@ def _compute(
     ]
     for names, _stamp in chroot_unknown.values():
         unknown.extend(names)
-    unknown.sort()
+    return sorted(unknown), chroot_unknown
 
-    channels = _channel_plans(
-        accepted, held, gone, refusals, allocation, changes, sources, snapshot
-    )
-    if not owners:
-        notes.append("not running as root: owners and groups are not compared or set")
-    # Paths of a channel count as one fingerprint, so that an unchanged channel's comes from
-    # the record without reading anything: the digest is the same either way.
+
+def _observed_digest(
+    observed: dict[Path, Observed],
+    channel_nodes: dict[str, list[Desired]],
+    unchanged: dict[str, ChannelRecord],
+    unknown: list[str],
+) -> str:
+    """What the plan saw of the host. The paths of a channel count as one fingerprint, so that
+    an unchanged channel's comes from the record without reading anything: the digest is the
+    same either way."""
     in_channels = {n.path for nodes in channel_nodes.values() for n in nodes}
-    observed_prints = sorted(o.fingerprint() for p, o in observed.items() if p not in in_channels)
+    prints = sorted(o.fingerprint() for p, o in observed.items() if p not in in_channels)
     channel_prints = {en: kept.fingerprint for en, kept in unchanged.items()}
     for en, nodes in channel_nodes.items():
         channel_prints[en] = channel_fingerprint(observed[n.path].fingerprint() for n in nodes)
-    fingerprints = Fingerprints(
-        declarations=digest_of(
-            sorted(f"{s.display}|{s.digest}|{canonical_json(s.refs)}" for s in summaries)
-        ),
-        state_version=snapshot.version,
-        observed=digest_of(
-            observed_prints + sorted(f"{en}={fp}" for en, fp in channel_prints.items()) + unknown
-        ),
-        settings=digest_of([settings.model_dump_json()]),
-        revision=revision,
-    )
-    plan = Plan(
-        created_at=now.isoformat(),
-        root=str(settings.root) if settings.root else None,
-        fingerprints=fingerprints,
-        channels=channels,
-        changes=changes,
-        unknown=unknown,
-        owners_managed=owners,
-        notes=notes,
-        unidentified=unidentified,
-    )
-    return Reconciliation(
-        settings,
-        report,
-        snapshot,
-        allocation,
-        accepted,
-        held,
-        gone,
-        tree,
-        observed,
-        plan,
-        refusals,
-        record=record,
-        keys=keys,
-        unchanged=unchanged,
-        routing=routing,
-        host_keys=host_keys,
-        routing_digests=digests,
-        channel_nodes=channel_nodes,
-        chroot_unknown=chroot_unknown,
-    )
+    return digest_of(prints + sorted(f"{en}={fp}" for en, fp in channel_prints.items()) + unknown)
 
 
 def unknown_in(directory: str, known: set[str] | frozenset[str]) -> list[str]:
