@@ -35,3 +35,17 @@ def paused_gc() -> Iterator[None]:
             gc.freeze()
         if enabled:
             gc.enable()
+
+
+@contextmanager
+def collecting() -> Iterator[None]:
+    """The collector on again inside a paused section: checking declarations (YAML nodes,
+    models) does make reference cycles, and 10,000 checked in one process without collecting
+    took three times the memory."""
+    paused = not gc.isenabled()
+    gc.enable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.disable()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import multiprocessing
 import os
@@ -25,6 +26,7 @@ from provisioner.declarations import (
 )
 from provisioner.diagnostics import Diagnostic, Location, Severity, error, sort_diagnostics
 from provisioner.errors import DeclarationError
+from provisioner.gcpause import collecting, paused_gc
 from provisioner.rules import FileSummary, KeyFact, clock_rules, cross_file_rules
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -189,17 +191,24 @@ def _check_summary_encoded(
     return summary, payload_of(summary, "summary")
 
 
+def _worker_start() -> None:
+    # Forked while the parent paused its collector (see gcpause): a worker checks thousands
+    # of files and must collect its own garbage.
+    gc.enable()
+    resolve_directories_once()
+
+
 def _map_parallel(fn: Any, jobs: list[tuple[Path, str, Path]], workers: int) -> list[Any]:
     # One call is one run: within it, each directory holding referenced files is resolved
     # once (see `declarations.directories_resolved_once`), in this process or in each worker,
     # which lives only as long as the pool.
     if workers <= 1 or len(jobs) < PARALLEL_THRESHOLD:
-        with directories_resolved_once():
+        with directories_resolved_once(), collecting():
             return [fn(job) for job in jobs]
     # Forked from a parent that has imported everything a check needs: workers start at once.
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=resolve_directories_once
+        max_workers=workers, mp_context=ctx, initializer=_worker_start
     ) as pool:
         return list(pool.map(fn, jobs, chunksize=POOL_CHUNK))
 
@@ -217,6 +226,11 @@ def validate(settings: ValidateSettings, *, full: bool = False) -> ValidationRep
     only what its rules need, plus the verdicts of the last run, so that an unchanged
     repository is judged again without reading any result back (only the clock rules run).
     """
+    with paused_gc():
+        return _validate(settings, full)
+
+
+def _validate(settings: ValidateSettings, full: bool) -> ValidationReport:
     started_ns = time.time_ns()
     cwd = settings.cwd
     root = find_root([p if p.is_absolute() else cwd / p for p in settings.paths])
