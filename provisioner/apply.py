@@ -40,7 +40,7 @@ from provisioner.plan import PathAction, PathChange, PathState, Plan, compare
 from provisioner.reconcile import Reconciliation, compute, unknown_in
 from provisioner.render import MEMO_ROLES, Desired
 from provisioner.settings import HostSettings
-from provisioner.state import StaleState, StateStore
+from provisioner.state import StaleState, StateSnapshot, StateStore
 from provisioner.state.store import StatusUpdate
 
 TMP_SUFFIX = ".sftp-provisioner.tmp"
@@ -483,9 +483,10 @@ def apply(
                 if settings.sshd_check:
                     sshd_test(settings, staged_dropin, staging)
                     result.sshd_checked = True
+            committed = rec.snapshot
             try:
                 if rec.allocation.changed or rec.allocation.refused:
-                    store.commit(rec.allocation, revision=revision, now=now)
+                    committed = store.commit(rec.allocation, revision=revision, now=now)
             except StaleState as exc:
                 raise PlanError(f"{exc}") from None
             journal = Journal(staging / "backup", settings.archive_dir, f"{now:%Y%m%dT%H%M%SZ}")
@@ -527,7 +528,7 @@ def apply(
                         f"{detail}"
                     ) from exc
                 raise
-        _record_success(store, rec, revision, now)
+        _record_success(store, rec, revision, now, committed)
         _audit(settings, _audit_entries(rec, result, revision, now))
         _remember(rec, result.applied)
         return result
@@ -661,9 +662,15 @@ def _record_failure(
 
 
 def _record_success(
-    store: StateStore, rec: Reconciliation, revision: str | None, now: datetime
+    store: StateStore,
+    rec: Reconciliation,
+    revision: str | None,
+    now: datetime,
+    known: StateSnapshot,
 ) -> None:
-    regs = store.snapshot().registrations
+    # `known` is the state as this run left it; read it again only if another writer (a
+    # second host sharing the database) moved it on since.
+    regs = (known if store.version() == known.version else store.snapshot()).registrations
     updates: dict[str, StatusUpdate] = {}
     for channel in rec.accepted:
         current = regs.get(channel.enterprise_number)

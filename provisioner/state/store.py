@@ -121,6 +121,15 @@ class StateStore:
         with transaction(self._engine, write=False) as conn:
             return self._read_snapshot(conn)
 
+    def version(self) -> int:
+        """The state's version: a snapshot of that version is still the state."""
+        with transaction(self._engine, write=False) as conn:
+            return int(
+                conn.execute(
+                    sa.select(t.state_meta.c.version).where(t.state_meta.c.id == 1)
+                ).scalar_one()
+            )
+
     def commit(
         self, allocation: Allocation, *, revision: str | None, now: datetime
     ) -> StateSnapshot:
