@@ -477,6 +477,17 @@ def read_private(dfd: int, name: str) -> bytes | None:
         os.close(fd)
 
 
+def read_private_file(directory: Path, name: str) -> bytes | None:
+    """`read_private` of `name` in `directory`, if the directory is ours (`open_private_dir`)."""
+    dfd = open_private_dir(directory, create=False)
+    if dfd is None:
+        return None
+    try:
+        return read_private(dfd, name)
+    finally:
+        os.close(dfd)
+
+
 def write_private(dfd: int, name: str, text: str) -> None:
     tmp = f".{name}.{os.getpid()}.tmp"
     try:
@@ -568,13 +579,7 @@ class ResultCache:
         self._stored[name] = stored
         if self.directory is None or not self.generation:
             return stored
-        dfd = open_private_dir(self.directory, create=False)
-        if dfd is None:
-            return stored
-        try:
-            raw = read_private(dfd, name)
-        finally:
-            os.close(dfd)
+        raw = read_private_file(self.directory, name)
         if raw is None:
             return stored
         try:

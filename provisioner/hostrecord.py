@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner import __version__
-from provisioner.cache import RACY_NS, open_private_dir, read_private, write_private
+from provisioner.cache import RACY_NS, open_private_dir, read_private_file, write_private
 from provisioner.plan import digest_of
 from provisioner.resources import shipped
 from provisioner.settings import HostSettings
@@ -319,13 +319,7 @@ class HostRecord:
     def load(cls, settings: HostSettings, context: str) -> HostRecord:
         """The record of the last apply, if it was made in the same context; else empty."""
         record = cls(context)
-        dfd = open_private_dir(cls.location(settings), create=False)
-        if dfd is None:
-            return record
-        try:
-            raw = read_private(dfd, RECORD_NAME)
-        finally:
-            os.close(dfd)
+        raw = read_private_file(cls.location(settings), RECORD_NAME)
         if raw is None:
             return record
         # Line 1 the header, then one line per channel: "<enterprise number>\t<JSON>".
