@@ -20,11 +20,16 @@ EXAMPLES = TESTS.parent / "examples"
 CASES = TESTS / "cases"
 
 
+# The clock of the golden files (tests/test_cases.py): certificate and key dates are judged as
+# on that moment, or the expected "expires in 30 days" would be wrong tomorrow.
+AS_OF = "2026-11-29T12:00:00+00:00"
+
+
 def provisioner(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "provisioner", "validate", *args],
+        [sys.executable, "-m", "provisioner", "validate", "--as-of", AS_OF, *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -142,3 +147,26 @@ def test_cache_follows_changes_of_referenced_files(tmp_path: Path) -> None:
     changed = provisioner("--cache-dir", str(cache), ".", cwd=repo)
     assert changed.returncode == 1
     assert "qualities/0403170701.yaml:25:11: error[key-rsa-too-short]" in changed.stdout
+
+
+def test_as_of_judges_dates_on_another_day(tmp_path: Path) -> None:
+    case = CASES / "multi-error"
+    later = subprocess.run(
+        [sys.executable, "-m", "provisioner", "validate", "--no-cache", "--as-of", "2026-12-15"],
+        cwd=case,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "12-29, in 14 days" in later.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "provisioner", "validate", "--as-of", "next week", "."],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert "--as-of" in bad.stderr and "Traceback" not in bad.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,13 @@ from provisioner.validate import ValidateSettings, ValidationReport, validate
     help="Where the cache lives [default: $XDG_CACHE_HOME/sftp-provisioner].",
 )
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes.")
+@click.option(
+    "--as-of",
+    "as_of",
+    metavar="WHEN",
+    help="Judge certificate and key dates as on WHEN (ISO 8601 date or time, UTC unless "
+    "given) instead of now: will the declarations still pass next month?",
+)
 def validate_command(
     paths: tuple[Path, ...],
     fmt: str,
@@ -63,6 +71,7 @@ def validate_command(
     cache: bool,
     cache_dir: Path | None,
     jobs: int | None,
+    as_of: str | None,
 ) -> int:
     """Validate declarations: files or directories (recursively *.yaml, *.yml).
 
@@ -74,6 +83,8 @@ def validate_command(
         author=author,
         cache_dir=(cache_dir or default_cache_dir()) if cache else None,
     )
+    if as_of is not None:
+        settings = replace(settings, now=_moment(as_of))
     if jobs:
         settings = replace(settings, jobs=jobs)
     report = validate(settings)
@@ -261,3 +272,14 @@ def codeowners_command(
     else:
         click.echo(f"{output} is up to date")
     return code
+
+
+def _moment(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not an ISO 8601 date or time (e.g. 2027-01-31 or 2027-01-31T09:00Z)",
+            param_hint="--as-of",
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
