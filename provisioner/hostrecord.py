@@ -10,6 +10,10 @@ For every channel it provisioned, a successful apply records
   size, inode, mtime, ctime (nanoseconds) and content hash;
 - what else sat in its chroot (reported as unknown) and the chroot's stamp when it was listed.
 
+And for the big host-wide files (passwd, shadow, group, routing table, rsyslog drop-in), the
+key of what each was made of and its content hash: while the key holds and the live file has
+that hash, it is not rendered (it is always read: a hand edit there is seen by its content).
+
 The next run takes a channel as unchanged when its key is the same and every path still has
 the recorded kind, owner, group and mode, and every file the recorded size, inode, mtime and
 ctime: such a file has the recorded content. Nothing of that channel is rendered or read. Any
