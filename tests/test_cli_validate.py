@@ -26,10 +26,10 @@ AS_OF = "2026-11-29T12:00:00+00:00"
 
 
 def provisioner(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
+    *args: str, cwd: Path, env: dict[str, str] | None = None, as_of: str = AS_OF
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "provisioner", "validate", "--as-of", AS_OF, *args],
+        [sys.executable, "-m", "provisioner", "validate", "--as-of", as_of, *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -150,23 +150,8 @@ def test_cache_follows_changes_of_referenced_files(tmp_path: Path) -> None:
 
 
 def test_as_of_judges_dates_on_another_day(tmp_path: Path) -> None:
-    case = CASES / "multi-error"
-    later = subprocess.run(
-        [sys.executable, "-m", "provisioner", "validate", "--no-cache", "--as-of", "2026-12-15"],
-        cwd=case,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    later = provisioner("--no-cache", cwd=CASES / "multi-error", as_of="2026-12-15")
     assert "12-29, in 14 days" in later.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "provisioner", "validate", "--as-of", "next week", "."],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    bad = provisioner(".", cwd=tmp_path, as_of="next week")
     assert bad.returncode == 1
     assert "--as-of" in bad.stderr and "Traceback" not in bad.stderr
