@@ -119,11 +119,6 @@ def channel_key(
 # --- paths ---------------------------------------------------------------------------------
 
 
-def fingerprint(path: str, kind: str, uid: int, gid: int, mode: int, sha256: str) -> str:
-    """The same text as `Observed.fingerprint`: plan fingerprints do not depend on the record."""
-    return f"{path}|{kind}|{uid}|{gid}|{mode:o}|{sha256}"
-
-
 def routing_digest(entry: dict[str, Any]) -> str:
     return hashlib.sha256(
         json.dumps(entry, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -301,11 +296,6 @@ class ChannelRecord:
         except (TypeError, ValueError, IndexError, AttributeError):
             return False
 
-    def fingerprints(self) -> list[str]:
-        out = [fingerprint(e[0], "file", e[1], e[2], e[3], e[8]) for e in self.files]
-        out += [fingerprint(self.dir_path(e[0]), "dir", e[1], e[2], e[3], "") for e in self.dirs]
-        return out
-
 
 @dataclass(slots=True)
 class HostRecord:
@@ -369,18 +359,5 @@ class HostRecord:
             write_private(dfd, RECORD_NAME, text)
         except OSError:
             pass  # a read-only cache must not fail the run
-        finally:
-            os.close(dfd)
-
-    @staticmethod
-    def forget(settings: HostSettings) -> None:
-        """Drop the record (a failed apply): the next run compares everything."""
-        dfd = open_private_dir(HostRecord.location(settings), create=False)
-        if dfd is None:
-            return
-        try:
-            os.unlink(RECORD_NAME, dir_fd=dfd)
-        except OSError:
-            pass
         finally:
             os.close(dfd)

@@ -77,10 +77,6 @@ class Channel:
         self._result = result
         self._load = load
 
-    @classmethod
-    def of(cls, result: FileResult, registration: Registration) -> Channel:
-        return cls(registration, result.display, result)
-
     @property
     def result(self) -> FileResult:
         if self._result is None:
@@ -226,32 +222,6 @@ def routing_entry(channel: Channel) -> dict[str, Any]:
         "quality_type": decl.quality.type,
         "applications": applications,
     }
-
-
-def routing_entries(channels: Iterable[Channel]) -> dict[str, dict[str, Any]]:
-    return {c.registration.sender: routing_entry(c) for c in channels}
-
-
-def render_tree(
-    settings: HostSettings,
-    channels: Sequence[Channel],
-    *,
-    held: Sequence[Registration] = (),
-    held_routing: dict[str, dict[str, Any]] | None = None,
-) -> DesiredTree:
-    """The desired tree. `held` are refused channels that keep their last good configuration:
-    their accounts stay, their own files are not touched, their routing entry is carried over.
-    """
-    tree = DesiredTree()
-    routing = dict(held_routing or {})
-    routing.update(routing_entries(channels))
-    registrations = [c.registration for c in channels] + list(held)
-    for node in render_host(settings, registrations, routing):
-        tree.add(node)
-    for channel in sorted(channels, key=lambda c: c.user):
-        for node in render_channel(settings, channel):
-            tree.add(node)
-    return tree
 
 
 # Host-wide files whose size grows with the number of channels: rendering them is worth
