@@ -32,10 +32,8 @@ from provisioner.hostrecord import (
     HostRecord,
     channel_fingerprint,
     listing_stamp,
-    stamp_dir,
-    stamp_file,
+    stamp,
 )
-from provisioner.observe import Observed
 from provisioner.plan import PathAction, PathChange, PathState, Plan, compare
 from provisioner.reconcile import Reconciliation, compute, unknown_in
 from provisioner.render import MEMO_ROLES, Desired
@@ -576,28 +574,11 @@ def _remember(rec: Reconciliation, applied: Sequence[PathChange]) -> None:
         dirs: list[list[Any]] = []
         prints = []
         for node in nodes:
-            path = str(node.path)
-            if node.kind == "file":
-                entry = stamp_file(path, at)
-                observed = (
-                    None
-                    if entry is None
-                    else Observed(
-                        node.path, "file", entry[1], entry[2], entry[3], entry[4], entry[8]
-                    )
-                )
-            else:
-                name = "" if path == chroot else path.removeprefix(chroot + "/")
-                entry = stamp_dir(path, name)
-                observed = (
-                    None
-                    if entry is None
-                    else Observed(node.path, "dir", entry[1], entry[2], entry[3])
-                )
-            if observed is None or compare(node, observed, owners=owners) is not None:
+            stamped = stamp(node.path, node.kind, chroot, at)
+            if stamped is None or compare(node, stamped[1], owners=owners) is not None:
                 changed = True
                 break
-            assert entry is not None
+            entry, observed = stamped
             (files if node.kind == "file" else dirs).append(entry)
             prints.append(observed.fingerprint())
         else:

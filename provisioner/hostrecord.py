@@ -47,6 +47,7 @@ from typing import Any
 
 from provisioner import __version__
 from provisioner.cache import RACY_NS, open_private_dir, read_private_file, write_private
+from provisioner.observe import Observed
 from provisioner.plan import digest_of
 from provisioner.resources import shipped
 from provisioner.settings import HostSettings
@@ -129,7 +130,7 @@ def channel_fingerprint(fingerprints: Iterable[str]) -> str:
     return digest_of(sorted(fingerprints))
 
 
-def stamp_file(path: str, recorded_at: int) -> FileEntry | None:
+def _stamp_file(path: str, recorded_at: int) -> FileEntry | None:
     """A regular file as it is now, for the record; None when it is not one."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -161,7 +162,7 @@ def stamp_file(path: str, recorded_at: int) -> FileEntry | None:
     ]
 
 
-def stamp_dir(path: str, name: str) -> DirEntry | None:
+def _stamp_dir(path: str, name: str) -> DirEntry | None:
     try:
         st = os.lstat(path)
     except OSError:
@@ -169,6 +170,25 @@ def stamp_dir(path: str, name: str) -> DirEntry | None:
     if not stat.S_ISDIR(st.st_mode):
         return None
     return [name, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)]
+
+
+def stamp(
+    path: Path, kind: str, chroot: str, recorded_at: int
+) -> tuple[FileEntry | DirEntry, Observed] | None:
+    """A channel's path as it is now: its entry for the record, and the same seen as an
+    `Observed` (without content) to compare with what was rendered; None when it is not of
+    the expected kind."""
+    text = str(path)
+    if kind == "file":
+        entry = _stamp_file(text, recorded_at)
+        if entry is None:
+            return None
+        return entry, Observed(path, "file", entry[1], entry[2], entry[3], entry[4], entry[8])
+    name = "" if text == chroot else text.removeprefix(chroot + "/")
+    entry = _stamp_dir(text, name)
+    if entry is None:
+        return None
+    return entry, Observed(path, "dir", entry[1], entry[2], entry[3])
 
 
 def _file_holds(entry: FileEntry) -> bool:
