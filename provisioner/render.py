@@ -231,7 +231,8 @@ MEMO_ROLES = ("passwd", "group", "shadow", "routing", "rsyslog")
 
 
 def host_file_paths(settings: HostSettings) -> dict[str, Path]:
-    """The path of each host-wide file that `render_host` may take from `known`, by role."""
+    """The path of each big host-wide file by role: where `render_host` puts it, and what
+    `compute` reads to see whether it may be taken from `known`."""
     eu = settings.extrausers_dir
     paths = {
         "passwd": eu / "passwd",
@@ -257,6 +258,7 @@ def render_host(
     to be what rendering would give (the caller vouches for it); they are not rendered.
     """
     known = known or {}
+    paths = host_file_paths(settings)
     env = template_environment(settings)
     version = openssh_version(settings)
     nodes: list[Desired] = []
@@ -313,12 +315,12 @@ def render_host(
         ("shadow", 0o640, {"accounts": accounts}),
     ):
         nodes.append(
-            file(eu / name, mode, name, partial(_render, env, f"accounts/{name}.j2", **context))
+            file(paths[name], mode, name, partial(_render, env, f"accounts/{name}.j2", **context))
         )
 
     nodes.append(
         file(
-            settings.routing_table,
+            paths["routing"],
             0o644,
             "routing",
             lambda: _render(
@@ -339,7 +341,7 @@ def render_host(
                 env, "rsyslog/sftp-provisioner.conf.j2", generated_by=GENERATED_BY, sockets=sockets
             )
 
-        nodes.append(file(settings.rsyslog_dropin, 0o644, "rsyslog", rsyslog))
+        nodes.append(file(paths["rsyslog"], 0o644, "rsyslog", rsyslog))
 
     nodes.append(Desired(settings.keys_dir, "dir", root, root, 0o755, role="keys-dir"))
     nodes.append(Desired(settings.chroot_base, "dir", root, root, 0o755, role="chroot-base"))
