@@ -67,16 +67,26 @@ def _open_store(settings: HostSettings) -> Any:
         raise SettingsError(f"the state database cannot be opened: {exc}") from None
 
 
-@cli.command("plan")
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@host_options
-@click.option(
+# Options plan and apply share.
+plan_format = click.option(
     "--format",
     "fmt",
     type=click.Choice(["text", "json", "markdown"]),
     default="text",
     show_default=True,
 )
+no_cache = click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Check every declaration and compare every managed path in full, trusting no cache "
+    "of earlier runs (same result, slower).",
+)
+
+
+@cli.command("plan")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@host_options
+@plan_format
 @click.option(
     "--out",
     "out",
@@ -84,12 +94,7 @@ def _open_store(settings: HostSettings) -> Any:
     help="Save the plan (JSON) for `apply --plan`.",
 )
 @click.option("--no-diff", is_flag=True, help="Text format: list changes without diffs.")
-@click.option(
-    "--no-cache",
-    is_flag=True,
-    help="Check every declaration and compare every managed path in full, trusting no cache "
-    "of earlier runs (same result, slower).",
-)
+@no_cache
 def plan_command(
     paths: tuple[Path, ...],
     settings_file: Path | None,
@@ -138,19 +143,8 @@ def plan_command(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Apply only if this saved plan still matches the host and declarations.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "markdown"]),
-    default="text",
-    show_default=True,
-)
-@click.option(
-    "--no-cache",
-    is_flag=True,
-    help="Check every declaration and compare every managed path in full, trusting no cache "
-    "of earlier runs (same result, slower).",
-)
+@plan_format
+@no_cache
 def apply_command(
     paths: tuple[Path, ...],
     settings_file: Path | None,
