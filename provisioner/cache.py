@@ -148,8 +148,11 @@ def stamp_of(st: os.stat_result) -> Stamp:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def _stable(st: os.stat_result, started_ns: int) -> bool:
-    return max(st.st_mtime_ns, st.st_ctime_ns) < started_ns - RACY_NS
+def settled(st: os.stat_result, at_ns: int) -> bool:
+    """Whether a stamp taken at `at_ns` can be trusted: the file had not changed for RACY_NS
+    before, so a later change cannot keep its mtime and ctime (the "racy git" rule; the
+    reconciler's record of the host uses it too)."""
+    return max(st.st_mtime_ns, st.st_ctime_ns) < at_ns - RACY_NS
 
 
 def _checksum(payload: str) -> str:
@@ -215,7 +218,7 @@ class RefStates:
             state = f"{resolved}|{_digest_of(resolved)}"
         except OSError:
             return "missing", None
-        return state, now if _stable(st, self.started_ns) else None
+        return state, now if settled(st, self.started_ns) else None
 
 
 # --- JSON encoding of results --------------------------------------------------------------
@@ -618,7 +621,7 @@ class ResultCache:
             if stamp != file_stamp:
                 if _digest_of(key) != digest:
                     return False
-                if _stable(st, self.started_ns):
+                if settled(st, self.started_ns):
                     entry[2] = stamp
                     self.restamped += 1
             for candidate, ref in refs.items():
@@ -724,7 +727,7 @@ class ResultCache:
             if state != "missing" and not state.endswith(("|large", "|not-a-file")):
                 try:
                     ref_st = os.stat(candidate)  # noqa: PTH116 - as above
-                    if _stable(ref_st, self.started_ns):
+                    if settled(ref_st, self.started_ns):
                         ref_stamp = stamp_of(ref_st)
                 except OSError:
                     pass
@@ -733,7 +736,7 @@ class ResultCache:
             payload = payload_of(result, self.kind)
         if payload is None:
             return  # something we cannot represent exactly is simply not cached
-        stamp = stamp_of(st) if _stable(st, self.started_ns) else None
+        stamp = stamp_of(st) if settled(st, self.started_ns) else None
         row, full = payload
         self.entries[key] = [display, result.digest, stamp, refs, _checksum(row), _checksum(full)]
         self.fresh[key] = payload

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner import __version__
-from provisioner.cache import RACY_NS, open_private_dir, read_private_file, write_private
+from provisioner.cache import open_private_dir, read_private_file, settled, write_private
 from provisioner.observe import Observed
 from provisioner.plan import digest_of
 from provisioner.resources import shipped
@@ -148,7 +148,7 @@ def _stamp_file(path: str, recorded_at: int) -> FileEntry | None:
         return None
     finally:
         os.close(fd)
-    racy = max(st.st_mtime_ns, st.st_ctime_ns) >= recorded_at - RACY_NS
+    racy = not settled(st, recorded_at)
     return [
         path,
         st.st_uid,
@@ -230,7 +230,7 @@ def listing_stamp(path: str) -> list[int] | None:
         st = os.lstat(path)
     except OSError:
         return None
-    if max(st.st_mtime_ns, st.st_ctime_ns) >= time.time_ns() - RACY_NS:
+    if not settled(st, time.time_ns()):
         return None
     return [st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
 

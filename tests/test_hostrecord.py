@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import Host
 
-from provisioner import hostrecord
+from provisioner import cache, hostrecord
 from provisioner.reconcile import Reconciliation
 
 ACME = "0403170701"  # the employer of the examples
@@ -27,7 +27,7 @@ ACME_USER = "EXPDEMOONDERNEMING"
 
 @pytest.fixture
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Host]:
-    monkeypatch.setattr(hostrecord, "RACY_NS", 0)
+    monkeypatch.setattr(cache, "RACY_NS", 0)
     h = Host(tmp_path)
     h.apply()
     # Coarse filesystem clocks tick every few milliseconds: an edit made within the same tick
