@@ -178,6 +178,33 @@ def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def refused_local_forward(argv: Sequence[str], host: str, lport: int) -> str:
+    """Run `ssh -N -L host:lport:...` (`argv`), connect to its local end once, and return
+    what the client wrote to stderr. The server must refuse the channel: the connection is
+    closed at once, without the target's banner."""
+    with subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 15
+            while not port_accepts(host, lport):
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+            with socket.create_connection((host, lport), timeout=10) as conn:
+                assert conn.recv(100) == b""  # no SSH banner of the target: closed at once
+        finally:
+            proc.terminate()
+            try:
+                _, err = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                # The OpenSSH client sometimes lets a SIGTERM that arrives while it handles
+                # a refused channel go by and keeps running: a CI run then hung in Popen's
+                # wait. Kill it; what it wrote so far is still read.
+                proc.kill()
+                _, err = proc.communicate(timeout=10)
+    return err
+
+
 @dataclass(frozen=True)
 class KeyPair:
     private: Path
