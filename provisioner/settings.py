@@ -89,6 +89,41 @@ class HostSettings(BaseModel):
     sftp_log_level: str = "INFO"
     max_auth_tries: Annotated[int, Field(ge=1, le=10)] = 3
     login_grace_time: Annotated[int, Field(ge=5, le=600)] = 30
+    # Connection throttling (DHEat: one source opening hundreds of connections a second
+    # starves everybody's key exchanges). Unauthenticated connections from one source
+    # (address, or network of PerSourceNetBlockSize) beyond per_source_max_startups are
+    # dropped (OpenSSH >= 8.5); max_startups is sshd's "start:rate:full" for all sources.
+    max_startups: Annotated[str, Field(pattern=r"^[0-9]{1,5}(:[0-9]{1,3}:[0-9]{1,5})?$")] = (
+        "10:30:100"
+    )
+    per_source_max_startups: Annotated[int, Field(ge=1, le=10000)] = 10
+    # IPv4:IPv6 prefix lengths that count as one source; /64 because an IPv6 client
+    # usually holds a whole /64 and would otherwise be 2^64 sources.
+    per_source_net_block_size: Annotated[
+        str, Field(pattern=r"^(3[0-2]|[12]?[0-9]):(12[0-8]|1[01][0-9]|[1-9]?[0-9])$")
+    ] = "32:64"
+    # OpenSSH >= 9.8 only (ignored when rendering for older versions): "no", "yes" or
+    # sshd's list of penalties; the default spells out upstream's own defaults.
+    per_source_penalties: Annotated[
+        str,
+        Field(
+            pattern=r"^(no|yes|((crash|authfail|noauth|grace-exceeded|max|min):[0-9]+[smhdw]?"
+            r"|max-sources[46]:[0-9]+|overflow6?:(deny-all|permissive))"
+            r"( ((crash|authfail|noauth|grace-exceeded|max|min):[0-9]+[smhdw]?"
+            r"|max-sources[46]:[0-9]+|overflow6?:(deny-all|permissive)))*)$"
+        ),
+    ] = "crash:90s authfail:5s noauth:1s grace-exceeded:20s max:10m min:15s"
+    # Uploads: what internal-sftp refuses (-P). setstat/fsetstat/lsetstat are what chmod,
+    # chown, utime and truncate-by-attributes use: refusing them keeps a sender from setting
+    # set-uid bits on an upload or changing the mode of its exchange directories (it owns
+    # them); clients that preserve times/modes (`put -p`, paramiko chmod/utime) get
+    # "permission denied" for that step only. symlink/hardlink: see the template.
+    sftp_denied_requests: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]] = Field(
+        default_factory=lambda: ["setstat", "fsetstat", "lsetstat", "symlink", "hardlink"]
+    )
+    # internal-sftp's umask (-u): new uploads are at most rwxr-x--- (never world-readable,
+    # never group-writable), whatever mode the client asks for.
+    sftp_umask: Annotated[str, Field(pattern=r"^0?[0-7]{3}$")] = "0027"
 
     # internal-sftp logs every file operation to syslog from inside the chroot, so each
     # chroot gets a dev/ directory and rsyslog a listening socket there (one drop-in listing
@@ -179,7 +214,7 @@ class HostSettings(BaseModel):
         return self.model_copy(update=updates)
 
 
-_ENV_LIST_FIELDS = {"reload_command", "syslog_reload_command"}
+_ENV_LIST_FIELDS = {"reload_command", "syslog_reload_command", "sftp_denied_requests"}
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:

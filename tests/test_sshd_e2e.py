@@ -64,6 +64,10 @@ from sshd_harness import (  # noqa: E402
 pytest_plugins = ("sshd_harness",)
 pytestmark = [pytest.mark.sshd, pytest.mark.root]
 
+# What every technical user runs: refused attribute changes (chmod, utime), umask, no links.
+FORCE_COMMAND = (
+    "internal-sftp -l INFO -f AUTHPRIV -u 0027 -P setstat,fsetstat,lsetstat,symlink,hardlink"
+)
 TOKEN = secrets.token_hex(3)
 # Technical users: 8-20 letters and digits, case-sensitive.
 ALICE = f"ExpAlice{TOKEN}"  # the main sender (its internal-sftp log is captured)
@@ -165,7 +169,7 @@ def test_sshd_T_for_every_provisioned_user(gw: Gateway) -> None:
     for user in active:
         eff = sshd_effective(gw.sshd.config_path, user, host="localhost", addr="127.0.0.1")
         assert eff["chrootdirectory"] == f"{gw.chroot_base}/%u", user
-        assert eff["forcecommand"] == "internal-sftp -l INFO -f AUTHPRIV -P symlink,hardlink", user
+        assert eff["forcecommand"] == FORCE_COMMAND, user
         assert eff["authenticationmethods"] == "publickey", user
         assert eff["pubkeyauthentication"] == "yes"
         assert eff["passwordauthentication"] == "no"
@@ -455,8 +459,7 @@ def test_no_shell_no_command_no_tty(gw: Gateway, client: str) -> None:
             transport.close()
     # whatever was asked for, the server ran internal-sftp
     gw.sshd.wait_for_log(
-        rf"Starting session: forced-command \(config\) 'internal-sftp -l INFO -f AUTHPRIV -P symlink,hardlink' "
-        rf"for {ALICE}",
+        rf"Starting session: forced-command \(config\) '{re.escape(FORCE_COMMAND)}' for {ALICE}",
         since=mark,
     )
     assert "Starting session: command" not in gw.sshd.log(mark)
@@ -503,13 +506,14 @@ def test_no_port_forwarding(gw: Gateway, client: str) -> None:
 
 
 def test_sender_drift_on_its_directories_is_repaired(gw: Gateway) -> None:
-    """The sender owns its exchange directories, so it can chmod them; the next apply puts
-    the rendered mode back."""
+    """The sender owns its exchange directories but cannot chmod them (setstat is refused);
+    a mode changed on the host all the same is put back by the next apply."""
     key = gw.senders[ALICE].keys[0]
-    with paramiko_session(gw, ALICE, key) as sftp:
-        sftp.chmod("/INTEST-S", 0o777)
     path = gw.chroot(ALICE) / "INTEST-S"
-    assert mode_of(path)[2] == 0o777
+    with paramiko_session(gw, ALICE, key) as sftp, pytest.raises(PermissionError):
+        sftp.chmod("/INTEST-S", 0o777)
+    assert mode_of(path) == (_uid(ALICE), _gateway_gid(gw), 0o2770)
+    os.chmod(path, 0o777)
     code, plan = gw.plan()
     assert code == 2
     assert [c["path"] for c in plan["changes"]] == [str(path)]
