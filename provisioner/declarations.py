@@ -22,7 +22,7 @@ from provisioner.certificates import CertificateInfo, CertificateProblem, load_c
 from provisioner.diagnostics import Diagnostic, Location, error, warning
 from provisioner.errormap import validation_diagnostics
 from provisioner.keys import KeyProblem, PublicKey, parse_public_key
-from provisioner.models import Declaration, KeyEntry, field_table
+from provisioner.models import Declaration, KeyEntry, field_table, from_list_problems
 from provisioner.source import SourceDocument, YamlPath, parse_document, read_source
 
 _FIELDS = field_table()
@@ -514,6 +514,12 @@ def _resolve_keys(
         text = entry.key if isinstance(entry, KeyEntry) else entry
         path: YamlPath = (*base, i, "key") if isinstance(entry, KeyEntry) else (*base, i)
         at = doc.location(path)
+        if isinstance(entry, KeyEntry) and entry.from_:
+            for j, code, message, is_error in from_list_problems(entry.from_):
+                where = doc.location((*base, i, "from", j))
+                if code == "key-from-negation-only":
+                    where = doc.location((*base, i, "from"))
+                result.diagnostics.append((error if is_error else warning)(code, message, where))
         source = "inline"
         if _looks_like_path(text):
             confined = _confine(doc, text.strip(), root, at, result)

@@ -7,6 +7,7 @@ uniqueness across files) live in `rules.py`, where source positions are at hand.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import ipaddress
 from datetime import date, datetime
@@ -27,6 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from provisioner.catalogue import load_catalogue
+from provisioner.encoding import free_text_problem
 
 CHANNELS = ("sftp", "ftp", "mqlink", "wbs")
 ChannelName = Literal["sftp", "ftp", "mqlink", "wbs"]
@@ -197,7 +199,26 @@ def _enum(kind: str) -> list[str]:
     return list(cat.applications if kind == "application" else cat.quality_types)
 
 
-Text = Annotated[str, Field(min_length=1, max_length=200)]
+def _free_text(value: str) -> str:
+    problem = free_text_problem(value)
+    if problem is not None:
+        raise _refuse("text-character", problem)
+    return value
+
+
+# What the JSON Schema can say cheaply: no C0/C1 control, DEL, line or paragraph separator, nor
+# the common invisible and bidirectional characters; the validator refuses the rest
+# (`provisioner.encoding.free_text_problem`).
+_TEXT_PATTERN = (
+    "^[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f"
+    "\\u2028-\\u202e\\u2060-\\u206f\\ufeff]*$"
+)
+Text = Annotated[
+    str,
+    # In the schema only: the validator's own message names the character and its code point.
+    Field(min_length=1, max_length=200, json_schema_extra={"pattern": _TEXT_PATTERN}),
+    AfterValidator(_free_text),
+]
 EnterpriseNumber = Annotated[
     str,
     AfterValidator(enterprise_number_digits),
@@ -240,20 +261,122 @@ QualityType = Annotated[
 ]
 
 
+# sshd's from= (addrmatch.c, addr_pton_cidr) reads an address or `address/prefix-length` with a
+# decimal length; anything else is matched as a host-name pattern, which never matches an
+# address.
+_CIDR_CHARACTERS = frozenset("0123456789abcdefABCDEF.:/")
+
+
 def _address_pattern(value: str) -> str:
-    body = value[1:] if value.startswith("!") else value
+    """One `from:` entry, written back in the normalised form `str(ip_network(v, strict=True))`.
+
+    Refused: anything sshd would not read as the same address or network (host names, zone
+    ids, netmasks, host bits set), so that the entry written is exactly the one validated.
+    """
+    negated = value.startswith("!")
+    body = value[1:] if negated else value
+    sign = "!" if negated else ""
+    if "%" in body:
+        raise _refuse(
+            "key-from-zone-id",
+            "this entry has a zone id (the part from '%' on): a zone id names a link-local "
+            "interface of the SFTP host, which no sender on the internet connects through; "
+            "write the address or network without it",
+        )
+    if not body or not _CIDR_CHARACTERS.issuperset(body):
+        raise _refuse(
+            "key-from-invalid",
+            f"{value!r} is not an IP address or network (CIDR); host names are not accepted "
+            "because the SFTP host does not resolve them",
+        )
+    address, slash, length = body.partition("/")
+    if slash and not (length.isascii() and length.isdigit()):
+        hint = ""
+        with contextlib.suppress(ValueError):
+            hint = f"; did you mean {sign}{ipaddress.ip_network(body, strict=False)}?"
+        raise _refuse(
+            "key-from-netmask",
+            f"{value!r}: write a network as address/prefix-length (CIDR); sshd does not read a "
+            f"netmask after the '/'{hint}",
+        )
     try:
-        ipaddress.ip_network(body, strict=False)
+        loose = ipaddress.ip_network(body, strict=False)
     except ValueError:
         raise _refuse(
             "key-from-invalid",
             f"{value!r} is not an IP address or network (CIDR); host names are not accepted "
             "because the SFTP host does not resolve them",
         ) from None
-    return value
+    if loose.network_address != ipaddress.ip_address(address):
+        raise _refuse(
+            "key-from-host-bits",
+            f"{value!r} has host bits set, and sshd refuses the whole from= list of such a key "
+            f"(it could never log in); did you mean {sign}{loose}? (for the single address, "
+            f"write {sign}{address})",
+        )
+    if isinstance(loose, ipaddress.IPv6Network) and loose.network_address.ipv4_mapped:
+        raise _refuse(
+            "key-from-invalid",
+            f"{value!r} is an IPv4-mapped IPv6 address; sshd sees IPv4 clients with their IPv4 "
+            f"address, so write {sign}{loose.network_address.ipv4_mapped}"
+            + (f"/{loose.prefixlen - 96}" if loose.prefixlen < 128 else ""),
+        )
+    return sign + str(loose)
 
 
-AddressPattern = Annotated[str, AfterValidator(_address_pattern)]
+def from_list_problems(entries: list[str]) -> list[tuple[int, str, str, bool]]:
+    """Rules over a whole (normalised) `from:` list: (index, code, message, is_error)."""
+    problems: list[tuple[int, str, str, bool]] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        body = entry.removeprefix("!")
+        if body in seen:
+            problems.append(
+                (
+                    i,
+                    "key-from-duplicate",
+                    f"{entry} is already listed as entry {seen[body] + 1} of this from list",
+                    True,
+                )
+            )
+            continue
+        seen[body] = i
+        if body in ("0.0.0.0/0", "::/0") and not entry.startswith("!"):
+            problems.append(
+                (
+                    i,
+                    "key-from-anywhere",
+                    f"{entry} means any {'IPv4' if '.' in body else 'IPv6'} address: this key is "
+                    "not restricted by address; list the sender's own addresses instead",
+                    False,
+                )
+            )
+    if entries and all(e.startswith("!") for e in entries):
+        problems.append(
+            (
+                0,
+                "key-from-negation-only",
+                "a from list made only of negated entries (!...) matches no client at all: sshd "
+                "lets a key log in only from an address a positive entry lists; add the "
+                "sender's addresses",
+                True,
+            )
+        )
+    return problems
+
+
+AddressPattern = Annotated[
+    str,
+    AfterValidator(_address_pattern),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^!?[0-9A-Fa-f.:]+(/[0-9]{1,3})?$",
+            "description": "an IP address or a network as address/prefix-length (CIDR), "
+            "without host bits; '!' in front excludes it",
+        }
+    ),
+]
 
 
 # --- structure -----------------------------------------------------------------------------
