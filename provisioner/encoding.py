@@ -92,6 +92,12 @@ def _refused_reason(char: str) -> str | None:
     return None
 
 
+def character_problem(char: str) -> str | None:
+    """Why ``char`` may not appear in text a reviewer reads, or None: the rule of
+    `free_text_problem`, for parsers that word their own message (key comments, keys.py)."""
+    return _refused_reason(char)
+
+
 def free_text_problem(value: str) -> str | None:
     """Why `value` cannot be free text (a name, a function), or None when it can.
 
