@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import socket
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from provisioner.authorized_keys import AuthorizedKeysMismatch, check_rendering
 from provisioner.cache import RACY_NS, RESTAMP_MIN
 from provisioner.errors import ApplyError, LockError, PlanError
 from provisioner.gcpause import paused_gc
@@ -34,9 +36,17 @@ from provisioner.hostrecord import (
     listing_stamp,
     stamp,
 )
-from provisioner.plan import PathAction, PathChange, PathState, Plan, compare
+from provisioner.plan import (
+    ChannelAction,
+    ChannelPlan,
+    PathAction,
+    PathChange,
+    PathState,
+    Plan,
+    compare,
+)
 from provisioner.reconcile import Reconciliation, compute, unknown_in
-from provisioner.render import MEMO_ROLES, Desired
+from provisioner.render import MEMO_ROLES, Channel, Desired, expected_keys
 from provisioner.settings import HostSettings
 from provisioner.state import StaleState, StateSnapshot, StateStore
 from provisioner.state.store import StatusUpdate
@@ -54,6 +64,9 @@ class ApplyResult:
     archived: list[tuple[str, str, str]] = field(default_factory=list)
     reloaded: bool = False
     sshd_checked: bool = False
+    # Channels whose rendered authorized_keys did not read back as their validated keys: an
+    # internal error (a bug, or a site's template override); nothing of them was written.
+    aborted: list[str] = field(default_factory=list)
 
 
 # --- the lock ------------------------------------------------------------------------------
@@ -384,6 +397,54 @@ def _apply_change(
     result.applied.append(change)
 
 
+def _abort_misrendered(rec: Reconciliation) -> list[str]:
+    """Read every rendered authorized_keys file back before anything is staged.
+
+    A file that is not exactly its channel's validated keys (see provisioner.authorized_keys)
+    must never reach sshd: the channel is taken out of this run, refused with the reason, and
+    keeps what it had. Channels not rendered in this run were checked when they were.
+    """
+    aborted: list[str] = []
+    for channel in list(rec.accepted):
+        en = channel.enterprise_number
+        for node in rec.channel_nodes.get(en, []):
+            if node.role != "authorized-keys" or node.content is None:
+                continue
+            try:
+                check_rendering(node.content, expected_keys(channel.result.keys))
+            except AuthorizedKeysMismatch as exc:
+                reason = (
+                    f"internal error: the rendered authorized_keys of {channel.user} is not "
+                    f"its validated keys ({exc}); nothing of this channel was written"
+                )
+                logging.getLogger(__name__).error("%s", reason)
+                _take_out(rec, channel, reason)
+                aborted.append(reason)
+    return aborted
+
+
+def _take_out(rec: Reconciliation, channel: Channel, reason: str) -> None:
+    en = channel.enterprise_number
+    for node in rec.channel_nodes.pop(en, []):
+        rec.tree.nodes.pop(node.path, None)
+    rec.plan.changes = [c for c in rec.plan.changes if c.channel != en]
+    rec.accepted.remove(channel)
+    rec.refusals[en] = [reason]
+    rec.plan.channels = [
+        ChannelPlan(
+            en,
+            channel.user,
+            channel.registration.sender,
+            ChannelAction.REFUSED,
+            channel.display,
+            (reason,),
+        )
+        if p.enterprise_number == en
+        else p
+        for p in rec.plan.channels
+    ]
+
+
 def _stage(rec: Reconciliation, staging: Path) -> Path:
     """Write every file this run will write under `staging`, mirroring the live layout.
 
@@ -471,6 +532,7 @@ def apply(
                     + "; make a new plan"
                 )
         result = ApplyResult(rec.plan, rec)
+        result.aborted = _abort_misrendered(rec)
         owners = _Owners(rec.plan.owners_managed)
         result.owners_not_set = owners.not_set
         settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -19,8 +19,10 @@ from typing import Any, Literal
 import jinja2
 
 from provisioner import __version__
+from provisioner.authorized_keys import ExpectedKey
 from provisioner.catalogue import load_catalogue
 from provisioner.declarations import FileResult, ResolvedKey
+from provisioner.encoding import register
 from provisioner.errors import SettingsError
 from provisioner.resources import shipped
 from provisioner.settings import HostSettings
@@ -113,14 +115,18 @@ def _environment(override: str | None) -> jinja2.Environment:
     # A site's override directory comes first; templates it lacks come from the shipped set.
     paths = [override] if override else []
     paths.append(str(shipped("templates")))
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(paths),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
-        autoescape=False,  # noqa: S701 - config files, not HTML; values are validated upstream
+        # Config files, not HTML: nothing is escaped. Values are validated upstream, and the
+        # templates pass each one through the check filter of its target syntax
+        # (provisioner.encoding), which raises instead of escaping.
+        autoescape=False,  # noqa: S701
     )
+    return register(env)
 
 
 def _render(env: jinja2.Environment, name: str, **context: Any) -> bytes:
@@ -186,14 +192,32 @@ class _Group:
     members: list[str]
 
 
+def _expiry_time(k: ResolvedKey) -> str | None:
+    return k.expires.astimezone(UTC).strftime("%Y%m%d%H%MZ") if k.expires else None
+
+
 def _key_lines(keys: Sequence[ResolvedKey]) -> list[_KeyLine]:
-    lines = []
-    for k in keys:
-        expiry = k.expires.astimezone(UTC).strftime("%Y%m%d%H%MZ") if k.expires else None
-        # The comment is the administrator's text: keep it, but never a newline in the file.
-        line = k.key.openssh(comment=True).replace("\n", " ").replace("\r", " ")
-        lines.append(_KeyLine(line, k.key.fingerprint, list(k.from_) if k.from_ else None, expiry))
-    return lines
+    # The key line goes as validated: keys.py refused line breaks in the comment, and the
+    # template's check filter stops the rendering if one ever got through (never replaced).
+    return [
+        _KeyLine(
+            k.key.openssh(comment=True),
+            k.key.fingerprint,
+            list(k.from_) if k.from_ else None,
+            _expiry_time(k),
+        )
+        for k in keys
+    ]
+
+
+def expected_keys(keys: Sequence[ResolvedKey]) -> list[ExpectedKey]:
+    """What the authorized_keys file of these keys must read back as (see authorized_keys)."""
+    return [
+        ExpectedKey(
+            k.key.algorithm, k.key.blob, tuple(k.from_) if k.from_ else None, _expiry_time(k)
+        )
+        for k in keys
+    ]
 
 
 def routing_entry(channel: Channel) -> dict[str, Any]:
@@ -357,7 +381,6 @@ def render_channel(settings: HostSettings, channel: Channel) -> list[Desired]:
         env,
         "authorized_keys.j2",
         user=user,
-        source=channel.display,
         generated_by=GENERATED_BY,
         keys=_key_lines(channel.result.keys),
     )

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from provisioner.cli import EXIT_CHANGES, EXIT_INVALID, EXIT_OK, cli
+from provisioner.cli import EXIT_CHANGES, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, cli
 from provisioner.errors import PlanError
 from provisioner.gcpause import one_shot
 from provisioner.settings import HostSettings, load_settings
@@ -201,6 +201,9 @@ def apply_command(
         click.echo(f"Applied {len(result.applied)} change(s).")
     else:
         click.echo(planformat.render(plan, fmt), nl=False)
+    if result.aborted:
+        # A rendering that does not read back as its validated keys is a bug, not bad input.
+        return EXIT_INTERNAL
     return EXIT_INVALID if plan.has_refusals else EXIT_OK
 
 
