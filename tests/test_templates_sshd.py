@@ -22,6 +22,8 @@ import jinja2
 import paramiko
 import pytest
 
+from provisioner.encoding import register
+
 # the harness is also a pytest plugin (fixtures); let pytest rewrite its asserts
 pytest.register_assert_rewrite("sshd_harness")
 
@@ -57,6 +59,9 @@ pytest_plugins = ("sshd_harness",)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 GENERATED_BY = "sftp-provisioner 0.1.0 — do not edit, changes are overwritten"
+FORCE_COMMAND = (
+    "internal-sftp -l INFO -f AUTHPRIV -u 0027 -P setstat,fsetstat,lsetstat,symlink,hardlink"
+)
 UPLOAD_NAME = "FI.DMFA.101380.20261129.00001.T.1.1"
 RETURN_NAME = "FO.ACRF.999999.20261129.00001.T.1.1"
 IN_DIRS = ("IN", "INTEST", "INTEST-S")
@@ -77,13 +82,16 @@ MACs hmac-sha1
 
 
 def env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
+    # The templates' check filters (one per target syntax) are part of the templates' contract.
+    return register(
+        jinja2.Environment(
+            loader=jinja2.FileSystemLoader(TEMPLATES),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            autoescape=False,
+        )
     )
 
 
@@ -107,6 +115,18 @@ class Settings:
     sftp_log_level: str = "INFO"
     max_auth_tries: int = 3
     login_grace_time: int = 30
+    max_startups: str = "10:30:100"
+    per_source_max_startups: int = 10
+    per_source_net_block_size: str = "32:64"
+    per_source_penalties: str = "crash:90s authfail:5s noauth:1s grace-exceeded:20s max:10m min:15s"
+    sftp_denied_requests: tuple[str, ...] = (
+        "setstat",
+        "fsetstat",
+        "lsetstat",
+        "symlink",
+        "hardlink",
+    )
+    sftp_umask: str = "0027"
 
 
 @dataclass(frozen=True)
@@ -232,6 +252,62 @@ def test_dropin_version_gates(
         assert text not in conf
 
 
+@pytest.mark.parametrize(
+    ("version", "present", "absent"),
+    [
+        ((8, 4), ["MaxStartups 10:30:100"], ["PerSource"]),
+        (
+            (9, 2),
+            ["MaxStartups 10:30:100", "PerSourceMaxStartups 10", "PerSourceNetBlockSize 32:64"],
+            ["PerSourcePenalties"],
+        ),
+        (
+            (9, 8),
+            [
+                "PerSourceMaxStartups 10",
+                "PerSourcePenalties crash:90s authfail:5s noauth:1s grace-exceeded:20s max:10m",
+            ],
+            [],
+        ),
+    ],
+)
+def test_dropin_connection_throttling(
+    version: tuple[int, int], present: list[str], absent: list[str]
+) -> None:
+    """ssh-audit's DHEat test found no throttling: one source could open hundreds of
+    connections a second. The limits are global keywords, so they must precede Match."""
+    conf = render_dropin(Settings(), version)
+    for text in present:
+        assert f"\n{text}" in conf
+    for text in absent:
+        assert text not in conf
+    g = global_part(conf)
+    assert g["maxstartups"] == "10:30:100"
+    if version >= (8, 5):
+        assert g["persourcemaxstartups"] == "10"
+    conf = render_dropin(
+        Settings(per_source_max_startups=3, max_startups="20:50:60", per_source_penalties="no"),
+        (9, 9),
+    )
+    g = global_part(conf)
+    assert (g["persourcemaxstartups"], g["maxstartups"], g["persourcepenalties"]) == (
+        "3",
+        "20:50:60",
+        "no",
+    )
+
+
+def test_dropin_upload_requests() -> None:
+    """A sender could chmod 6755 an upload and chmod 0777 its IN: the attribute-setting
+    requests are refused, the denied list and umask come from the settings."""
+    conf = render_dropin(Settings(), (9, 2))
+    block = dict(directives(conf.split("\nMatch ", 1)[1])[1:])
+    assert block["forcecommand"].endswith(" -u 0027 -P setstat,fsetstat,lsetstat,symlink,hardlink")
+    conf = render_dropin(Settings(sftp_denied_requests=(), sftp_umask="077"), (9, 2))
+    block = dict(directives(conf.split("\nMatch ", 1)[1])[1:])
+    assert block["forcecommand"] == "internal-sftp -l INFO -f AUTHPRIV -u 077"
+
+
 def test_dropin_match_block_and_listen() -> None:
     s = Settings(
         sftp_group="sftpusers",
@@ -249,7 +325,9 @@ def test_dropin_match_block_and_listen() -> None:
     assert match[0] == ("group", "sftpusers")
     assert block["chrootdirectory"] == "/srv/sftp/chroot/%u"
     assert block["authorizedkeysfile"] == "/etc/sftp-provisioner/keys/%u"
-    assert block["forcecommand"] == "internal-sftp -l VERBOSE -f AUTHPRIV -P symlink,hardlink"
+    assert block["forcecommand"] == (
+        "internal-sftp -l VERBOSE -f AUTHPRIV -u 0027 -P setstat,fsetstat,lsetstat,symlink,hardlink"
+    )
     expected = {
         "authenticationmethods": "publickey",
         "passwordauthentication": "no",
@@ -297,7 +375,7 @@ def test_authorized_keys_template() -> None:
         Key(
             "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC80at0 payroll@onderneming",
             "SHA256:def",
-            from_=["192.0.2.0/24", "198.51.100.7"],
+            from_=["192.0.2.0/24", "198.51.100.7/32"],
             expiry_time="202612312359Z",
         ),
         Key("ssh-ed25519 AAAAC3Nza other", "SHA256:ghi", expiry_time="202701010000Z"),
@@ -314,7 +392,7 @@ def test_authorized_keys_template() -> None:
     key_lines = [ln for ln in lines if ln and not ln.startswith("#")]
     assert key_lines == [
         f"restrict {keys[0].line}",
-        f'restrict,from="192.0.2.0/24,198.51.100.7",expiry-time="202612312359Z" {keys[1].line}',
+        f'restrict,from="192.0.2.0/24,198.51.100.7/32",expiry-time="202612312359Z" {keys[1].line}',
         f'restrict,expiry-time="202701010000Z" {keys[2].line}',
     ]
     assert "SHA256:def" in text and "secsocexemple01" in text
@@ -494,7 +572,7 @@ def gateway(sftp_area: Path, openssh_version_installed: tuple[int, int]) -> Iter
     )
     accounts = [
         Account(name_a, uid_a, gid, "SECRETARIAT SOCIAL EXEMPLE"),
-        Account(name_b, uid_b, gid, "Payroll client (RSA 2048)"),
+        Account(name_b, uid_b, gid, "Payroll client RSA 2048"),
     ]
     group = Group(group_name, gid, [a.name for a in accounts])
     users = {}
@@ -568,7 +646,10 @@ def test_sshd_T_for_member_and_non_member(gateway: Gateway) -> None:
     eff = sshd_effective(gateway.server.config_path, a.name)
     assert eff["chrootdirectory"] == f"{gateway.settings.chroot_base}/%u"
     assert eff["authorizedkeysfile"] == f"{gateway.settings.keys_dir}/%u"
-    assert eff["forcecommand"] == "internal-sftp -l INFO -f AUTHPRIV -P symlink,hardlink"
+    assert eff["forcecommand"] == FORCE_COMMAND
+    # the throttling of unauthenticated connections is in force (global keywords)
+    assert eff["persourcemaxstartups"] == "10"
+    assert eff["maxstartups"] == "10:30:100"
     assert eff["authenticationmethods"] == "publickey"
     for keyword in (
         "permittty",
@@ -806,10 +887,10 @@ def test_key_options_are_enforced(gateway: Gateway) -> None:
         with pytest.raises(paramiko.AuthenticationException):
             paramiko_transport(a.name, a.key.private, gateway.port)
         gateway.server.wait_for_log(r"Refused by key options", since=mark)
-        declare(from_=["192.0.2.0/24", "198.51.100.7"])
+        declare(from_=["192.0.2.0/24", "198.51.100.7/32"])
         with pytest.raises(paramiko.AuthenticationException):
             paramiko_transport(a.name, a.key.private, gateway.port)
-        declare(from_=["192.0.2.0/24", "127.0.0.1"], expiry_time="209912312359Z")
+        declare(from_=["192.0.2.0/24", "127.0.0.1/32"], expiry_time="209912312359Z")
         paramiko_transport(a.name, a.key.private, gateway.port).close()
     finally:
         write_file(keys_file, original, 0o644)
