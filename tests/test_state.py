@@ -655,11 +655,14 @@ def test_a_failing_migration_is_rolled_back(
         conn.execute(sa.text("UPDATE state_meta SET next_uid = 42"))
         raise sa.exc.OperationalError("ALTER ...", {}, Exception("disk on fire"))
 
+    after = SCHEMA_VERSION + 1  # the migration a next release would add
     monkeypatch.setattr(
-        migrations, "MIGRATIONS", (*migrations.MIGRATIONS, Migration(2, "broken", broken))
+        migrations, "MIGRATIONS", (*migrations.MIGRATIONS, Migration(after, "broken", broken))
     )
-    monkeypatch.setattr(migrations, "LATEST_VERSION", 2)
-    with pytest.raises(StateError, match=r"migration 2 \(broken\) failed and was rolled back"):
+    monkeypatch.setattr(migrations, "LATEST_VERSION", after)
+    with pytest.raises(
+        StateError, match=rf"migration {after} \(broken\) failed and was rolled back"
+    ):
         StateStore.open(store_url)
     # DDL included: SQLite only rolls back DDL when the store, not sqlite3, issues BEGIN.
     assert "half_done" not in _tables(store_url)
@@ -678,10 +681,11 @@ def test_a_new_migration_is_applied_on_reopen(
     def add_column(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE registrations ADD COLUMN note TEXT"))
 
+    after = SCHEMA_VERSION + 1
     monkeypatch.setattr(
-        migrations, "MIGRATIONS", (*migrations.MIGRATIONS, Migration(2, "note", add_column))
+        migrations, "MIGRATIONS", (*migrations.MIGRATIONS, Migration(after, "note", add_column))
     )
-    monkeypatch.setattr(migrations, "LATEST_VERSION", 2)
+    monkeypatch.setattr(migrations, "LATEST_VERSION", after)
     with StateStore.open(store_url) as store:
         assert store.snapshot() == expected
     with StateStore.open(store_url):

@@ -107,8 +107,58 @@ def _v1_initial(conn: Connection) -> None:
     )
 
 
+def _v2_degraded_runs_and_channel_keys(conn: Connection) -> None:
+    # A run that applied what it could but deferred removals, held a quality or refused a
+    # file is `degraded`. The outcome's CHECK constraint is widened: PostgreSQL alters it in
+    # place; SQLite cannot alter a constraint, so the table is rebuilt (ids kept).
+    outcomes = "outcome IN ('ok', 'failed', 'partial', 'degraded')"
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("ALTER TABLE runs DROP CONSTRAINT runs_outcome"))
+        conn.execute(sa.text(f"ALTER TABLE runs ADD CONSTRAINT runs_outcome CHECK ({outcomes})"))
+    else:
+        md = sa.MetaData()
+        sa.Table(
+            "runs_v2",
+            md,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("started_at", UtcDateTime, nullable=False),
+            sa.Column("finished_at", UtcDateTime),
+            sa.Column("revision", sa.Text),
+            sa.Column("outcome", sa.String(16), nullable=False),
+            sa.Column("summary", sa.Text, nullable=False),
+            sa.Column("error", sa.Text),
+            sa.CheckConstraint(outcomes, name="runs_outcome"),
+        )
+        md.create_all(conn)
+        conn.execute(
+            sa.text(
+                "INSERT INTO runs_v2 (id, started_at, finished_at, revision, outcome, summary, "
+                "error) SELECT id, started_at, finished_at, revision, outcome, summary, error "
+                "FROM runs"
+            )
+        )
+        conn.execute(sa.text("DROP TABLE runs"))
+        conn.execute(sa.text("ALTER TABLE runs_v2 RENAME TO runs"))
+        conn.execute(sa.text("CREATE INDEX runs_started_at ON runs (started_at)"))
+    # Which channel each key was applied on at the last successful apply: a key belongs to
+    # the channel that had it first, and a quality that declares it later is refused.
+    md = sa.MetaData()
+    sa.Table(
+        "channel_keys",
+        md,
+        sa.Column("fingerprint", sa.Text, primary_key=True),
+        sa.Column("enterprise_number", sa.String(10), nullable=False),
+        sa.Column("recorded_at", UtcDateTime, nullable=False),
+        sa.Index("channel_keys_enterprise_number", "enterprise_number"),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "registrations, username ledger, runs, notifications", _v1_initial),
+    Migration(
+        2, "degraded run outcome, keys applied per channel", _v2_degraded_runs_and_channel_keys
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

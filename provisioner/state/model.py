@@ -16,7 +16,9 @@ from types import MappingProxyType
 from typing import Final, Literal, TypeAlias, get_args
 
 ChannelStatus = Literal["pending", "active", "failed", "removed"]
-RunOutcome = Literal["ok", "failed", "partial"]
+# `degraded`: applied, but the host may still serve what the declarations no longer say
+# (removals deferred, a refused quality held on its last good configuration).
+RunOutcome = Literal["ok", "failed", "partial", "degraded"]
 RefusalCode = Literal[
     "technical-user-immutable",
     "technical-user-taken",
@@ -121,14 +123,16 @@ class StateSnapshot:
     next_sender_number: int
     next_uid: int
     version: int
+    # Key fingerprint -> the quality on whose channel the last successful apply put it.
+    channel_keys: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         # Read-only views: a snapshot is shared between plan and apply, and a caller that
         # mutated it would make the plan lie.
-        if not _frozen_mapping(self.registrations):
-            object.__setattr__(self, "registrations", MappingProxyType(dict(self.registrations)))
-        if not _frozen_mapping(self.usernames):
-            object.__setattr__(self, "usernames", MappingProxyType(dict(self.usernames)))
+        for name in ("registrations", "usernames", "channel_keys"):
+            value = getattr(self, name)
+            if not _frozen_mapping(value):
+                object.__setattr__(self, name, MappingProxyType(dict(value)))
 
     @classmethod
     def empty(cls) -> StateSnapshot:
@@ -429,4 +433,5 @@ def advance(
         next_sender_number=next_sender,
         next_uid=next_uid,
         version=snapshot.version + 1,
+        channel_keys=snapshot.channel_keys,
     )

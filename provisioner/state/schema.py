@@ -110,3 +110,11 @@ notifications = sa.Table(
     sa.Column("key", sa.Text, primary_key=True),
     sa.Column("sent_at", UtcDateTime, nullable=False),
 )
+
+channel_keys = sa.Table(
+    "channel_keys",
+    metadata,
+    sa.Column("fingerprint", sa.Text, primary_key=True),
+    sa.Column("enterprise_number", sa.String(10), nullable=False),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+)

@@ -10,7 +10,7 @@ since that snapshot.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -310,6 +310,53 @@ class StateStore:
             self._bump(conn, meta.version)
         return len(rows)
 
+    def record_channel_keys(
+        self,
+        applied: Mapping[str, Collection[str]],
+        released: Collection[str],
+        *,
+        now: datetime,
+    ) -> int:
+        """Record which keys a successful apply left on which channel; returns rows written.
+
+        ``applied`` maps each channel the apply wrote (or found as it should be) to the
+        fingerprints of its keys; ``released`` lists channels it removed, whose keys are free
+        again. Channels in neither (held on their last good configuration) keep theirs: a key
+        recorded for one of them is never taken over here, whatever ``applied`` says. One
+        transaction; bumps the version only when something changed.
+        """
+        now = ensure_utc(now, "now")
+        keys_t = t.channel_keys
+        touched = set(applied) | set(released)
+        with transaction(self._engine, write=True) as conn:
+            meta = self._lock_meta(conn)
+            owners = {
+                row.fingerprint: row.enterprise_number
+                for row in conn.execute(sa.select(keys_t.c.fingerprint, keys_t.c.enterprise_number))
+            }
+            wanted = {en: set(fps) for en, fps in applied.items() if en not in released}
+            drop = [
+                fp for fp, en in owners.items() if en in touched and fp not in wanted.get(en, ())
+            ]
+            free = set(drop)
+            add: list[dict[str, object]] = []
+            for en, fps in sorted(wanted.items()):
+                for fp in sorted(fps):
+                    owner = owners.get(fp)
+                    if owner == en or (owner is not None and fp not in free):
+                        continue
+                    free.discard(fp)  # one owner, even if two channels asked for it
+                    owners[fp] = en
+                    add.append({"fingerprint": fp, "enterprise_number": en, "recorded_at": now})
+            for start in range(0, len(drop), _IN_CHUNK):
+                chunk = drop[start : start + _IN_CHUNK]
+                conn.execute(keys_t.delete().where(keys_t.c.fingerprint.in_(chunk)))
+            if add:
+                conn.execute(keys_t.insert(), add)
+            if drop or add:
+                self._bump(conn, meta.version)
+        return len(drop) + len(add)
+
     def import_registration(self, reg: Registration) -> bool:
         """Take over a registration made elsewhere (the portal), numbers included.
 
@@ -478,12 +525,18 @@ class StateStore:
                 sa.select(t.username_ledger.c.technical_user, t.username_ledger.c.enterprise_number)
             )
         }
+        keys = t.channel_keys
+        owners = {
+            row.fingerprint: row.enterprise_number
+            for row in conn.execute(sa.select(keys.c.fingerprint, keys.c.enterprise_number))
+        }
         return StateSnapshot(
             registrations=regs,
             usernames=ledger,
             next_sender_number=meta.next_sender_number,
             next_uid=meta.next_uid,
             version=meta.version,
+            channel_keys=owners,
         )
 
     def _lock_meta(self, conn: Connection) -> sa.Row[Any]:
