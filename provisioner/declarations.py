@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from provisioner.certificates import CertificateInfo, CertificateProblem, load_certificate
 from provisioner.diagnostics import Diagnostic, Location, error, warning
+from provisioner.encoding import free_text_problem
 from provisioner.errormap import validation_diagnostics
 from provisioner.keys import KeyProblem, PublicKey, parse_public_key
 from provisioner.models import Declaration, KeyEntry, field_table, from_list_problems
@@ -589,4 +590,14 @@ def _resolve_certificate(doc: SourceDocument, ref: str, root: Path, result: File
     except CertificateProblem as problem:
         result.diagnostics.append(error(problem.code, problem.message, at))
         return
+    info = result.certificate
+    for what, name in (("subject", info.subject), ("issuer", info.issuer)):
+        # The names reach the overview and the notification mails, as free text does.
+        problem = free_text_problem(name)
+        if problem is not None:
+            result.certificate = None
+            result.diagnostics.append(
+                error("certificate-name-character", f"the certificate's {what}: {problem}", at)
+            )
+            return
     result.certificate_at = at

@@ -167,3 +167,42 @@ def test_the_rendering_no_longer_depends_on_the_working_directory(
     host.decls.rename(moved)
     host.decls = moved
     assert _keys_file(host) == first
+
+
+def test_a_certificate_name_with_a_control_character_is_refused(host: Host) -> None:
+    """Its subject and issuer reach the overview and the notification mails, as free text."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    from provisioner.declarations import check_file
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Ann\nSubject: pwned")])
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA")]))
+        .public_key(key.public_key())
+        .serial_number(4242)
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=700))
+        .add_extension(
+            x509.KeyUsage(True, True, False, False, False, False, False, False, False), True
+        )
+        .sign(key, None)
+    )
+    (host.decls / "certs" / "newline.cer").write_bytes(certificate.public_bytes(Encoding.DER))
+    text = host.quality(EN_ONDERNEMING).read_text("utf-8")
+    old = text.split("certificate: ", 1)[1].split("\n", 1)[0]
+    host.edit(EN_ONDERNEMING, f"certificate: {old}", "certificate: ../certs/newline.cer")
+    result = check_file(host.quality(EN_ONDERNEMING), "q.yaml", host.decls)
+    refused = [d for d in result.diagnostics if d.code == "certificate-name-character"]
+    assert len(refused) == 1, result.diagnostics
+    assert "U+000A (LINE FEED)" in refused[0].message
+    assert "pwned" not in refused[0].message
+    assert not result.ok
