@@ -517,10 +517,10 @@ def _resolve_keys(
         at = doc.location(path)
         if isinstance(entry, KeyEntry) and entry.from_:
             for j, code, message, is_error in from_list_problems(entry.from_):
-                where = doc.location((*base, i, "from", j))
+                entry_at = doc.location((*base, i, "from", j))
                 if code == "key-from-negation-only":
-                    where = doc.location((*base, i, "from"))
-                result.diagnostics.append((error if is_error else warning)(code, message, where))
+                    entry_at = doc.location((*base, i, "from"))
+                result.diagnostics.append((error if is_error else warning)(code, message, entry_at))
         source = "inline"
         if _looks_like_path(text):
             confined = _confine(doc, text.strip(), root, at, result)
@@ -593,11 +593,11 @@ def _resolve_certificate(doc: SourceDocument, ref: str, root: Path, result: File
     info = result.certificate
     for what, name in (("subject", info.subject), ("issuer", info.issuer)):
         # The names reach the overview and the notification mails, as free text does.
-        problem = free_text_problem(name)
-        if problem is not None:
+        unfit = free_text_problem(name)
+        if unfit is not None:
             result.certificate = None
             result.diagnostics.append(
-                error("certificate-name-character", f"the certificate's {what}: {problem}", at)
+                error("certificate-name-character", f"the certificate's {what}: {unfit}", at)
             )
             return
     result.certificate_at = at
