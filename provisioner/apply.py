@@ -589,6 +589,8 @@ def apply(
                     ) from exc
                 raise
         _record_success(store, rec, revision, now, committed)
+        # Which channel has which key now: a quality that declares one of them later is refused.
+        store.record_channel_keys(rec.channel_keys, rec.allocation.removed, now=now)
         _audit(settings, _audit_entries(rec, result, revision, now))
         _remember(rec, result.applied)
         return result

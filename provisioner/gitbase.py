@@ -8,11 +8,16 @@ own address to a file in the same pull request that changes it.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import os
+import posixpath
 import subprocess
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from provisioner.declarations import partial_facts
 from provisioner.diagnostics import Diagnostic, Location, error
@@ -30,6 +35,8 @@ class BaseQuality:
     enterprise_number: str | None
     technical_user: str | None
     administrators: tuple[str, ...]
+    # Fingerprints of the keys the file declared (inline or in a referenced .pub file).
+    keys: tuple[str, ...] = ()
 
 
 def _git(root: Path, *args: str, input_: bytes | None = None) -> bytes:
@@ -67,28 +74,80 @@ def head_revision(root: Path) -> str | None:
         return None
 
 
-def _base_facts(path: str, raw: bytes) -> BaseQuality:
+# A .pub file is one line; anything bigger at the base revision is not read.
+_MAX_BASE_KEY_FILE = 64 * 1024
+
+
+def _fingerprint(line: str) -> str | None:
+    """`SHA256:...` of a key line as ssh-keygen prints it, or None if it has no key data.
+
+    Only who had a key first is asked of the base revision; whether the key is acceptable
+    is judged on the work tree."""
+    fields = line.split()
+    if len(fields) < 2:
+        return None
+    try:
+        blob = base64.b64decode(fields[1], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def _key_entries(data: Any) -> list[str]:
+    for part in ("structured_messages", "channels", "sftp", "ssh_keys"):
+        data = data.get(part) if isinstance(data, dict) else None
+    entries = []
+    for entry in data if isinstance(data, list) else []:
+        text = entry.get("key") if isinstance(entry, dict) else entry
+        if isinstance(text, str) and text.strip():
+            entries.append(text.strip())
+    return entries
+
+
+def _is_key_path(text: str) -> bool:
+    # The declarations' own test: a path has no blank and ends in .pub or holds a slash.
+    return " " not in text and (text.endswith(".pub") or "/" in text)
+
+
+def _base_facts(path: str, raw: bytes) -> tuple[BaseQuality, list[str]]:
+    """The facts of a file at the base revision, and the key files it references there."""
     doc, _ = parse_document(raw, Path(path), path)
     if doc is None:
-        return BaseQuality(path, None, None, ())
+        return BaseQuality(path, None, None, ()), []
     facts = partial_facts(doc)
-    return BaseQuality(path, facts.enterprise_number, facts.technical_user, facts.administrators)
+    keys: list[str] = []
+    refs: list[str] = []
+    for text in _key_entries(doc.data):
+        if _is_key_path(text):
+            ref = posixpath.normpath(posixpath.join(posixpath.dirname(path), text))
+            if not (ref.startswith("../") or ref == ".." or posixpath.isabs(text)):
+                refs.append(ref)
+        elif (fp := _fingerprint(text)) is not None:
+            keys.append(fp)
+    quality = BaseQuality(
+        path, facts.enterprise_number, facts.technical_user, facts.administrators, tuple(keys)
+    )
+    return quality, refs
 
 
-def base_qualities(top: Path, revision: str, prefixes: list[str]) -> dict[str, BaseQuality]:
-    """Every YAML file under the declaration paths at `revision`, by path in the work tree."""
-    listing = _git(top, "ls-tree", "-r", "-z", "--name-only", revision, "--", *prefixes)
-    paths = [
-        p
-        for p in listing.decode("utf-8", "replace").split("\0")
-        if p.endswith((".yaml", ".yml")) and not any(part.startswith(".") for part in p.split("/"))
-    ]
+def _cat(top: Path, revision: str, paths: list[str], max_size: int | None) -> dict[str, bytes]:
+    """The content of `paths` at `revision` (missing ones, and bigger ones, left out)."""
+    if max_size is not None:
+        # Sizes first: an oversized blob is never read at all.
+        request = "".join(f"{revision}:{p}\n" for p in paths).encode()
+        sizes = _git(top, "cat-file", "--batch-check", input_=request).decode().splitlines()
+        kept = []
+        for p, line in zip(paths, sizes, strict=False):
+            fields = line.split()
+            if len(fields) == 3 and fields[1] == "blob" and int(fields[2]) <= max_size:
+                kept.append(p)
+        paths = kept
     if not paths:
         return {}
     # One `cat-file --batch` for all files: one process instead of one per quality.
     request = "".join(f"{revision}:{p}\n" for p in paths).encode()
     out = _git(top, "cat-file", "--batch", input_=request)
-    result: dict[str, BaseQuality] = {}
+    result: dict[str, bytes] = {}
     pos = 0
     for p in paths:
         header_end = out.index(b"\n", pos)
@@ -97,10 +156,75 @@ def base_qualities(top: Path, revision: str, prefixes: list[str]) -> dict[str, B
             pos = header_end + 1
             continue
         size = int(header[2])
-        body = out[header_end + 1 : header_end + 1 + size]
+        result[p] = out[header_end + 1 : header_end + 1 + size]
         pos = header_end + 1 + size + 1
-        result[p] = _base_facts(p, body)
     return result
+
+
+def base_qualities(top: Path, revision: str, prefixes: list[str]) -> dict[str, BaseQuality]:
+    """Every YAML file under the declaration paths at `revision`, by path in the work tree."""
+    return dict(_base_qualities(top, revision, tuple(prefixes)))
+
+
+@lru_cache(maxsize=4)
+def _base_qualities(top: Path, revision: str, prefixes: tuple[str, ...]) -> dict[str, BaseQuality]:
+    # Asked twice in a run (who had a key first, then the other history rules): read once.
+    listing = _git(top, "ls-tree", "-r", "-z", "--name-only", revision, "--", *prefixes)
+    paths = [
+        p
+        for p in listing.decode("utf-8", "replace").split("\0")
+        if p.endswith((".yaml", ".yml")) and not any(part.startswith(".") for part in p.split("/"))
+    ]
+    if not paths:
+        return {}
+    result: dict[str, BaseQuality] = {}
+    wanted: dict[str, list[str]] = {}
+    for p, body in _cat(top, revision, paths, None).items():
+        result[p], wanted[p] = _base_facts(p, body)
+    files = _cat(
+        top, revision, sorted({r for refs in wanted.values() for r in refs}), _MAX_BASE_KEY_FILE
+    )
+    for p, refs in wanted.items():
+        found = []
+        for ref in refs:
+            text = files.get(ref, b"").decode("utf-8", "replace").strip()
+            if (fp := _fingerprint(text)) is not None:
+                found.append(fp)
+        if found:
+            q = result[p]
+            result[p] = BaseQuality(
+                q.path,
+                q.enterprise_number,
+                q.technical_user,
+                q.administrators,
+                q.keys + tuple(found),
+            )
+    return result
+
+
+def _prefixes(top: Path, settings: ValidateSettings) -> list[str]:
+    prefixes = []
+    for given in settings.paths:
+        absolute = (given if given.is_absolute() else settings.cwd / given).resolve()
+        inside = absolute.relative_to(top) if absolute.is_relative_to(top) else Path()
+        prefixes.append(str(inside))
+    return prefixes
+
+
+def base_key_owners(root: Path, settings: ValidateSettings) -> dict[str, str]:
+    """Key fingerprint -> the enterprise number of the quality whose file at `--base`
+    declared it. A key two qualities already shared there has no single owner: left out."""
+    assert settings.base is not None
+    top = work_tree(root)
+    revision = resolve_revision(top, settings.base)
+    owners: dict[str, str | None] = {}
+    for quality in base_qualities(top, revision, _prefixes(top, settings)).values():
+        en = quality.enterprise_number
+        if en is None:
+            continue
+        for fp in quality.keys:
+            owners[fp] = en if owners.get(fp, en) == en else None
+    return {fp: en for fp, en in owners.items() if en is not None}
 
 
 def changed_paths(top: Path, revision: str, prefixes: list[str]) -> dict[str, str]:
@@ -145,11 +269,7 @@ def history_rules(
     top = work_tree(root)
     ref = settings.base or "HEAD"
     revision = resolve_revision(top, ref)
-    prefixes = []
-    for given in settings.paths:
-        absolute = (given if given.is_absolute() else settings.cwd / given).resolve()
-        inside = absolute.relative_to(top) if absolute.is_relative_to(top) else Path()
-        prefixes.append(str(inside))
+    prefixes = _prefixes(top, settings)
     base = base_qualities(top, revision, prefixes)
     by_number = {b.enterprise_number: b for b in base.values() if b.enterprise_number}
     from provisioner.validate import display_path

@@ -52,6 +52,7 @@ from provisioner.render import (
     render_host,
     routing_entry,
 )
+from provisioner.rules import FileSummary
 from provisioner.settings import HostSettings
 from provisioner.state import Allocation, Registration, StateSnapshot, allocate
 from provisioner.validate import ValidateSettings, ValidationReport, validate
@@ -89,6 +90,20 @@ class Reconciliation:
     channel_nodes: dict[str, list[Desired]] = field(default_factory=dict)
     # Unknown paths in each channel's chroot, and the listing stamp they were read at.
     chroot_unknown: dict[str, tuple[list[str], list[int] | None]] = field(default_factory=dict)
+    # Per accepted channel, the fingerprints of its keys: recorded once it is applied, so
+    # that a key stays with the channel that had it first.
+    channel_keys: dict[str, list[str]] = field(default_factory=dict)
+    # Registrations this run would have removed, but did not, because a file too broken to
+    # say whose it is might still declare them; and those files.
+    deferred: list[Registration] = field(default_factory=list)
+    deferred_by: list[str] = field(default_factory=list)
+
+    @property
+    def degraded(self) -> bool:
+        """The host may still serve what the declarations no longer say, or not yet what
+        they do: removals deferred, a quality refused (held on its last good configuration),
+        or a file refused."""
+        return bool(self.deferred or self.deferred_by or self.plan.has_refusals)
 
     def managed_paths(self) -> list[Path]:
         paths = list(self.tree.nodes)
@@ -136,6 +151,13 @@ def _compute(
     use_cache: bool,
 ) -> Reconciliation:
     now = now or datetime.now(UTC)
+    regs = snapshot.registrations
+    # A key stays with the live channel the last apply put it on (see rules.cross_file_rules).
+    key_owners = {
+        fp: en
+        for fp, en in snapshot.channel_keys.items()
+        if en in regs and regs[en].status != "removed"
+    }
     # Checked declarations are read back from settings.cache_dir; only apply writes there,
     # so that a plan leaves the host as it found it.
     vsettings = ValidateSettings(
@@ -144,6 +166,7 @@ def _compute(
         cwd=cwd or Path.cwd(),
         cache_dir=settings.cache_dir if use_cache else None,
         cache_write=write_cache and use_cache,
+        key_owners=key_owners,
     )
     if jobs:
         vsettings = replace(vsettings, jobs=jobs)
@@ -181,18 +204,33 @@ def _compute(
         accepted_files[en] = index
 
     summaries = report.summaries
-    declared = {en: summaries[i].facts.technical_user or "" for en, i in accepted_files.items()}
-    # A quality whose file is refused keeps its registration: a typo must not cut off a
-    # working channel. When a broken file cannot even say whose it is, nobody is removed.
-    held_ens = set(refusals) | (set(snapshot.registrations) if identity_unknown else set())
-    allocation = allocate(
-        snapshot,
-        declared,
-        now=now,
-        sender_start=settings.sender_start,
-        uid_range=settings.uid_range,
-        held=held_ens,
-    )
+    for en, reasons in _host_names(settings, summaries, accepted_files).items():
+        refusals.setdefault(en, []).extend(reasons)
+        accepted_files.pop(en, None)
+    while True:
+        declared = {en: summaries[i].facts.technical_user or "" for en, i in accepted_files.items()}
+        # A quality whose file is refused keeps its registration: a typo must not cut off a
+        # working channel. When a broken file cannot even say whose it is, nobody is removed.
+        held_ens = set(refusals) | (set(snapshot.registrations) if identity_unknown else set())
+        allocation = allocate(
+            snapshot,
+            declared,
+            now=now,
+            sender_start=settings.sender_start,
+            uid_range=settings.uid_range,
+            held=held_ens,
+        )
+        # A held channel keeps the keys it has: one who declares one of them is refused,
+        # and that may hold another channel in turn (rarely more than one round).
+        refused_now = set(refusals) | {r.enterprise_number for r in allocation.refused}
+        taken = _keys_taken(
+            summaries, accepted_files, key_owners, refused_now, bool(identity_unknown), sources
+        )
+        if not taken:
+            break
+        for en, reasons in taken.items():
+            refusals.setdefault(en, []).extend(reasons)
+            accepted_files.pop(en, None)
     for refusal in allocation.refused:
         en = refusal.enterprise_number
         where = sources.get(en, en)
@@ -206,7 +244,6 @@ def _compute(
         accepted_files.pop(en, None)
 
     fresh = {r.enterprise_number: r for r in (*allocation.new, *allocation.returning)}
-    regs = snapshot.registrations
     accepted = []
     for en, index in sorted(accepted_files.items()):
         reg = fresh.get(en) or regs.get(en)
@@ -218,13 +255,15 @@ def _compute(
     held = [regs[en] for en in sorted(refusals) if en in regs and regs[en].status != "removed"]
     accepted_ens = {c.enterprise_number for c in accepted}
     gone = [r for en, r in sorted(regs.items()) if en not in accepted_ens and en not in refusals]
+    deferred: list[Registration] = []
     if identity_unknown:
         # A file too broken to tell whose it is might be any quality: remove nobody this run.
+        deferred = [r for r in gone if r.status != "removed"]
         notes.append(
-            "removals deferred: cannot tell which quality these files declare: "
-            + ", ".join(identity_unknown)
+            f"removals deferred ({len(deferred)}): cannot tell which quality these files "
+            "declare: " + ", ".join(identity_unknown)
         )
-        held.extend(r for r in gone if r.status != "removed")
+        held.extend(deferred)
         gone = []
 
     owners = _owners_managed()
@@ -292,7 +331,77 @@ def _compute(
         routing_digests=r.routing_digests,
         channel_nodes=r.channel_nodes,
         chroot_unknown=chroot_unknown,
+        channel_keys={
+            c.enterprise_number: [
+                k.fingerprint for k in summaries[accepted_files[c.enterprise_number]].keys
+            ]
+            for c in accepted
+        },
+        deferred=deferred,
+        deferred_by=identity_unknown,
     )
+
+
+def _host_names(
+    settings: HostSettings, summaries: list[FileSummary], accepted_files: dict[str, int]
+) -> dict[str, list[str]]:
+    """Technical users the host already uses: the SFTP group's name, and any account or
+    group of the host's own databases (ours, in the extrausers files, do not count)."""
+    from provisioner.hostaccounts import HostNames
+
+    users = {
+        en: (summaries[i].facts.technical_user, summaries[i].facts.technical_user_at)
+        for en, i in accepted_files.items()
+    }
+    out: dict[str, list[str]] = {}
+    names = HostNames(settings)
+    for en, (user, at) in sorted(users.items()):
+        if not user:
+            continue
+        where = str(at) if at is not None else summaries[accepted_files[en]].display
+        if user.lower() == settings.sftp_group.lower():
+            out[en] = [
+                f"{where}: technical-user-reserved: '{user}' is the name of this host's SFTP "
+                "group (sftp_group); choose another technical user"
+            ]
+            continue
+        hit = names.owner(user)
+        if hit is not None:
+            out[en] = [
+                f"{where}: technical-user-host-account: '{user}' is already {hit.describe()}; "
+                "the host's entry would win and the channel could never log in. Choose "
+                "another technical user"
+            ]
+    return out
+
+
+def _keys_taken(
+    summaries: list[FileSummary],
+    accepted_files: dict[str, int],
+    key_owners: dict[str, str],
+    refused: set[str],
+    hold_all: bool,
+    sources: dict[str, str],
+) -> dict[str, list[str]]:
+    """Qualities declaring a key that stays on another channel this run: that channel is
+    held (its file is refused, or removals are deferred) and keeps its keys. A key whose
+    channel is accepted without it, or removed, is free again."""
+    out: dict[str, list[str]] = {}
+    for en, index in sorted(accepted_files.items()):
+        if en in refused:
+            continue
+        for key in summaries[index].keys:
+            owner = key_owners.get(key.fingerprint)
+            if owner is None or owner == en:
+                continue
+            if owner in refused or (hold_all and owner not in accepted_files):
+                shown = sources.get(owner, f"quality {owner}")
+                out.setdefault(en, []).append(
+                    f"{key.location}: key-taken: this key ({key.fingerprint}) is applied on the "
+                    f"channel of {shown}, which keeps its last good configuration this run; "
+                    "a key stays with the channel that had it first, so it is refused here"
+                )
+    return out
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ the last run is still refused.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -201,12 +201,19 @@ def clock_rules(summary: FileSummary, now: datetime) -> list[Diagnostic]:
     return out
 
 
-def cross_file_rules(summaries: Iterable[FileSummary]) -> list[Diagnostic]:
+def cross_file_rules(
+    summaries: Iterable[FileSummary], key_owners: Mapping[str, str] | None = None
+) -> list[Diagnostic]:
+    """Rules across files. `key_owners` maps a key fingerprint to the enterprise number of
+    the quality that already has it: on the host, the channel the last apply put it on; in
+    CI, the quality whose file at the base revision declared it. That quality keeps the key
+    and every other file declaring it is refused. A key nobody had yet is refused in every
+    file that declares it: none of them has a better claim, whichever name sorts first."""
     out: list[Diagnostic] = []
     numbers: dict[str, Location] = {}
     users: dict[str, Location] = {}
     folded: dict[str, tuple[str, Location]] = {}
-    keys: dict[str, Location] = {}
+    keys: dict[str, list[tuple[FileSummary, Location]]] = {}
     for s in sorted(summaries, key=lambda s: s.display):
         f = s.facts
         if f.enterprise_number and f.enterprise_number_at:
@@ -247,15 +254,59 @@ def cross_file_rules(summaries: Iterable[FileSummary]) -> list[Diagnostic]:
                         )
                     )
         for key in s.keys:
-            first = keys.setdefault(key.fingerprint, key.location)
-            if first is not key.location and first.file != key.location.file:
-                out.append(
-                    error(
-                        "duplicate-key",
-                        f"this key ({key.fingerprint}) is already declared in {first.file} line "
-                        f"{first.line}; every channel has keys of its own",
-                        key.location,
-                        first,
-                    )
-                )
+            keys.setdefault(key.fingerprint, []).append((s, key.location))
+    owners = key_owners or {}
+    for fingerprint, places in keys.items():
+        if len({summary.display for summary, _ in places}) < 2:
+            continue
+        out.extend(
+            _duplicate_key(
+                fingerprint, places, owners.get(fingerprint), history=key_owners is not None
+            )
+        )
+    return out
+
+
+def _duplicate_key(
+    fingerprint: str,
+    places: list[tuple[FileSummary, Location]],
+    owner: str | None,
+    *,
+    history: bool,
+) -> list[Diagnostic]:
+    """One error per file that may not have the key (see `cross_file_rules`)."""
+    kept = [at for s, at in places if owner is not None and s.facts.enterprise_number == owner]
+    if kept:
+        first = kept[0]
+        return [
+            error(
+                "duplicate-key",
+                f"this key ({fingerprint}) already belongs to the channel of {first.file} "
+                f"(line {first.line}), which had it first; every channel has keys of its own, "
+                "so it is refused here and stays there",
+                at,
+                first,
+            )
+            for _s, at in places
+            if at is not first and at.file != first.file
+        ]
+    why = (
+        "none of these files had it before, so each of them is refused"
+        if history
+        else "without --base the gate cannot tell which file had it first, so each file "
+        "that declares it is refused"
+    )
+    out = []
+    for _s, at in places:
+        others = [o for _, o in places if o.file != at.file]
+        named = ", ".join(f"{o.file} line {o.line}" for o in others)
+        out.append(
+            error(
+                "duplicate-key",
+                f"this key ({fingerprint}) is also declared in {named}; every channel has keys "
+                f"of its own, and {why}",
+                at,
+                *others,
+            )
+        )
     return out

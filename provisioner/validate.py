@@ -8,7 +8,7 @@ import json
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +50,9 @@ class ValidateSettings:
     cache_write: bool = True
     jobs: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     cwd: Path = field(default_factory=Path.cwd)
+    # Key fingerprint -> the quality that already has it (the reconciler passes the state's;
+    # `base` adds the base revision's): see `rules.cross_file_rules`.
+    key_owners: Mapping[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -286,8 +289,14 @@ def _validate(settings: ValidateSettings, full: bool) -> ValidationReport:
     summaries = [s for s in summaries_or_none if s is not None]
 
     verdicts = [d for s in summaries for d in s.diagnostics]
-    verdicts.extend(cross_file_rules(summaries))
-    if cache.enabled and not full:
+    owners = settings.key_owners
+    if settings.base is not None:
+        from provisioner.gitbase import base_key_owners
+
+        owners = {**base_key_owners(root, settings), **(owners or {})}
+    verdicts.extend(cross_file_rules(summaries, owners))
+    if cache.enabled and not full and owners is None:
+        # The memo holds verdicts of the files alone; who had a key first is not one.
         cache.set_memo(cache.run_key(shown), _memo(verdicts, summaries))
     if settings.cache_write:
         cache.save()

@@ -1,0 +1,106 @@
+"""Names the host itself already uses, which can therefore not be technical users.
+
+A technical user is an account in the extrausers files; when the host's own passwd or group
+database (through NSS: /etc/passwd, LDAP, systemd...) already has that name, the host's entry
+wins the lookup and the channel can never log in. Entries of the extrausers files the
+provisioner wrote itself are ours and do not count. Read-only, like `observe`.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from provisioner.observe import observe_path
+from provisioner.settings import HostSettings
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class HostName:
+    """Why a name is the host's: which database, and its id there."""
+
+    database: str  # "passwd" or "group"
+    ident: int
+
+    def describe(self) -> str:
+        what = "an account" if self.database == "passwd" else "a group"
+        id_name = "uid" if self.database == "passwd" else "gid"
+        return f"{what} of this host ({self.database} database, {id_name} {self.ident})"
+
+
+def _ours(path: Path) -> dict[str, set[int]]:
+    """name -> ids of the entries in one of the extrausers files we write."""
+    data = observe_path(path).content  # never through a symlink
+    if data is None:
+        return {}
+    out: dict[str, set[int]] = {}
+    for line in data.decode("utf-8", "replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[2].isdigit():
+            out.setdefault(fields[0], set()).add(int(fields[2]))
+    return out
+
+
+class HostNames:
+    """The host's own passwd and group names, as NSS reports them, minus our entries.
+
+    Every database that can be listed is listed once (a lookup per name costs about half a
+    millisecond through NSS, and extrausers scans its whole file for each). A name we have
+    not written yet is also looked up by name, for sources that cannot be listed (LDAP
+    often is not): only new channels pay for that.
+    """
+
+    def __init__(self, settings: HostSettings) -> None:
+        # With --root these are the prefixed files of the trial: its entries are ours, and
+        # the host's real databases are asked all the same.
+        self._ours = {
+            "passwd": _ours(settings.extrausers_dir / "passwd"),
+            "group": _ours(settings.extrausers_dir / "group"),
+        }
+        self._listed: dict[str, dict[str, set[int]]] = {"passwd": {}, "group": {}}
+        for pw in _safe(pwd.getpwall):
+            self._listed["passwd"].setdefault(pw.pw_name, set()).add(pw.pw_uid)
+        for gr in _safe(grp.getgrall):
+            self._listed["group"].setdefault(gr.gr_name, set()).add(gr.gr_gid)
+
+    def owner(self, name: str) -> HostName | None:
+        """The host's entry for `name`, or None when only ours (or nobody) has it."""
+        for database in ("passwd", "group"):
+            ours = self._ours[database].get(name, set())
+            foreign = self._listed[database].get(name, set()) - ours
+            if not foreign and not ours and name not in self._listed[database]:
+                looked = _lookup(database, name)
+                foreign = {looked} - ours if looked is not None else set()
+            if foreign:
+                return HostName(database, min(foreign))
+        return None
+
+    def owners(self, names: Iterable[str]) -> dict[str, HostName]:
+        found = {}
+        for name in names:
+            hit = self.owner(name)
+            if hit is not None:
+                found[name] = hit
+        return found
+
+
+def _safe(listing: Callable[[], Sequence[T]]) -> Sequence[T]:
+    try:
+        return listing()
+    except (OSError, KeyError):
+        return []
+
+
+def _lookup(database: str, name: str) -> int | None:
+    try:
+        if database == "passwd":
+            return pwd.getpwnam(name).pw_uid
+        return grp.getgrnam(name).gr_gid
+    except (KeyError, OSError):
+        return None
