@@ -42,6 +42,9 @@ class Heartbeat:
     plan: dict[str, int] = field(default_factory=dict)
     notifications: dict[str, int] = field(default_factory=dict)
     next_run: datetime | None = None
+    # Removals the last run put off because of a file it could not attribute, and those files.
+    removals_deferred: int = 0
+    deferred_by: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -69,6 +72,8 @@ class Heartbeat:
             "runs_total": self.runs_total,
             "failed_runs_total": self.failed_runs_total,
             "next_run": iso(self.next_run),
+            "removals_deferred": self.removals_deferred,
+            "deferred_by": list(self.deferred_by),
         }
 
 
@@ -142,7 +147,8 @@ def render_metrics(beat: Heartbeat) -> str:
     metric(
         "last_run_ok",
         "gauge",
-        "1 when the last run applied everything declared, 0 when it failed or refused a quality.",
+        "1 when the last run applied everything declared; 0 when it failed, was degraded "
+        "(a refused file or quality, deferred removals) or could not notify.",
         [({}, 1 if beat.ok else 0)],
     )
     metric(
@@ -175,6 +181,13 @@ def render_metrics(beat: Heartbeat) -> str:
         "gauge",
         "Registered channels per status after the last run.",
         [({"status": s}, beat.channels.get(s, 0)) for s in statuses],
+    )
+    metric(
+        "removals_deferred",
+        "gauge",
+        "Removals the last run deferred because a declaration file could not be attributed "
+        "to a quality (departed qualities keep their logins until it is fixed).",
+        [({}, beat.removals_deferred)],
     )
     metric(
         "applied_changes",

@@ -4,10 +4,13 @@ Whatever happens inside, a run ends with a record in the state (when the state c
 a heartbeat (status file and metrics) and log lines; it never raises for a failure it can name,
 so that the loop goes on at the next slot.
 
-Outcomes: `ok` (everything declared is applied), `partial` (applied, but a quality was refused
-or a notification could not be delivered), `failed` (nothing applied: the checkout could not be
-updated or verified, the lock was held, apply failed and rolled back…). `ok` and `partial` count
-as a success for the heartbeat's "last success": the host matches every valid declaration.
+Outcomes: `ok` (everything declared is applied), `partial` (applied, but a notification could
+not be delivered), `degraded` (applied what it could, but the host may still serve what the
+declarations no longer say: a file was refused, a quality held on its last good configuration,
+removals deferred), `failed` (nothing applied: the checkout could not be updated or verified,
+the lock was held, apply failed and rolled back…). Only `ok` is a healthy run (exit code 0,
+`last_run_ok` 1); `ok`, `partial` and `degraded` count as a success for the heartbeat's "last
+success": the apply completed.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ class RunReport:
     notifications: dict[str, int] = field(default_factory=dict)
     duration_seconds: float = 0.0
     recorded: bool = False
+    # Removals a broken file put off, and the files that did.
+    removals_deferred: int = 0
+    deferred_by: list[str] = field(default_factory=list)
 
     @property
     def short_revision(self) -> str | None:
@@ -59,7 +65,8 @@ class RunReport:
 
     @property
     def succeeded(self) -> bool:
-        return self.outcome in ("ok", "partial")
+        """The apply completed (what `last_success` means), healthy or not."""
+        return self.outcome in ("ok", "partial", "degraded")
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -70,6 +77,8 @@ class RunReport:
             "notifications": self.notifications,
             "duration_seconds": round(self.duration_seconds, 3),
             "errors": self.errors,
+            "removals_deferred": self.removals_deferred,
+            "deferred_by": self.deferred_by,
         }
 
 
@@ -146,11 +155,7 @@ def run_once(
         step("apply")
         report.applied = len(result.applied)
         report.plan = result.plan.counts()
-        report.outcome = "partial" if result.plan.refused else "ok"
-        for ch in result.plan.refused:
-            report.errors.append(
-                f"quality {ch.enterprise_number} refused: {'; '.join(ch.reasons[:1])}"
-            )
+        _judge(result, report)
         after = store.snapshot()
         report.channels = channel_counts(after)
         logs.event(
@@ -234,6 +239,35 @@ def _notify(
             report.outcome = "partial"
 
 
+def _judge(result: Any, report: RunReport) -> None:
+    """`ok`, or `degraded` with every reason named: refused qualities and files, and the
+    removals a broken file put off (logged with that file: revocations are waiting on it)."""
+    rec = getattr(result, "reconciliation", None)
+    plan = result.plan
+    degraded = rec.degraded if rec is not None else plan.has_refusals
+    report.outcome = "degraded" if degraded else "ok"
+    for ch in plan.refused:
+        report.errors.append(f"quality {ch.enterprise_number} refused: {'; '.join(ch.reasons[:1])}")
+    for reason in plan.unidentified:
+        report.errors.append(f"file refused: {reason}")
+    if rec is not None and rec.deferred_by:
+        report.removals_deferred = len(rec.deferred)
+        report.deferred_by = list(rec.deferred_by)
+    if rec is not None and rec.deferred:
+        users = ", ".join(r.technical_user for r in rec.deferred[:10])
+        more = f" and {len(rec.deferred) - 10} more" if len(rec.deferred) > 10 else ""
+        report.errors.append(
+            f"{len(rec.deferred)} removals deferred by {', '.join(rec.deferred_by)}"
+            + (f" ({users}{more} keep their logins)" if users else "")
+        )
+        logs.error(
+            "removals-deferred",
+            "removals deferred: cannot tell which quality these files declare",
+            files=", ".join(rec.deferred_by),
+            deferred=len(rec.deferred),
+        )
+
+
 def _record(store: StateStore | None, report: RunReport) -> None:
     if store is None:
         return
@@ -267,6 +301,8 @@ def _heartbeat(settings: HostSettings, report: RunReport, next_run: datetime | N
         plan=dict(report.plan),
         notifications=dict(report.notifications),
         next_run=next_run,
+        removals_deferred=report.removals_deferred,
+        deferred_by=list(report.deferred_by),
     )
     carry_over(beat, read_status(settings.status_file), success=report.succeeded)
     try:

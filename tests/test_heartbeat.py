@@ -75,11 +75,12 @@ def test_a_failed_run_keeps_the_last_success_and_counts_the_error(host: Host) ->
 
     host.edit(EN_ONDERNEMING, "technical_user: EXPDEMOONDERNEMING", "technical_user: RENAMED2026")
     (host.decls / "qualities" / "0200065765.yaml").unlink()
-    # Refused (the technical user is immutable): applied for the rest, so a partial success.
+    # Refused (the technical user is immutable): applied for the rest, so a degraded run:
+    # it counts as the last success (the apply completed), but not as a healthy run.
     partial = run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=30))
-    assert partial.outcome == "partial"
+    assert partial.outcome == "degraded"
     status = json.loads(settings.status_file.read_text())
-    assert status["ok"] is False
+    assert status["ok"] is False and status["outcome"] == "degraded"
     assert "refused" in status["errors"][0] and "technical-user-immutable" in status["errors"][0]
     # The refused quality keeps its last good configuration, marked failed with the reason.
     assert status["channels"] == {"active": 0, "failed": 1, "pending": 0, "removed": 1}

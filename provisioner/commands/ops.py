@@ -78,8 +78,8 @@ def reconcile_command(
     and writes the heartbeat files. A failed run does not end the loop. SIGTERM or SIGINT let
     the current apply finish (or roll back), then exit 0.
 
-    With --once: exit 0 when everything declared is applied, 1 when the run failed or a
-    quality was refused.
+    With --once: exit 0 when everything declared is applied, 1 otherwise: the run failed,
+    or was degraded (a refused file or quality, removals deferred), or could not notify.
     """
     from provisioner.runner import STEPS, RunOptions, run_once
     from provisioner.schedule import Stopper, SystemClock, next_slot, parse_interval, run_loop
