@@ -5,21 +5,32 @@ strict, because whatever is accepted here ends up in the SFTP server's ``authori
 what a payroll package will log in with. Every refusal is a :class:`KeyProblem` whose ``code`` is
 stable (tools and tests match on it) and whose ``message`` tells the administrator what to do.
 
-The module is pure: no I/O, no global state, and nothing but :class:`KeyProblem` escapes
-:func:`parse_public_key` for any ``str``.
+Beyond the syntax, a key must be a key: an entry is refused when its public key lets someone
+other than its owner log in (an Ed25519 point of small order, an RSA modulus with a small factor
+or a perfect power, a tiny RSA exponent) or was crafted rather than generated (a non-canonical or
+mixed-order Ed25519 point, an even exponent), and a comment may not hide invisible or
+bidirectional characters.
+
+The module is pure: no I/O, no global state (the small-prime tables are computed once, on first
+use), and nothing but :class:`KeyProblem` escapes :func:`parse_public_key` for any ``str``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
+import itertools
+import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
+from provisioner.encoding import character_problem, describe_character
 from provisioner.errors import CodedProblem
 
 __all__ = [
@@ -70,6 +81,7 @@ RSA_MAX_BITS: Final = 16384
 _MAX_BASE64_CHARS: Final = 8192
 
 _GENERATE_HINT: Final = "generate a new key pair with `ssh-keygen -t ed25519`"
+_GENERATE_SK_HINT: Final = "generate a new key on the security key with `ssh-keygen -t ed25519-sk`"
 
 # Known type names, including refused ones, so that a second key hidden in the comment is
 # recognised whatever its type.
@@ -113,9 +125,8 @@ _X509 = re.compile(r"-----\s*BEGIN (?:X509 |TRUSTED )?CERTIFICATE")
 # Everything str.splitlines() breaks on, plus NUL: any of them inside an authorized_keys entry
 # would either split it into two entries or be cut off by the server.
 _LINE_BREAK = re.compile("[\n\r\x00\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
-# C0/C1 controls, and the invisible format characters (zero-width, bidirectional overrides)
-# that could make a comment read differently in a review than in the file.
-_CONTROL = re.compile("[\x01-\x08\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+# The characters an entry may contain without a closer look: printable ASCII and the tab.
+_NOT_PLAIN = re.compile("[^\t\x20-\x7e]")
 _KEY_LINE = re.compile(r"(?:^|\s)(?:ssh|ecdsa|sk)-[A-Za-z0-9@.-]+\s+AAAA[A-Za-z0-9+/]")
 _SECOND_KEY = re.compile(r"(?:^|\s)(?:ssh|ecdsa|sk|rsa)-[A-Za-z0-9@.-]+\s+AAAA")
 _TYPE_IN_BASE64 = re.compile(r"(?:ssh|ecdsa|sk)-[a-z0-9]")
@@ -200,12 +211,7 @@ def parse_public_key(text: str) -> tuple[PublicKey, list[KeyWarning]]:
     if not (entry.isascii() and entry.isprintable()):
         if _LINE_BREAK.search(entry):
             _refuse_line_breaks(entry)
-        if _CONTROL.search(entry):
-            raise KeyProblem(
-                "key-control-character",
-                "the SSH key entry contains invisible control characters; copy the line of the "
-                ".pub file again as plain text",
-            )
+        _refuse_invisible(entry)
 
     # Any whitespace separates the fields (a non-breaking space pasted from a web page too); the
     # comment keeps its inner spacing.
@@ -274,6 +280,27 @@ def _refuse_line_breaks(entry: str) -> NoReturn:
         "the SSH key entry contains a line break or NUL character: an OpenSSH public key is a "
         "single line — copy it again without wrapping",
     )
+
+
+def _refuse_invisible(entry: str) -> None:
+    """Refuse control, invisible, bidirectional and default-ignorable characters.
+
+    They can only sit in the comment (or between the fields): the type and the base64 data are
+    ASCII. The same rule as for every free-text field of a declaration, tabs aside; the message
+    names the character as U+XXXX and never contains it.
+    """
+    for match in _NOT_PLAIN.finditer(entry):
+        char = match.group()
+        if unicodedata.category(char) == "Cs":
+            continue  # a lone surrogate is not text at all: the comment check says so
+        reason = character_problem(char)
+        if reason is not None:
+            raise KeyProblem(
+                "key-control-character",
+                f"the SSH key entry contains {describe_character(char)}, {reason}, which could "
+                "make the line read differently in a review than on the server; copy the line "
+                "of the .pub file again as plain text and retype the comment without it",
+            )
 
 
 def _refuse_key_type(entry: str, fields: list[str]) -> NoReturn:
@@ -392,6 +419,9 @@ def _parse_blob(key_type: str, blob: bytes) -> int:
             public, offset = _read_string(blob, offset)
             if len(public) != 32:
                 raise _malformed("an Ed25519 key must hold exactly 32 bytes")
+            _check_ed25519_point(
+                public, _GENERATE_SK_HINT if key_type == SK_ED25519 else _GENERATE_HINT
+            )
             bits = 256
         else:
             bits, offset = _parse_ecdsa(key_type, blob, offset)
@@ -416,16 +446,199 @@ def _parse_rsa(blob: bytes, offset: int) -> tuple[int, int]:
             f"this RSA key has {bits} bits, more than OpenSSH accepts ({RSA_MAX_BITS}); "
             f"generate a key of 3072 or 4096 bits, or {_GENERATE_HINT}",
         )
-    # The checks OpenSSL applies before using a public key; a blob failing them is corrupt.
-    if exponent < 3 or exponent % 2 == 0 or modulus % 2 == 0 or exponent >= modulus:
-        raise _malformed("the RSA exponent or modulus is invalid")
+    _check_rsa_exponent(exponent, modulus)
     if bits < RSA_MIN_BITS:
         raise KeyProblem(
             "key-rsa-too-short",
             f"this RSA key has only {bits} bits; at least {RSA_MIN_BITS} are required "
             f"({RSA_RECOMMENDED_BITS} or more recommended) — {_GENERATE_HINT}",
         )
+    _check_rsa_modulus(modulus)
     return bits, offset
+
+
+# Every RSA key generator uses 65537 (F4); FIPS 186-5 requires e > 2^16 as well.
+_RSA_MIN_EXPONENT: Final = 65537
+
+
+def _check_rsa_exponent(exponent: int, modulus: int) -> None:
+    if exponent < _RSA_MIN_EXPONENT:
+        raise KeyProblem(
+            "key-rsa-exponent",
+            f"this RSA key's public exponent is {exponent}; exponents below "
+            f"{_RSA_MIN_EXPONENT} are refused (with 1 anyone can forge its signatures, and "
+            "small exponents are open to known signature forgeries) — ssh-keygen uses "
+            f"{_RSA_MIN_EXPONENT}: {_GENERATE_HINT}",
+        )
+    if exponent % 2 == 0:
+        raise KeyProblem(
+            "key-rsa-exponent",
+            "this RSA key's public exponent is even, so no private key can belong to it: the "
+            f"line was crafted or damaged — {_GENERATE_HINT}",
+        )
+    if exponent >= modulus:
+        raise KeyProblem(
+            "key-rsa-exponent",
+            "this RSA key's public exponent is not smaller than its modulus, which no key "
+            f"generator produces: the line was crafted or damaged — {_GENERATE_HINT}",
+        )
+
+
+# Trial division bound: a modulus with a prime factor below it is factored in microseconds.
+_SMALL_PRIME_BOUND: Final = 1 << 16
+
+
+@functools.cache
+def _small_primes() -> tuple[int, ...]:
+    sieve = bytearray([1]) * _SMALL_PRIME_BOUND
+    sieve[:2] = b"\x00\x00"
+    for i in range(2, math.isqrt(_SMALL_PRIME_BOUND) + 1):
+        if sieve[i]:
+            sieve[i * i :: i] = bytes(len(range(i * i, _SMALL_PRIME_BOUND, i)))
+    return tuple(itertools.compress(range(_SMALL_PRIME_BOUND), sieve))
+
+
+@functools.cache
+def _small_prime_product() -> int:
+    # A product tree keeps the multiplications balanced: 3x faster than a running product.
+    level = list(_small_primes())
+    while len(level) > 1:
+        level = [math.prod(level[i : i + 2]) for i in range(0, len(level), 2)]
+    return level[0]
+
+
+@functools.cache
+def _power_residue_primes(k: int) -> tuple[int, ...]:
+    """Small primes q = 1 (mod k): n mod q is a k-th power residue if n is a k-th power.
+
+    A random modulus passes each test with probability 1/k, so taking enough primes for about
+    20 bits of filtering leaves the exact root computation to the rare survivor.
+    """
+    wanted = math.ceil(20 / math.log2(k))
+    return tuple(itertools.islice((q for q in _small_primes() if q % k == 1), wanted))
+
+
+def _iroot(n: int, k: int) -> int:
+    """The integer k-th root of n (k >= 2), rounded down."""
+    # A float estimate good to ~40 bits, nudged above the root, then Newton's iteration, which
+    # decreases monotonically to the floor of the root from any upper bound.
+    estimate = math.log2(n) / k
+    shift = max(0, int(estimate) - 60)
+    x = int(2.0 ** (estimate - shift)) << shift
+    x += (x >> 30) + 2
+    while True:
+        y = ((k - 1) * x + n // x ** (k - 1)) // k
+        if y >= x:
+            return x
+        x = y
+
+
+def _perfect_power_exponent(n: int) -> int | None:
+    """The prime k with n = m**k for an integer m, or None.
+
+    Only called once n has no prime factor below 2**16, so m >= 2**16 and k <= bits/16; and
+    n = m**(a*b) is an a-th power too, so prime exponents suffice.
+    """
+    limit = n.bit_length() // 16
+    for k in itertools.takewhile(lambda k: k <= limit, _small_primes()):
+        residues = all(pow(n % q, (q - 1) // k, q) == 1 for q in _power_residue_primes(k))
+        if residues and _iroot(n, k) ** k == n:
+            return k
+    return None
+
+
+def _check_rsa_modulus(modulus: int) -> None:
+    common = math.gcd(modulus, _small_prime_product())
+    if common != 1:
+        factor = next(q for q in _small_primes() if common % q == 0)
+        raise KeyProblem(
+            "key-rsa-weak-modulus",
+            f"this RSA key's modulus is divisible by {factor}: anyone can divide it out and "
+            "compute the private key, so anyone could log in with it — it is not a usable "
+            f"key; {_GENERATE_HINT}",
+        )
+    exponent = _perfect_power_exponent(modulus)
+    if exponent is not None:
+        raise KeyProblem(
+            "key-rsa-weak-modulus",
+            f"this RSA key's modulus is a perfect power (a number to the power {exponent}), "
+            "not the product of two primes: its private key can be computed from the public "
+            f"key, so anyone could log in with it — {_GENERATE_HINT}",
+        )
+
+
+# --- Ed25519 points ------------------------------------------------------------------------
+#
+# Edwards25519: -x^2 + y^2 = 1 + d x^2 y^2 over GF(p); its group of points is cyclic of order
+# 8 * _ED25519_L, and genuine public keys lie in the subgroup of prime order _ED25519_L. The 32
+# bytes are y (255 bits, little-endian) and the sign bit of x.
+_ED25519_P: Final = 2**255 - 19
+_ED25519_L: Final = 2**252 + 27742317777372353535851937790883648493
+_ED25519_D: Final = -121665 * pow(121666, -1, _ED25519_P) % _ED25519_P
+# The y coordinates of the 8 points whose order divides 8 (the identity, one point of order 2,
+# two of order 4, four of order 8). A point is determined by y up to the sign of x, and both
+# signs of these y are small-order points, so y alone decides, whatever the sign bit says.
+_ED25519_TORSION_Y: Final = frozenset(
+    {
+        0,
+        1,
+        _ED25519_P - 1,
+        2707385501144840649318225287225658788936804267575313519463743609750303402022,
+        55188659117513257062467267217118295137698188065244968500265048394206261417927,
+    }
+)
+# Subgroup membership in one X25519 scalar multiplication (C speed, a few tens of microseconds,
+# where pure-Python point arithmetic takes milliseconds). The Montgomery u = (1+y)/(1-y) of the
+# point P is multiplied by k = 5L - 1, which X25519's clamping leaves unchanged (bit 254 set,
+# k = 0 mod 8). Writing P = Q + T with Q in the prime-order subgroup and T of order dividing 8:
+# kP = -Q, since 8 | k and k = -1 mod L. So u(kP) = u(P) exactly when T is the identity. For a
+# u that is not on the curve but on its twist (order 4 * prime, the y has no x), u(kP) = u(P)
+# would need k +- 1 to be 0 mod that prime, which it is not, so the ladder tells those apart too.
+_ED25519_SUBGROUP_SCALAR: Final = x25519.X25519PrivateKey.from_private_bytes(
+    (5 * _ED25519_L - 1).to_bytes(32, "little")
+)
+
+
+def _check_ed25519_point(public: bytes, hint: str) -> None:
+    """Refuse an Ed25519 public key that is not a point of the prime-order subgroup."""
+    p = _ED25519_P
+    y = int.from_bytes(public, "little") & ((1 << 255) - 1)
+    if y % p in _ED25519_TORSION_Y:
+        # OpenSSH reduces y modulo p, so a non-canonical encoding of these is just as usable.
+        raise KeyProblem(
+            "key-ed25519-small-order",
+            "this Ed25519 key is a point of small order (the identity or another of the "
+            "curve's 8 torsion points), not a real public key: a constant forged signature "
+            "verifies against it for every message, so anyone could log in with it without a "
+            f"private key — {hint}",
+        )
+    if y >= p:
+        raise KeyProblem(
+            "key-ed25519-non-canonical",
+            "this Ed25519 key is not canonically encoded (its y coordinate is not reduced "
+            "modulo 2^255-19): no key generator writes it, and the same point has a second, "
+            f"canonical encoding, so the line was crafted or damaged — {hint}",
+        )
+    u = ((1 + y) * pow(1 - y, -1, p) % p).to_bytes(32, "little")
+    try:
+        image = _ED25519_SUBGROUP_SCALAR.exchange(x25519.X25519PublicKey.from_public_bytes(u))
+    except ValueError:  # an all-zero result: small order, which the table above already caught
+        image = b""
+    if image == u:
+        return
+    # Refused either way; decompressing y (one square-root test) only chooses the message.
+    x_squared = (y * y - 1) * pow(_ED25519_D * y * y + 1, -1, p) % p
+    if pow(x_squared, (p - 1) // 2, p) != 1:
+        raise _malformed(
+            "the Ed25519 key is not a point of the curve, so no signature can ever verify "
+            "against it"
+        )
+    raise KeyProblem(
+        "key-ed25519-mixed-order",
+        "this Ed25519 key lies outside the prime-order group every real Ed25519 key belongs to "
+        "(a small-order point was added to it): no key generator produces it; OpenSSH would "
+        f"still accept it, libsodium refuses it, and so does this check — {hint}",
+    )
 
 
 def _parse_ecdsa(key_type: str, blob: bytes, offset: int) -> tuple[int, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
+import math
 import pickle
 import random
 import re
@@ -66,6 +67,11 @@ ALL_CODES = {
     "key-type-mismatch",
     "key-rsa-too-short",
     "key-rsa-too-long",
+    "key-rsa-exponent",
+    "key-rsa-weak-modulus",
+    "key-ed25519-small-order",
+    "key-ed25519-non-canonical",
+    "key-ed25519-mixed-order",
 }
 
 
@@ -285,9 +291,15 @@ def test_rsa_too_short_real_key() -> None:
     assert "2048" in problem.message
 
 
+SMALL_PRIMES = [q for q in range(2, 1 << 16) if all(q % r for r in range(2, math.isqrt(q) + 1))]
+
+
 def rsa_wire(modulus_bits: int, exponent: int = 65537) -> str:
-    # Odd modulus of exactly modulus_bits bits: only the shape matters to the parser.
+    # A modulus of exactly modulus_bits bits with no prime factor below 2**16 (2**k + 1 is
+    # divisible by 3): only its size is under test here, and no factor can be divided out.
     modulus = (1 << (modulus_bits - 1)) | 1
+    while any(modulus % q == 0 for q in SMALL_PRIMES):
+        modulus += 2
     return wire_line("ssh-rsa", ssh_mpint(exponent), ssh_mpint(modulus))
 
 
@@ -304,19 +316,19 @@ def test_rsa_size_boundaries() -> None:
 
 
 @pytest.mark.parametrize(
-    ("exponent", "modulus"),
+    ("exponent", "modulus", "code"),
     [
-        (65537, (1 << 2047) | 2),  # even modulus
-        (65536, (1 << 2047) | 1),  # even exponent
-        (1, (1 << 2047) | 1),  # exponent 1
-        ((1 << 2047) | 3, (1 << 2047) | 1),  # exponent above modulus
-        (0, (1 << 2047) | 1),
+        (65537, (1 << 2047) | 2, "key-rsa-weak-modulus"),  # even modulus: divisible by 2
+        (65538, (1 << 2047) | 1, "key-rsa-exponent"),  # even exponent
+        (1, (1 << 2047) | 1, "key-rsa-exponent"),
+        ((1 << 2047) | 3, (1 << 2047) | 1, "key-rsa-exponent"),  # exponent above modulus
+        (0, (1 << 2047) | 1, "key-rsa-exponent"),
     ],
     ids=["even-n", "even-e", "e1", "e-above-n", "e0"],
 )
-def test_rsa_insane_components(exponent: int, modulus: int) -> None:
+def test_rsa_insane_components(exponent: int, modulus: int, code: str) -> None:
     line = wire_line("ssh-rsa", ssh_mpint(exponent), ssh_mpint(modulus))
-    assert refused(line).code == "key-malformed"
+    assert refused(line).code == code
 
 
 def test_rsa_negative_and_non_minimal_integers() -> None:
@@ -539,11 +551,67 @@ def test_embedded_line_breaks(inject: object) -> None:
     assert "single line" in problem.message
 
 
-@pytest.mark.parametrize(
-    "char", ["\x01", "\x1b", "\x7f", "\x9b", "\x1f", "\u202e", "\u200b", "\u2066", "\ufeff"]
-)
+# C0/C1 controls, and the invisible, bidirectional and default-ignorable characters that could
+# make a comment read differently in a review than in the file (issue 9).
+INVISIBLE = [
+    *"\x01\x1b\x7f\x9b\x1f",
+    "\u202e",  # RIGHT-TO-LEFT OVERRIDE
+    "\u200b",  # ZERO WIDTH SPACE
+    "\u2066",  # LEFT-TO-RIGHT ISOLATE
+    "\ufeff",  # ZERO WIDTH NO-BREAK SPACE inside the line
+    "\U000e0041",  # TAG LATIN CAPITAL LETTER A
+    "\u061c",  # ARABIC LETTER MARK
+    "\u00ad",  # SOFT HYPHEN
+    "\u034f",  # COMBINING GRAPHEME JOINER
+    "\u180e",  # MONGOLIAN VOWEL SEPARATOR
+    "\u2060",  # WORD JOINER
+    "\u206f",  # NOMINAL DIGIT SHAPES
+    "\ufe0f",  # VARIATION SELECTOR-16
+    "\ufff0",  # unassigned, default-ignorable
+    "\ufffb",  # INTERLINEAR ANNOTATION TERMINATOR
+    "\u115f",  # HANGUL CHOSEONG FILLER
+    "\u3164",  # HANGUL FILLER
+    "\uffa0",  # HALFWIDTH HANGUL FILLER
+    "\u17b4",  # KHMER VOWEL INHERENT AQ
+    "\u180b",  # MONGOLIAN FREE VARIATION SELECTOR ONE
+    "\U0001bca0",  # SHORTHAND FORMAT LETTER OVERLAP
+    "\U0001d173",  # MUSICAL SYMBOL BEGIN BEAM
+    "\ue000",  # private use
+    "\U000f0000",  # supplementary private use
+    "\U000e0100",  # VARIATION SELECTOR-17
+    "\u0378",  # unassigned
+]
+
+
+@pytest.mark.parametrize("char", INVISIBLE, ids=lambda c: f"U+{ord(c):04X}")
 def test_control_characters(char: str) -> None:
-    assert refused(ed25519_line(f"bad{char}comment")).code == "key-control-character"
+    for comment in (f"bad{char}comment", f"{char}lead", f"José{char}x"):
+        problem = refused(ed25519_line(comment))
+        assert problem.code == "key-control-character"
+        assert f"U+{ord(char):04X}" in problem.message
+        assert char not in problem.message
+    # At the very end of the line a character Python counts as white space (U+001F) or the
+    # byte-order mark is stripped like the final newline; it never reaches the comment.
+    try:
+        key, _ = parse_public_key(ed25519_line(f"trail{char}"))
+    except KeyProblem as problem:
+        assert problem.code == "key-control-character"
+    else:
+        assert char not in key.openssh()
+
+
+def test_control_character_between_the_fields() -> None:
+    key_type, data = ed25519_line("").split()
+    problem = refused(f"{key_type}\u200b {data} comment")
+    assert problem.code in ("key-control-character", "key-unsupported", "key-malformed")
+    assert refused(f"{key_type} {data}\u2066 comment").code == "key-control-character"
+
+
+@pytest.mark.parametrize(
+    "comment", ["Zoë's laptop", "日本語のノート", "Ελληνικά", "עברית", "laptop 🙂", "a\u00a0b"]
+)
+def test_visible_text_of_any_script_stays_allowed(comment: str) -> None:
+    assert parse_public_key(ed25519_line(comment))[0].comment == comment
 
 
 # --- private keys and other formats --------------------------------------------------------
@@ -627,7 +695,12 @@ def test_fingerprint_format() -> None:
 
 
 def test_public_key_constructed_directly() -> None:
-    blob = ssh_string("ssh-ed25519") + ssh_string(bytes(range(32)))
+    raw = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    blob = ssh_string("ssh-ed25519") + ssh_string(raw)
     key = PublicKey(algorithm="ssh-ed25519", blob=blob, comment="", bits=256)
     assert parse_public_key(key.openssh())[0] == key
 
@@ -650,7 +723,10 @@ def test_non_string_input_is_a_programming_error() -> None:
 # --- speed -------------------------------------------------------------------------------
 
 
-def test_ten_thousand_keys_parse_well_under_half_a_second() -> None:
+def test_ten_thousand_keys_parse_within_two_seconds() -> None:
+    # Every Ed25519 key costs one X25519 scalar multiplication (its subgroup check, ~70 us)
+    # and every RSA modulus a gcd with the product of the primes below 2**16 (~0.5 ms): about
+    # 0.8 s on the reference machine (2 cores), where the syntax alone took 0.1 s.
     distinct = [ed25519_line(f"user{i}") for i in range(300)]
     distinct += [ecdsa_line(ec.SECP256R1()) for _ in range(40)]
     distinct += [ecdsa_line(ec.SECP521R1()) for _ in range(10)]
@@ -662,7 +738,7 @@ def test_ten_thousand_keys_parse_well_under_half_a_second() -> None:
         for entry in entries:
             parse_public_key(entry)
         best = min(best, time.perf_counter() - start)
-    assert best < 0.5, f"10,000 keys took {best:.3f} s"
+    assert best < 2.0, f"10,000 keys took {best:.3f} s"
 
 
 def test_refusals_are_fast_too() -> None:
