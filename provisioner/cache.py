@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from provisioner import __version__
+from provisioner.safefile import read_regular, within
 
 if TYPE_CHECKING:
     from provisioner.declarations import FileResult
@@ -160,8 +161,12 @@ def _checksum(payload: str) -> str:
 
 
 def _digest_of(path: Path | str) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()
+    """The content hash of a declaration or referenced file: through `safefile`, so that a
+    FIFO, a device or a symbolic link put in its place raises OSError instead of blocking or
+    being read (the entry is then checked again, and refused there)."""
+    from provisioner.source import MAX_FILE_BYTES
+
+    return hashlib.sha256(read_regular(path, MAX_FILE_BYTES)).hexdigest()
 
 
 class RefStates:
@@ -173,9 +178,11 @@ class RefStates:
     left to `ref_state` itself.
     """
 
-    def __init__(self, started_ns: int | None = None) -> None:
+    def __init__(self, started_ns: int | None = None, root: Path | None = None) -> None:
         self._dirs: dict[str, str | None] = {}
         self.started_ns = time.time_ns() if started_ns is None else started_ns
+        # With a root, a path leading outside it is `declarations.OUTSIDE`, never looked at.
+        self.root = root
 
     def _real_dir(self, directory: str) -> str | None:
         if directory not in self._dirs:
@@ -192,21 +199,23 @@ class RefStates:
         self, candidate: str, recorded: str, stamp: Stamp | None
     ) -> tuple[str, Stamp | None]:
         """The state now, and a stamp to record when the content was hashed afresh."""
-        from provisioner.declarations import MAX_REFERENCED_BYTES, ref_state
+        from provisioner.declarations import MAX_REFERENCED_BYTES, OUTSIDE, ref_state
 
         directory, _, name = candidate.rpartition("/")
         if not directory or name in ("", ".", ".."):
-            return ref_state(Path(candidate)), None
+            return ref_state(Path(candidate), self.root), None
         real = self._real_dir(directory)
         if real is None:
             return "missing", None
         resolved = f"{real}/{name}" if real != "/" else f"/{name}"
+        if self.root is not None and not within(resolved, str(self.root)):
+            return OUTSIDE, None
         try:
             st = os.lstat(resolved)
         except OSError:
             return "missing", None
         if stat.S_ISLNK(st.st_mode):
-            return ref_state(Path(candidate)), None
+            return ref_state(Path(candidate), self.root), None
         if not stat.S_ISREG(st.st_mode):
             return f"{resolved}|not-a-file", None
         if st.st_size > MAX_REFERENCED_BYTES:
@@ -540,7 +549,7 @@ class ResultCache:
         self.seen: set[str] = set()
         self.dirty = False
         self.restamped = 0  # files hashed again and found unchanged
-        self.refs = RefStates(self.started_ns)
+        self.refs = RefStates(self.started_ns, root)
         self.problem: str | None = None
         if directory is not None:
             self._load_index()
@@ -724,7 +733,9 @@ class ResultCache:
         refs: dict[str, list[Any]] = {}
         for candidate, state in result.refs.items():
             ref_stamp = None
-            if state != "missing" and not state.endswith(("|large", "|not-a-file")):
+            if state not in ("missing", "outside") and not state.endswith(
+                ("|large", "|not-a-file")
+            ):
                 try:
                     ref_st = os.stat(candidate)  # noqa: PTH116 - as above
                     if settled(ref_st, self.started_ns):

@@ -24,6 +24,17 @@ from provisioner.encoding import free_text_problem
 from provisioner.errormap import validation_diagnostics
 from provisioner.keys import KeyProblem, PublicKey, parse_public_key
 from provisioner.models import Declaration, KeyEntry, field_table, from_list_problems
+from provisioner.safefile import (
+    OutsideRoot,
+    Refused,
+    TooLarge,
+    confined_realpath,
+    kind_of,
+    read_regular,
+    shown_name,
+    unsafe_part,
+    within,
+)
 from provisioner.source import SourceDocument, YamlPath, parse_document, read_source
 
 _FIELDS = field_table()
@@ -74,7 +85,21 @@ class FileResult:
 
 def check_file(path: Path, display: str, root: Path) -> FileResult:
     """Check one declaration file. Never raises for anything a file can contain."""
-    raw, problems = read_source(path, display)
+    unsafe = unsafe_part(path, root)
+    if unsafe is not None:
+        # Such a name would break every line-based format it is written into (a report, an
+        # annotation, a log line), and the file is not read: its content cannot matter.
+        result = FileResult(display, path, "")
+        result.diagnostics.append(
+            error(
+                "file-name-unsafe",
+                f"the name '{shown_name(unsafe)}' holds a control, format or other character "
+                "that cannot be shown safely; rename it (the file was not read)",
+                Location(display, 1, 1),
+            )
+        )
+        return result
+    raw, problems = read_source(path, display, root, _confined_directory(str(path.parent), root))
     result = FileResult(display, path, hashlib.sha256(raw).hexdigest() if raw else "")
     result.diagnostics.extend(problems)
     if raw is None:
@@ -100,12 +125,28 @@ def check_file(path: Path, display: str, root: Path) -> FileResult:
     return result
 
 
-def ref_state(candidate: Path) -> str:
+# The state of a referenced path that leads outside the declarations root: it is neither
+# looked at nor read (not even hashed), and nothing of it is kept in the cache.
+OUTSIDE = "outside"
+
+
+def ref_state(candidate: Path, root: Path | None = None) -> str:
     """What a referenced path points at now: part of the cache key of the declaration.
 
     The resolved target is included so that re-pointing a symlink invalidates the cache even
-    when the new target has the same content hash as an earlier one.
+    when the new target has the same content hash as an earlier one. With a `root`, a path
+    that leads outside it (see `safefile.confined_realpath`) is OUTSIDE.
     """
+    if root is not None:
+        try:
+            resolved = confined_realpath(candidate, root)
+        except OutsideRoot:
+            return OUTSIDE
+        except OSError:
+            return "missing"
+        if not within(resolved, str(root)):
+            return OUTSIDE
+        return _state_of_resolved(Path(resolved))
     try:
         return _state_of_resolved(candidate.resolve(strict=True))
     except (OSError, RuntimeError):
@@ -139,12 +180,18 @@ def _probe(resolved: Path, info: os.stat_result | None = None) -> _Probe:
         except (OSError, RuntimeError):
             return _Probe("missing")
     if not stat.S_ISREG(info.st_mode):
-        # A device or FIFO (a symlink to /dev/zero) would be read forever.
+        # A device or FIFO (a symlink to /dev/zero) would be read forever: never opened.
         return _Probe(f"{resolved}|not-a-file", info)
     if info.st_size > MAX_REFERENCED_BYTES:
         return _Probe(f"{resolved}|large", info)
     try:
-        data = resolved.read_bytes()
+        # `info` is the stat of a resolved path, that is its lstat: the descriptor must show
+        # the same regular file, so a FIFO or a link swapped in meanwhile is not read.
+        data = read_regular(resolved, MAX_REFERENCED_BYTES, info=info)
+    except TooLarge:
+        return _Probe(f"{resolved}|large", info)
+    except Refused:
+        return _Probe(f"{resolved}|not-a-file", info)
     except (OSError, RuntimeError):
         return _Probe("missing", info)
     return _Probe(f"{resolved}|{hashlib.sha256(data).hexdigest()}", info, data)
@@ -186,7 +233,22 @@ def resolve_directories_once() -> None:
         _run_directories = {}
 
 
-def _resolve_in_run(candidate: Path) -> tuple[Path, os.stat_result] | None:
+def _confined_directory(directory: str, root: Path) -> str | None:
+    """The resolved `directory` when it is an existing directory reached without leaving the
+    root (`safefile.confined_realpath`), once per run; else None: resolve the usual way."""
+    directories = _run_directories
+    if directories is not None and directory in directories:
+        return directories[directory]
+    try:
+        real = _existing_directory(confined_realpath(directory, root))
+    except OSError:  # a link leading outside the root, a loop
+        real = None
+    if directories is not None:
+        directories[directory] = real
+    return real
+
+
+def _resolve_in_run(candidate: Path, root: Path) -> tuple[Path, os.stat_result] | None:
     """`candidate.resolve()` and the stat of the result, from the run's resolved directories.
 
     The result is Path.resolve()'s: realpath resolves a path component by component, so
@@ -195,15 +257,10 @@ def _resolve_in_run(candidate: Path) -> tuple[Path, os.stat_result] | None:
     symlink (then its lstat is its stat, and there is no loop for resolve() to report).
     Anything else returns None, and the caller resolves the path the usual way.
     """
-    directories = _run_directories
     name = candidate.name
-    if directories is None or name in ("", ".."):
+    if _run_directories is None or name in ("", ".."):
         return None
-    parent = str(candidate.parent)
-    if parent in directories:
-        real = directories[parent]
-    else:
-        real = directories[parent] = _existing_directory(os.path.realpath(parent))
+    real = _confined_directory(str(candidate.parent), root)
     if real is None:
         return None
     full = Path(real, name)
@@ -414,29 +471,29 @@ def _confine(
         )
         return None
     candidate = doc.path.parent / ref
-    known = _resolve_in_run(candidate)
+    known = _resolve_in_run(candidate, root)
+    outside = False
     if known is not None:
         resolved, info = known
-        probe = _probe(resolved, info)
     else:
+        info = None
         try:
             # Not strict: whether a path leads outside the root does not depend on what exists
             # there, and the gate has no business telling which files exist outside the
             # repository.
-            resolved = candidate.resolve()
-        except (OSError, RuntimeError) as exc:
+            resolved = Path(confined_realpath(candidate, root))
+        except OutsideRoot:
+            resolved, outside = root, True
+        except OSError as exc:
             result.refs[str(candidate)] = "missing"  # what ref_state says of a symlink loop
-            reason = getattr(exc, "strerror", None) or "symbolic link loop"
+            reason = exc.strerror or "symbolic link loop"
             result.diagnostics.append(
                 error("file-unreadable", f"cannot read '{ref}': {reason}", at)
             )
             return None
-        # Where a strict resolution fails, this one leaves a part that does not exist: the
-        # same state as ref_state(candidate), for one resolution instead of two (a tenth of
-        # the time of checking a declaration).
-        probe = _probe(resolved)
-    result.refs[str(candidate)] = probe.state
-    if not resolved.is_relative_to(root):
+    if outside or not within(str(resolved), str(root)):
+        # Judged before the file is looked at: what lies outside is never read, nor hashed.
+        result.refs[str(candidate)] = OUTSIDE
         result.diagnostics.append(
             error(
                 "path-outside-root",
@@ -446,6 +503,11 @@ def _confine(
             )
         )
         return None
+    # Where a strict resolution fails, this one leaves a part that does not exist: the same
+    # state as ref_state(candidate, root), for one resolution instead of two (a tenth of the
+    # time of checking a declaration).
+    probe = _probe(resolved, info)
+    result.refs[str(candidate)] = probe.state
     if probe.info is not None:
         # The probe's stat succeeded: the file exists, and its mode says whether it is a
         # regular file, as exists() and is_file() would after statting it again.
@@ -459,7 +521,14 @@ def _confine(
             return None
         regular = resolved.is_file()
     if not regular:
-        result.diagnostics.append(error("file-not-found", f"'{ref}' is not a regular file", at))
+        kind = kind_of(probe.info.st_mode) if probe.info is not None else "not a regular file"
+        result.diagnostics.append(
+            error(
+                "file-not-regular",
+                f"'{ref}' is {kind}, not a regular file; it was not read",
+                at,
+            )
+        )
         return None
     return resolved, probe
 
@@ -477,15 +546,15 @@ def _read_ref(
         return probe.data  # already read, and hashed, by `_confine`
     # The probe could not read it: read again, for the error the administrator needs to see.
     try:
-        size = path.stat().st_size
-        if size > MAX_REFERENCED_BYTES:
-            result.diagnostics.append(
-                error(
-                    "file-too-large", f"'{ref}' is {size} bytes; at most {MAX_REFERENCED_BYTES}", at
-                )
-            )
-            return None
-        data = path.read_bytes()
+        data = read_regular(path, MAX_REFERENCED_BYTES)
+    except TooLarge as exc:
+        result.diagnostics.append(
+            error("file-too-large", f"'{ref}' is {exc.size} bytes; at most {exc.cap}", at)
+        )
+        return None
+    except Refused as exc:
+        result.diagnostics.append(error(exc.code, f"'{ref}' {exc.reason}; it was not read", at))
+        return None
     except OSError as exc:
         result.diagnostics.append(
             error("file-unreadable", f"cannot read '{ref}': {exc.strerror}", at)

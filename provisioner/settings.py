@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -283,6 +284,13 @@ def load_settings(
         if unknown:
             close = difflib.get_close_matches(field, list(HostSettings.model_fields), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", field):
+                # Not a setting's name at all: the file given is some other file (a link to
+                # /etc/shadow), whose content is not ours to print.
+                raise SettingsError(
+                    "this is not a settings file: its first key is no setting name",
+                    location=where,
+                ) from None
             raise SettingsError(f"unknown setting '{field}'{hint}", location=where) from None
         source = (
             "environment variable " + ENV_PREFIX + field.upper()

@@ -9,6 +9,8 @@ gate: aliases (billion-laughs bombs), custom tags, duplicate keys, non-string ke
 from __future__ import annotations
 
 import io
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -18,15 +20,36 @@ from typing import Any, ClassVar
 import ruamel.yaml.main
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
+from ruamel.yaml.events import (
+    CollectionEndEvent,
+    CollectionStartEvent,
+    MappingStartEvent,
+    NodeEvent,
+    ScalarEvent,
+)
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.tag import Tag
 
 from provisioner.diagnostics import Diagnostic, Location, error
+from provisioner.safefile import (
+    OutsideRoot,
+    Refused,
+    TooLarge,
+    confined_realpath,
+    read_regular,
+    shown_name,
+    within,
+)
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 32
+# A declaration has a handful of keys per mapping and a few dozen entries in its longest list
+# (ssh_keys, administrators, applications): these bounds are far above any real one, and keep
+# the work on a hostile file linear and small. Without them a 1 MiB file could hold 500,000
+# values, which took seconds to compose and convert and gave as many diagnostics.
+MAX_ENTRIES = 1000  # entries of one list, keys of one mapping
+MAX_NODES = 20_000  # values in the whole document (keys count as values)
 
 YamlPath = tuple[str | int, ...]
 
@@ -296,35 +319,91 @@ def _yaml_error(exc: YAMLError, text: str, display: str) -> Diagnostic:
     return error("yaml-syntax", f"invalid YAML: {problem}", Location(display, line, col))
 
 
-# Every level of nesting needs one of these characters of its own: a flow bracket, a block
-# sequence's "-", a mapping's ":" or "?". Below this many, the document cannot be nested deeply
-# enough to matter and is composed at once.
-_NESTING_INDICATORS = "[{-:?"
-_NESTING_SCAN_FROM = 2000
+# Every level of nesting, and every value after the first of a collection, needs one of these
+# characters of its own: a flow bracket or comma, a block sequence's "-", a mapping's ":" or
+# "?". A document holding at most this many can be neither nested deeply enough to matter nor
+# hold more than 2 * _SCAN_FROM + 2 values (a mapping entry is two), well below MAX_NODES: it
+# is composed at once, and `_convert` enforces MAX_DEPTH and MAX_ENTRIES on its small tree.
+_INDICATORS = "[{-:?,"
+_SCAN_FROM = 2000
 
 
-def _nesting_exceeded(text: str) -> tuple[int, int] | None:
-    """Where the document first nests deeper than a declaration may, if it does.
+@dataclass(slots=True)
+class _Open:
+    """A collection open in `_bounds_exceeded`'s walk: its kind, nodes so far, current key."""
+
+    mapping: bool
+    nodes: int = 0
+    key: str | int = 0
+
+
+def _bounds_exceeded(text: str) -> _Refused | None:
+    """Where the document first goes past what a declaration may hold, if it does.
 
     The C composer recurses on the C stack, once per level: some 30,000 nested brackets (30 KB)
-    crash the process with a segmentation fault, which no `except` can catch. So a document that
-    could be that deep is first walked as a stream of parser events, stopping at the first
-    collection too deep. The check is skipped for ordinary declarations, which hold far fewer
-    indicator characters.
+    crash the process with a segmentation fault, which no `except` can catch. And composing
+    hundreds of thousands of values takes seconds before `_convert` could count them. So a
+    document that could be that deep or that large is first walked as a stream of parser
+    events, stopping at the first collection too deep or too long, or at the first value past
+    MAX_NODES. The walk is skipped for ordinary declarations, which hold far fewer indicator
+    characters.
     """
-    if sum(text.count(c) for c in _NESTING_INDICATORS) <= _NESTING_SCAN_FROM:
+    if sum(text.count(c) for c in _INDICATORS) <= _SCAN_FROM:
         return None
-    depth = 0
+    stack: list[_Open] = []
+    nodes = 0
     for event in _yaml().parse(io.StringIO(text)):
+        if isinstance(event, CollectionEndEvent):
+            stack.pop()
+            continue
+        if not isinstance(event, NodeEvent):
+            continue
+        mark = event.start_mark
+        nodes += 1
+        if stack:
+            parent = stack[-1]
+            if parent.mapping and parent.nodes % 2 == 0:
+                parent.key = event.value if isinstance(event, ScalarEvent) else "?"
+            elif not parent.mapping:
+                parent.key = parent.nodes
+            parent.nodes += 1
+            entries = (parent.nodes + 1) // 2 if parent.mapping else parent.nodes
+            if entries > MAX_ENTRIES:
+                path = tuple(o.key for o in stack[:-1])
+                return _too_many(parent.mapping, mark.line + 1, mark.column + 1, path)
+        if nodes > MAX_NODES:
+            path = tuple(o.key for o in stack)
+            return _Refused(
+                "yaml-too-large",
+                f"the YAML holds more than {MAX_NODES} values; a declaration holds far fewer",
+                mark.line + 1,
+                mark.column + 1,
+                path,
+            )
         if isinstance(event, CollectionStartEvent):
-            depth += 1
             # The root mapping is depth 1; _convert allows MAX_DEPTH levels below it.
-            if depth > MAX_DEPTH + 1:
-                mark = event.start_mark
-                return mark.line + 1, mark.column + 1
-        elif isinstance(event, CollectionEndEvent):
-            depth -= 1
+            if len(stack) + 1 > MAX_DEPTH + 1:
+                return _Refused(
+                    "yaml-too-deep",
+                    f"the YAML is nested more than {MAX_DEPTH} levels deep",
+                    mark.line + 1,
+                    mark.column + 1,
+                    (),
+                )
+            stack.append(_Open(isinstance(event, MappingStartEvent)))
     return None
+
+
+def _too_many(mapping: bool, line: int, col: int, path: YamlPath) -> _Refused:
+    what = "mapping has more than {n} keys" if mapping else "list has more than {n} entries"
+    return _Refused(
+        "yaml-too-many",
+        f"this {what.format(n=MAX_ENTRIES)}; a declaration holds at most {MAX_ENTRIES} "
+        "entries in one list or mapping",
+        line,
+        col,
+        path,
+    )
 
 
 def parse_document(
@@ -353,13 +432,15 @@ def parse_document(
             )
         ]
     try:
-        too_deep = _nesting_exceeded(text)
-        if too_deep is not None:
+        exceeded = _bounds_exceeded(text)
+        if exceeded is not None:
+            # The walk knows no paths of its own for a too-deep document: as before, none.
+            shown = format_path(exceeded.path) if exceeded.code != "yaml-too-deep" else ""
             return None, [
                 error(
-                    "yaml-too-deep",
-                    f"the YAML is nested more than {MAX_DEPTH} levels deep",
-                    Location(display, *too_deep),
+                    exceeded.code,
+                    exceeded.message,
+                    Location(display, exceeded.line, exceeded.col, shown),
                 )
             ]
         root = _compose(text)
@@ -401,27 +482,68 @@ def parse_document(
     return doc, []
 
 
-def read_source(path: Path, display: str) -> tuple[bytes | None, list[Diagnostic]]:
-    """Read a declaration's bytes, refusing oversized files before reading them."""
+def read_source(
+    path: Path, display: str, root: Path | None = None, real_parent: str | None = None
+) -> tuple[bytes | None, list[Diagnostic]]:
+    """Read a declaration's bytes through `safefile`; never raises, never blocks.
+
+    With a `root` (a declaration), the file must be a regular file inside the root, reached
+    only through symbolic links that stay inside it; `real_parent`, when the caller has it, is
+    the resolved directory of `path`. Without one (the operator's settings file), links are
+    followed wherever they lead. Either way a refused file is not read at all, so no byte of
+    it can appear in a diagnostic.
+    """
+    at = Location(display, 1, 1)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            return None, [
-                error(
-                    "file-too-large",
-                    f"the file is {size} bytes; a declaration may be at most {MAX_FILE_BYTES} bytes",
-                    Location(display, 1, 1),
-                )
-            ]
-        return path.read_bytes(), []
+        if root is None:
+            return read_regular(path, MAX_FILE_BYTES, follow=True), []
+        if real_parent is not None:
+            candidate = os.path.join(real_parent, path.name)  # noqa: PTH118 - str, as realpath
+            info = os.lstat(candidate)
+            if not stat.S_ISLNK(info.st_mode):
+                return read_regular(candidate, MAX_FILE_BYTES, info=info), []
+        real = confined_realpath(path, root)
+        if not within(real, str(root)):
+            raise Refused("file-outside-root", "lies outside the declarations root")
+        return read_regular(real, MAX_FILE_BYTES), []
+    except TooLarge as exc:
+        return None, [
+            error(
+                "file-too-large",
+                f"the file is {exc.size} bytes; a declaration may be at most {MAX_FILE_BYTES} bytes",
+                at,
+            )
+        ]
+    except OutsideRoot as exc:
+        if exc.link == str(path) or (
+            real_parent is not None and exc.link == f"{real_parent}/{path.name}"
+        ):
+            reason = "is a symbolic link to a file outside the declarations root"
+        else:
+            link = Path(exc.link)
+            inside = link.relative_to(root) if root and link.is_relative_to(root) else link
+            shown = shown_name(str(inside))
+            reason = (
+                f"is reached through the symbolic link {shown}, which leads outside the "
+                "declarations root"
+            )
+        return None, [error(exc.code, f"the file {reason}; it was not read", at)]
+    except Refused as exc:
+        return None, [error(exc.code, f"the file {exc.reason}; it was not read", at)]
     except OSError as exc:
         return None, [
-            error("file-unreadable", f"cannot read the file: {exc.strerror}", Location(display))
+            error(
+                "file-unreadable",
+                f"cannot read the file: {exc.strerror or 'unknown error'}",
+                Location(display),
+            )
         ]
 
 
-def load_document(path: Path, display: str) -> tuple[SourceDocument | None, list[Diagnostic]]:
-    raw, problems = read_source(path, display)
+def load_document(
+    path: Path, display: str, root: Path | None = None
+) -> tuple[SourceDocument | None, list[Diagnostic]]:
+    raw, problems = read_source(path, display, root)
     if raw is None:
         return None, problems
     return parse_document(raw, path, display)
@@ -475,6 +597,9 @@ def _convert(
     if isinstance(node, SequenceNode):
         if tag != _SEQ:
             raise _Refused("yaml-tag", _tag_message(tag), line, col, path)
+        if len(node.value) > MAX_ENTRIES:
+            extra = node.value[MAX_ENTRIES].start_mark
+            raise _too_many(False, extra.line + 1, extra.column + 1, path)
         here = (line, col)
         return [
             _convert(item, (*path, i), positions, seen, here) for i, item in enumerate(node.value)
@@ -482,6 +607,9 @@ def _convert(
     if isinstance(node, MappingNode):
         if tag != _MAP:
             raise _Refused("yaml-tag", _tag_message(tag), line, col, path)
+        if len(node.value) > MAX_ENTRIES:
+            extra = node.value[MAX_ENTRIES][0].start_mark
+            raise _too_many(True, extra.line + 1, extra.column + 1, path)
         result: dict[str, Any] = {}
         keys, values, names = positions.keys, positions.values, _TAG_NAMES
         for key_node, value_node in node.value:

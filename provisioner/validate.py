@@ -28,6 +28,7 @@ from provisioner.diagnostics import Diagnostic, Location, Severity, error, sort_
 from provisioner.errors import DeclarationError
 from provisioner.gcpause import collecting, paused_gc
 from provisioner.rules import FileSummary, KeyFact, clock_rules, cross_file_rules
+from provisioner.safefile import OutsideRoot, confined_realpath, shown_name
 
 YAML_SUFFIXES = (".yaml", ".yml")
 # Below this many files a process pool costs more than it saves.
@@ -103,8 +104,20 @@ class ValidationReport:
 
 
 def find_root(paths: Sequence[Path]) -> Path:
-    """The declarations root: the Git work tree holding the paths, else the directory given."""
-    resolved = [p.resolve() for p in paths] or [Path.cwd().resolve()]
+    """The declarations root: the Git work tree holding the paths, else the directory given.
+
+    The work tree is first looked for above the paths as written: a directory of the
+    repository that is a symbolic link (qualities -> /etc) must not make its target the root,
+    where every file it holds would count as inside; `discover` then refuses it. Only when no
+    work tree holds the paths as written is it looked for above where they lead.
+    """
+    given = [p if p.is_absolute() else Path.cwd() / p for p in paths] or [Path.cwd()]
+    written = [Path(os.path.normpath(p)) for p in given]
+    common = Path(os.path.commonpath([str(p if p.is_dir() else p.parent) for p in written]))
+    for candidate in (common, *common.parents):
+        if (candidate / ".git").exists():
+            return candidate.resolve()
+    resolved = [p.resolve() for p in given]
     dirs = [p if p.is_dir() else p.parent for p in resolved]
     common = Path(os.path.commonpath([str(d) for d in dirs]))
     for candidate in (common, *common.parents):
@@ -114,7 +127,16 @@ def find_root(paths: Sequence[Path]) -> Path:
 
 
 def display_path(path: Path, cwd: Path) -> str:
-    """`path` relative to `cwd` when it lies below it (lexically, like `Path.relative_to`)."""
+    """`path` relative to `cwd` when it lies below it (lexically, like `Path.relative_to`).
+
+    Characters that cannot be shown safely (a newline in a file name) are escaped: the name
+    goes into line-based reports, annotations and logs. `declarations.check_file` refuses such
+    a file, under this name.
+    """
+    return shown_name(_relative(path, cwd))
+
+
+def _relative(path: Path, cwd: Path) -> str:
     text, base = str(path), str(cwd)
     if path.is_absolute() and cwd.is_absolute():
         if text == base:
@@ -127,11 +149,33 @@ def display_path(path: Path, cwd: Path) -> str:
         return str(path)
 
 
-def discover(paths: Sequence[Path], cwd: Path) -> tuple[list[Path], list[Diagnostic]]:
+def discover(
+    paths: Sequence[Path], cwd: Path, root: Path | None = None
+) -> tuple[list[Path], list[Diagnostic]]:
+    """The declaration files under `paths`. With a `root`, a directory given that is (or is
+    reached through) a symbolic link leading outside it is refused, not walked. Below a
+    directory, links to directories are not followed (os.walk); links to files, FIFOs and
+    devices are listed like files, and `check_file` refuses those that are not regular
+    files inside the root, without reading them."""
     found: list[Path] = []
     problems: list[Diagnostic] = []
     for given in paths:
         path = given if given.is_absolute() else cwd / given
+        if root is not None and path.is_dir():
+            try:
+                confined_realpath(path, root)
+            except OutsideRoot:
+                problems.append(
+                    error(
+                        "file-outside-root",
+                        "this directory is, or is reached through, a symbolic link to a directory "
+                        "outside the declarations root; it was not read",
+                        Location(display_path(path, cwd)),
+                    )
+                )
+                continue
+            except OSError:
+                pass  # a loop: os.walk finds nothing, and says so below
         if path.is_dir():
             before = len(found)
             for dirpath, dirnames, filenames in os.walk(path):
@@ -150,7 +194,8 @@ def discover(paths: Sequence[Path], cwd: Path) -> tuple[list[Path], list[Diagnos
                         Location(display_path(path, cwd)),
                     )
                 )
-        elif path.is_file():
+        elif os.path.lexists(path):
+            # A file, or what poses as one (a FIFO, a device, a link): check_file decides.
             found.append(path)
         else:
             problems.append(
@@ -237,7 +282,7 @@ def _validate(settings: ValidateSettings, full: bool) -> ValidationReport:
     started_ns = time.time_ns()
     cwd = settings.cwd
     root = find_root([p if p.is_absolute() else cwd / p for p in settings.paths])
-    files, problems = discover(settings.paths, cwd)
+    files, problems = discover(settings.paths, cwd, root)
     shown = [(path, display_path(path, cwd)) for path in files]
     cache = ResultCache(
         settings.cache_dir, root, "full" if full else "summary", started_ns=started_ns

@@ -167,7 +167,7 @@ def test_reference_to_a_device_or_fifo_does_not_hang(tmp_path: Path, target: str
         check=False,
     )
     assert done.returncode == 1, done.stderr
-    expected = "path-outside-root" if target == "/dev/zero" else "file-not-found"
+    expected = "path-outside-root" if target == "/dev/zero" else "file-not-regular"
     assert f"qualities/a.yaml:25:11: error[{expected}]" in done.stdout
 
 
