@@ -723,10 +723,11 @@ def test_non_string_input_is_a_programming_error() -> None:
 # --- speed -------------------------------------------------------------------------------
 
 
-def test_ten_thousand_keys_parse_within_two_seconds() -> None:
-    # Every Ed25519 key costs one X25519 scalar multiplication (its subgroup check, ~70 us)
-    # and every RSA modulus a gcd with the product of the primes below 2**16 (~0.5 ms): about
-    # 0.8 s on the reference machine (2 cores), where the syntax alone took 0.1 s.
+def test_ten_thousand_keys_parse_within_three_seconds() -> None:
+    # Every Ed25519 key costs a modular inverse and an X25519 scalar multiplication (its
+    # subgroup check, 50-100 us) and every RSA modulus a gcd with the product of the primes
+    # below 2**16 (0.5-1 ms): 1.5 s measured on 2 cores busy with other test runs (load 4),
+    # where the syntax checks alone took 0.2 s.
     distinct = [ed25519_line(f"user{i}") for i in range(300)]
     distinct += [ecdsa_line(ec.SECP256R1()) for _ in range(40)]
     distinct += [ecdsa_line(ec.SECP521R1()) for _ in range(10)]
@@ -738,7 +739,7 @@ def test_ten_thousand_keys_parse_within_two_seconds() -> None:
         for entry in entries:
             parse_public_key(entry)
         best = min(best, time.perf_counter() - start)
-    assert best < 2.0, f"10,000 keys took {best:.3f} s"
+    assert best < 3.0, f"10,000 keys took {best:.3f} s"
 
 
 def test_refusals_are_fast_too() -> None:
