@@ -350,3 +350,70 @@ def test_random_yaml_trees_never_raise(sandbox: Path, data: Any) -> None:
         # as "- :0", are YAML 1.2 that the C parser reads as YAML 1.1: a syntax error.)
         assert len(diagnostics) == 1
         assert diagnostics[0].code in ("not-a-mapping", "empty-file", "yaml-syntax")
+
+
+# --- files that are not what they seem (issue 9; the CLI runs are in test_hostile_files) ----
+
+
+def test_a_link_chain_that_leaves_the_root_and_comes_back_is_refused(tmp_path: Path) -> None:
+    """Every hop stays inside: a link below the root through a link outside is refused even
+    when the chain ends inside the root again."""
+    from provisioner.safefile import OutsideRoot, confined_realpath
+
+    root = tmp_path / "root"
+    (root / "keys").mkdir(parents=True)
+    (root / "keys" / "a.pub").write_text("a\n")
+    (tmp_path / "out").symlink_to(root / "keys" / "a.pub")
+    (root / "keys" / "via-outside.pub").symlink_to(tmp_path / "out")
+    (root / "keys" / "direct.pub").symlink_to("a.pub")
+    (root / "keys" / "absolute.pub").symlink_to(root / "keys" / "a.pub")
+    assert confined_realpath(root / "keys" / "direct.pub", root) == str(root / "keys" / "a.pub")
+    assert confined_realpath(root / "keys" / "absolute.pub", root) == str(root / "keys" / "a.pub")
+    with pytest.raises(OutsideRoot) as refused:
+        confined_realpath(root / "keys" / "via-outside.pub", root)
+    assert refused.value.link == str(root / "keys" / "via-outside.pub")
+
+
+def test_a_key_file_linked_to_shadow_is_neither_read_nor_hashed(tmp_path: Path) -> None:
+    repo = declarations_repo(tmp_path / "repo")
+    (repo / "keys").mkdir()
+    (repo / "keys" / "shadow.pub").symlink_to("/etc/shadow")
+    path = repo / "qualities" / "a.yaml"
+    text = path.read_text()
+    first_key = next(line for line in text.splitlines() if line.strip().startswith("- ssh-"))
+    path.write_text(text.replace(first_key, "        - ../keys/shadow.pub"))
+    result = check_file(path, "a.yaml", repo)
+    assert [d.code for d in result.diagnostics] == ["path-outside-root"]
+    # What the cache keeps of the reference says nothing of the file it points at.
+    candidate = str(repo / "qualities" / ".." / "keys" / "shadow.pub")
+    assert result.refs[candidate] == "outside"
+    from provisioner.cache import RefStates
+
+    assert RefStates(root=repo).state(candidate, "outside", None) == "outside"
+
+
+def test_read_regular_refuses_before_opening(tmp_path: Path) -> None:
+    from provisioner.safefile import NotRegular, SymbolicLink, TooLarge, read_regular
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link").symlink_to("fifo")
+    (tmp_path / "big").write_bytes(b"x" * 11)
+    with pytest.raises(NotRegular):
+        read_regular(tmp_path / "fifo", 10)
+    with pytest.raises(SymbolicLink):
+        read_regular(tmp_path / "link", 10)
+    with pytest.raises(NotRegular):
+        read_regular(tmp_path / "link", 10, follow=True)
+    with pytest.raises(TooLarge):
+        read_regular(tmp_path / "big", 10)
+    assert read_regular(tmp_path / "big", 11) == b"x" * 11
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_shown_names_are_one_printable_line(name: str) -> None:
+    from provisioner.safefile import shown_name
+
+    shown = shown_name(name)
+    assert shown.isprintable()
+    assert (shown == name) == name.isprintable()
