@@ -295,11 +295,18 @@ def _refuse_invisible(entry: str) -> None:
             continue  # a lone surrogate is not text at all: the comment check says so
         reason = character_problem(char)
         if reason is not None:
+            fields = entry.split(None, 2)
+            in_comment = len(fields) == 3 and match.start() >= len(entry) - len(fields[2])
             raise KeyProblem(
                 "key-control-character",
-                f"the SSH key entry contains {describe_character(char)}, {reason}, which could "
-                "make the line read differently in a review than on the server; copy the line "
-                "of the .pub file again as plain text and retype the comment without it",
+                f"the SSH key entry contains {describe_character(char)}, {reason}, "
+                f"{'in' if in_comment else 'outside'} its comment, which could make the "
+                "line read differently in a review than on the server; "
+                + (
+                    "retype the comment without it"
+                    if in_comment
+                    else "copy the line of the .pub file again as plain text"
+                ),
             )
 
 

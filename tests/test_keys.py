@@ -590,6 +590,7 @@ def test_control_characters(char: str) -> None:
         assert problem.code == "key-control-character"
         assert f"U+{ord(char):04X}" in problem.message
         assert char not in problem.message
+        assert ("in its comment" if not char.isspace() else "its comment") in problem.message
     # At the very end of the line a character Python counts as white space (U+001F) or the
     # byte-order mark is stripped like the final newline; it never reaches the comment.
     try:
@@ -604,7 +605,9 @@ def test_control_character_between_the_fields() -> None:
     key_type, data = ed25519_line("").split()
     problem = refused(f"{key_type}\u200b {data} comment")
     assert problem.code in ("key-control-character", "key-unsupported", "key-malformed")
-    assert refused(f"{key_type} {data}\u2066 comment").code == "key-control-character"
+    problem = refused(f"{key_type} {data[:20]}\u2066{data[20:]} comment")
+    assert problem.code == "key-control-character"
+    assert "outside its comment" in problem.message
 
 
 @pytest.mark.parametrize(

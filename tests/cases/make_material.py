@@ -38,6 +38,7 @@ from cryptography.x509.oid import NameOID
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+import ed25519_reference as edref  # noqa: E402
 from fixtures_crypto import (  # noqa: E402
     CITIZEN_CA,
     dsa_private_key,
@@ -137,7 +138,45 @@ def keys() -> dict[str, str]:
         "ssh-rsa", ssh_mpint(65537), ssh_mpint((1 << 16400) + 1), comment="huge@test"
     )
     out["two-keys.pub"] = out["ed25519-7.pub"] + "\n" + out["ed25519-8.pub"]
+    out.update(weak_keys())
     return {name: text if text.endswith("\n") else text + "\n" for name, text in out.items()}
+
+
+def weak_keys() -> dict[str, str]:
+    """Well-formed public keys that are not keys (tests/cases/ssh-keys-weak, issue 9)."""
+
+    def ed(name: str, point: bytes, key_type: str = "ssh-ed25519") -> tuple[str, str]:
+        fields = [ssh_string(point)] + ([ssh_string(b"ssh:")] if key_type.startswith("sk-") else [])
+        return f"{name}.pub", wire_line(key_type, *fields, comment=f"{name}@test")
+
+    def rsa_line(name: str, modulus: int, exponent: int = 65537) -> tuple[str, str]:
+        return f"{name}.pub", wire_line(
+            "ssh-rsa", ssh_mpint(exponent), ssh_mpint(modulus), comment=f"{name}@test"
+        )
+
+    genuine = edref.decode(public_ed25519_raw(seeded_ed25519("weak-mixed")))
+    assert genuine is not None
+    q2048 = rsa_private_key(4096).private_numbers().p  # a 2048-bit prime
+    q1024 = rsa_private_key(2048).private_numbers().p
+    q768 = rsa_private_key(1536).private_numbers().p
+    modulus = rsa_private_key(2048).public_key().public_numbers().n
+    return dict(
+        [
+            ed("ed25519-order-8", edref.encode(edref.ORDER_8)),
+            ed("ed25519-identity-non-canonical", edref.raw(edref.P + 1)),
+            ed("ed25519-non-canonical", edref.raw(edref.P + 3)),
+            ed("ed25519-off-curve", edref.raw(edref.off_curve_y())),
+            ed("ed25519-mixed-order", edref.encode(edref.add(genuine, edref.ORDER_8))),
+            ed("sk-ed25519-identity", edref.raw(1), "sk-ssh-ed25519@openssh.com"),
+            rsa_line("rsa-3q", 3 * q2048),
+            rsa_line("rsa-65521q", 65521 * q2048),
+            rsa_line("rsa-square", q1024 * q1024),
+            rsa_line("rsa-cube", q768**3),
+            rsa_line("rsa-exponent-1", modulus, 1),
+            rsa_line("rsa-exponent-3", modulus, 3),
+            rsa_line("rsa-exponent-even", modulus, 65538),
+        ]
+    )
 
 
 SUBJECT = x509_name(
