@@ -28,6 +28,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from provisioner.encoding import character_problem, describe_character
@@ -594,6 +595,8 @@ _ED25519_TORSION_Y: Final = frozenset(
         55188659117513257062467267217118295137698188065244968500265048394206261417927,
     }
 )
+
+
 # Subgroup membership in one X25519 scalar multiplication (C speed, a few tens of microseconds,
 # where pure-Python point arithmetic takes milliseconds). The Montgomery u = (1+y)/(1-y) of the
 # point P is multiplied by k = 5L - 1, which X25519's clamping leaves unchanged (bit 254 set,
@@ -601,9 +604,16 @@ _ED25519_TORSION_Y: Final = frozenset(
 # kP = -Q, since 8 | k and k = -1 mod L. So u(kP) = u(P) exactly when T is the identity. For a
 # u that is not on the curve but on its twist (order 4 * prime, the y has no x), u(kP) = u(P)
 # would need k +- 1 to be 0 mod that prime, which it is not, so the ladder tells those apart too.
-_ED25519_SUBGROUP_SCALAR: Final = x25519.X25519PrivateKey.from_private_bytes(
-    (5 * _ED25519_L - 1).to_bytes(32, "little")
-)
+def _subgroup_scalar() -> x25519.X25519PrivateKey | None:
+    try:
+        return x25519.X25519PrivateKey.from_private_bytes(
+            (5 * _ED25519_L - 1).to_bytes(32, "little")
+        )
+    except UnsupportedAlgorithm:  # an OpenSSL without X25519 (FIPS mode): see below
+        return None
+
+
+_ED25519_SUBGROUP_SCALAR: Final = _subgroup_scalar()
 
 
 def _check_ed25519_point(public: bytes, hint: str) -> None:
@@ -626,20 +636,24 @@ def _check_ed25519_point(public: bytes, hint: str) -> None:
             "modulo 2^255-19): no key generator writes it, and the same point has a second, "
             f"canonical encoding, so the line was crafted or damaged — {hint}",
         )
-    u = ((1 + y) * pow(1 - y, -1, p) % p).to_bytes(32, "little")
-    try:
-        image = _ED25519_SUBGROUP_SCALAR.exchange(x25519.X25519PublicKey.from_public_bytes(u))
-    except ValueError:  # an all-zero result: small order, which the table above already caught
-        image = b""
-    if image == u:
-        return
-    # Refused either way; decompressing y (one square-root test) only chooses the message.
+    scalar = _ED25519_SUBGROUP_SCALAR
+    if scalar is not None:
+        u = ((1 + y) * pow(1 - y, -1, p) % p).to_bytes(32, "little")
+        try:
+            image = scalar.exchange(x25519.X25519PublicKey.from_public_bytes(u))
+        except ValueError:  # an all-zero result: small order, which the table already caught
+            image = b""
+        if image == u:
+            return
+    # With X25519 the key is refused by now; one square-root test tells off-curve from mixed.
     x_squared = (y * y - 1) * pow(_ED25519_D * y * y + 1, -1, p) % p
     if pow(x_squared, (p - 1) // 2, p) != 1:
         raise _malformed(
             "the Ed25519 key is not a point of the curve, so no signature can ever verify "
             "against it"
         )
+    if scalar is None:
+        return  # without X25519 only the curve is checked: a mixed-order point gets through
     raise KeyProblem(
         "key-ed25519-mixed-order",
         "this Ed25519 key lies outside the prime-order group every real Ed25519 key belongs to "

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from nacl.bindings import crypto_core_ed25519_is_valid_point
 
+from provisioner import keys
 from provisioner.keys import KeyProblem, PublicKey, parse_public_key
 
 # The line of issue 9, finding 3: the identity point, against which R = identity, S = 0 is a
@@ -143,6 +144,19 @@ def test_mixed_order_point_is_refused() -> None:
     assert genuine is not None
     problem = refused(ed_line(ref.encode(ref.add(genuine, ref.ORDER_8))), "key-ed25519-mixed-order")
     assert "libsodium" in problem.message
+
+
+def test_without_x25519_the_curve_is_still_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An OpenSSL without X25519 (FIPS mode) loses only the mixed-order check.
+    monkeypatch.setattr(keys, "_ED25519_SUBGROUP_SCALAR", None)
+    refused(IDENTITY_LINE, "key-ed25519-small-order")
+    refused(ed_line(ref.raw(ref.P + 3)), "key-ed25519-non-canonical")
+    refused(ed_line(ref.raw(ref.off_curve_y())), "key-malformed")
+    genuine = raw_public(ed25519.Ed25519PrivateKey.generate())
+    parse(ed_line(genuine))
+    point = ref.decode(genuine)
+    assert point is not None
+    parse(ed_line(ref.encode(ref.add(point, ref.ORDER_8))))
 
 
 def test_cryptography_alone_would_accept_the_identity_point() -> None:
