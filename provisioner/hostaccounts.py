@@ -71,10 +71,13 @@ class HostNames:
 
     def owner(self, name: str) -> HostName | None:
         """The host's entry for `name`, or None when only ours (or nobody) has it."""
+        # A channel we wrote already was looked up when it was new; only the listings are
+        # asked again for it (10,000 lookups by name would take seconds every run).
+        known = name in self._ours["passwd"]
         for database in ("passwd", "group"):
             ours = self._ours[database].get(name, set())
             foreign = self._listed[database].get(name, set()) - ours
-            if not foreign and not ours and name not in self._listed[database]:
+            if not foreign and not known and name not in self._listed[database]:
                 looked = _lookup(database, name)
                 foreign = {looked} - ours if looked is not None else set()
             if foreign:
