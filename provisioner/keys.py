@@ -465,18 +465,25 @@ def _parse_rsa(blob: bytes, offset: int) -> tuple[int, int]:
     return bits, offset
 
 
-# Every RSA key generator uses 65537 (F4); FIPS 186-5 requires e > 2^16 as well.
+# ssh-keygen, OpenSSL and cryptography use 65537 (F4) and FIPS 186-5 requires e > 2^16; older
+# PuTTYgen versions used 37, so such keys exist and are told apart in the message.
 _RSA_MIN_EXPONENT: Final = 65537
 
 
 def _check_rsa_exponent(exponent: int, modulus: int) -> None:
+    if exponent == 1:
+        raise KeyProblem(
+            "key-rsa-exponent",
+            "this RSA key's public exponent is 1: every message is then its own signature, so "
+            f"anyone could log in with it — {_GENERATE_HINT}",
+        )
     if exponent < _RSA_MIN_EXPONENT:
         raise KeyProblem(
             "key-rsa-exponent",
             f"this RSA key's public exponent is {exponent}; exponents below "
-            f"{_RSA_MIN_EXPONENT} are refused (with 1 anyone can forge its signatures, and "
-            "small exponents are open to known signature forgeries) — ssh-keygen uses "
-            f"{_RSA_MIN_EXPONENT}: {_GENERATE_HINT}",
+            f"{_RSA_MIN_EXPONENT} are refused, since small exponents open the way to known "
+            "signature forgeries (ssh-keygen uses 65537; keys made by older PuTTYgen versions "
+            f"have 37) — {_GENERATE_HINT}",
         )
     if exponent % 2 == 0:
         raise KeyProblem(
