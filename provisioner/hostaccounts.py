@@ -20,6 +20,24 @@ from provisioner.settings import HostSettings
 
 T = TypeVar("T")
 
+NSSWITCH = Path("/etc/nsswitch.conf")
+# NSS sources whose every entry getpwall()/getgrall() list: with only these on a line, the
+# listing is the whole database and no name need be looked up on its own.
+LISTABLE_SOURCES = frozenset({"files", "compat", "db", "extrausers", "systemd"})
+
+
+def listing_is_complete(nsswitch: str, database: str) -> bool:
+    """Whether every source of `database` in an nsswitch.conf text can be listed."""
+    sources: list[str] | None = None
+    for line in nsswitch.splitlines():
+        name, _, rest = line.split("#", 1)[0].partition(":")
+        if name.strip() == database:
+            # "[NOTFOUND=return]" and the like are actions, not sources.
+            sources = [w for w in rest.split() if not w.startswith("[")]
+    if sources is None:
+        sources = ["files"]  # glibc's default for a missing line (then "files" alone)
+    return bool(sources) and all(w in LISTABLE_SOURCES for w in sources)
+
 
 @dataclass(frozen=True, slots=True)
 class HostName:
@@ -50,10 +68,10 @@ def _ours(path: Path) -> dict[str, set[int]]:
 class HostNames:
     """The host's own passwd and group names, as NSS reports them, minus our entries.
 
-    Every database that can be listed is listed once (a lookup per name costs about half a
-    millisecond through NSS, and extrausers scans its whole file for each). A name we have
-    not written yet is also looked up by name, for sources that cannot be listed (LDAP
-    often is not): only new channels pay for that.
+    Every database is listed once (a lookup per name costs about half a millisecond through
+    NSS, and extrausers scans its whole file for each). When nsswitch.conf names a source
+    that cannot be listed (LDAP, sss often are not), a name we have not written yet is also
+    looked up on its own: only new channels pay for that.
     """
 
     def __init__(self, settings: HostSettings) -> None:
@@ -62,6 +80,14 @@ class HostNames:
         self._ours = {
             "passwd": _ours(settings.extrausers_dir / "passwd"),
             "group": _ours(settings.extrausers_dir / "group"),
+        }
+        try:
+            nsswitch = NSSWITCH.read_text("utf-8", "replace")
+        except OSError:
+            nsswitch = None  # unknown sources: look new names up one by one
+        self._complete = {
+            db: nsswitch is not None and listing_is_complete(nsswitch, db)
+            for db in ("passwd", "group")
         }
         self._listed: dict[str, dict[str, set[int]]] = {"passwd": {}, "group": {}}
         for pw in _safe(pwd.getpwall):
@@ -77,7 +103,8 @@ class HostNames:
         for database in ("passwd", "group"):
             ours = self._ours[database].get(name, set())
             foreign = self._listed[database].get(name, set()) - ours
-            if not foreign and not known and name not in self._listed[database]:
+            complete = self._complete[database]
+            if not foreign and not known and not complete and name not in self._listed[database]:
                 looked = _lookup(database, name)
                 foreign = {looked} - ours if looked is not None else set()
             if foreign:

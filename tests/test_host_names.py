@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import EN_ONDERNEMING, EN_SECSOC, USER_SECSOC, Host, require, require_root
 
-from provisioner.hostaccounts import HostName, HostNames
+from provisioner.hostaccounts import HostName, HostNames, listing_is_complete
 
 KEYS = "etc/ssh/sftp-provisioner/authorized_keys"
 
@@ -118,3 +118,20 @@ def test_entries_of_our_extrausers_files_are_ours(host: Host) -> None:
     hit = HostNames(settings).owner("root")
     assert hit is not None and (hit.database, hit.ident) == ("passwd", 0)
     assert HostNames(settings).owner(f"nosuchname{secrets.randbelow(10**6)}") is None
+
+
+@pytest.mark.parametrize(
+    ("line", "complete"),
+    [
+        ("passwd: files systemd", True),
+        ("passwd:         files extrausers", True),
+        ("passwd: compat [NOTFOUND=return] files  # comment", True),
+        ("passwd: files ldap", False),
+        ("passwd: sss files", False),
+        ("group: ldap", True),  # no passwd line: glibc's default, files
+    ],
+)
+def test_which_databases_a_listing_covers(line: str, complete: bool) -> None:
+    """With only listable sources, new names are not looked up one by one (0.4 ms each: 4 s
+    for the first apply of 10,000 channels); LDAP or SSSD may not list, so then they are."""
+    assert listing_is_complete(f"# nsswitch.conf\n{line}\nnetgroup: nis\n", "passwd") is complete
