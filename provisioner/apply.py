@@ -429,6 +429,8 @@ def _take_out(rec: Reconciliation, channel: Channel, reason: str) -> None:
         rec.tree.nodes.pop(node.path, None)
     rec.plan.changes = [c for c in rec.plan.changes if c.channel != en]
     rec.accepted.remove(channel)
+    # Its keys were not applied: recording them would give them to a channel that never had them.
+    rec.channel_keys.pop(en, None)
     rec.refusals[en] = [reason]
     rec.plan.channels = [
         ChannelPlan(

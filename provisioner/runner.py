@@ -21,13 +21,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisioner import logs
 from provisioner.errors import ProvisionerError
 from provisioner.heartbeat import Heartbeat, carry_over, read_status, write
 from provisioner.settings import HostSettings
 from provisioner.state import RunOutcome, RunRecord, StateError, StateSnapshot, StateStore
+
+if TYPE_CHECKING:
+    # Typing only: apply is imported when a run starts, as run_once does.
+    from provisioner.apply import ApplyResult
 
 STEPS = ("checkout", "apply", "notify", "record")
 
@@ -239,10 +243,10 @@ def _notify(
             report.outcome = "partial"
 
 
-def _judge(result: Any, report: RunReport) -> None:
+def _judge(result: ApplyResult, report: RunReport) -> None:
     """`ok`, or `degraded` with every reason named: refused qualities and files, and the
     removals a broken file put off (logged with that file: revocations are waiting on it)."""
-    rec = getattr(result, "reconciliation", None)
+    rec = result.reconciliation
     plan = result.plan
     degraded = rec.degraded if rec is not None else plan.has_refusals
     report.outcome = "degraded" if degraded else "ok"
