@@ -154,10 +154,83 @@ def _v2_degraded_runs_and_channel_keys(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v3_declarations_degraded_and_hosts(conn: Connection) -> None:
+    # Who declared a quality at its last successful apply (the declaration's path below the
+    # root, and its Git blob or content hash): a file that is refused later, or renamed, still
+    # speaks for the quality it declared. `degraded`: a channel that serves its last good
+    # configuration while its declaration is refused (`failed` is kept for "never applied").
+    # Per host: which host recorded a run, and which revision each host serves per channel.
+    statuses = "status IN ('pending', 'active', 'degraded', 'failed', 'removed')"
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("ALTER TABLE registrations DROP CONSTRAINT registrations_status"))
+        conn.execute(
+            sa.text(
+                f"ALTER TABLE registrations ADD CONSTRAINT registrations_status CHECK ({statuses})"
+            )
+        )
+        conn.execute(sa.text("ALTER TABLE registrations ADD COLUMN declared_path TEXT"))
+        conn.execute(sa.text("ALTER TABLE registrations ADD COLUMN declared_blob TEXT"))
+    else:
+        md = sa.MetaData()
+        sa.Table(
+            "registrations_v3",
+            md,
+            sa.Column("enterprise_number", sa.String(10), primary_key=True),
+            sa.Column("technical_user", sa.Text, nullable=False),
+            sa.Column("sender_number", sa.Integer, nullable=False),
+            sa.Column("uid", sa.BigInteger, nullable=False),
+            sa.Column("registered_at", UtcDateTime, nullable=False),
+            sa.Column("status", sa.String(16), nullable=False),
+            sa.Column("status_since", UtcDateTime, nullable=False),
+            sa.Column("status_reason", sa.Text),
+            sa.Column("revision", sa.Text),
+            sa.Column("last_applied_at", UtcDateTime),
+            sa.Column("declared_path", sa.Text),
+            sa.Column("declared_blob", sa.Text),
+            sa.UniqueConstraint("technical_user", name="registrations_technical_user_key"),
+            sa.UniqueConstraint("sender_number", name="registrations_sender_number_key"),
+            sa.UniqueConstraint("uid", name="registrations_uid_key"),
+            sa.CheckConstraint(statuses, name="registrations_status"),
+            sa.CheckConstraint(
+                "sender_number BETWEEN 0 AND 999998", name="registrations_sender_number_range"
+            ),
+            sa.CheckConstraint("uid > 0", name="registrations_uid_positive"),
+            sa.CheckConstraint("length(enterprise_number) = 10", name="registrations_en_length"),
+        )
+        md.create_all(conn)
+        conn.execute(
+            sa.text(
+                "INSERT INTO registrations_v3 (enterprise_number, technical_user, "
+                "sender_number, uid, registered_at, status, status_since, status_reason, "
+                "revision, last_applied_at) SELECT enterprise_number, technical_user, "
+                "sender_number, uid, registered_at, status, status_since, status_reason, "
+                "revision, last_applied_at FROM registrations"
+            )
+        )
+        conn.execute(sa.text("DROP TABLE registrations"))
+        conn.execute(sa.text("ALTER TABLE registrations_v3 RENAME TO registrations"))
+    conn.execute(sa.text("ALTER TABLE runs ADD COLUMN host TEXT"))
+    md = sa.MetaData()
+    sa.Table(
+        "host_channels",
+        md,
+        sa.Column("host", sa.Text, primary_key=True),
+        sa.Column("enterprise_number", sa.String(10), primary_key=True),
+        sa.Column("revision", sa.Text),
+        sa.Column("applied_at", UtcDateTime, nullable=False),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "registrations, username ledger, runs, notifications", _v1_initial),
     Migration(
         2, "degraded run outcome, keys applied per channel", _v2_degraded_runs_and_channel_keys
+    ),
+    Migration(
+        3,
+        "declaring file per quality, degraded channels, runs and channels per host",
+        _v3_declarations_degraded_and_hosts,
     ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Final, Literal, TypeAlias, get_args
 
-ChannelStatus = Literal["pending", "active", "failed", "removed"]
+ChannelStatus = Literal["pending", "active", "degraded", "failed", "removed"]
 # `degraded`: applied, but the host may still serve what the declarations no longer say
 # (removals deferred, a refused quality held on its last good configuration).
 RunOutcome = Literal["ok", "failed", "partial", "degraded"]

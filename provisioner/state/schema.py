@@ -82,6 +82,10 @@ registrations = sa.Table(
     sa.Column("status_reason", sa.Text),
     sa.Column("revision", sa.Text),
     sa.Column("last_applied_at", UtcDateTime),
+    # The file that declared the quality at its last successful apply (relative to the
+    # declarations root) and its Git blob id (sha256 of the content outside Git).
+    sa.Column("declared_path", sa.Text),
+    sa.Column("declared_blob", sa.Text),
 )
 
 username_ledger = sa.Table(
@@ -102,6 +106,7 @@ runs = sa.Table(
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("summary", sa.Text, nullable=False),
     sa.Column("error", sa.Text),
+    sa.Column("host", sa.Text),
 )
 
 notifications = sa.Table(
@@ -117,4 +122,14 @@ channel_keys = sa.Table(
     sa.Column("fingerprint", sa.Text, primary_key=True),
     sa.Column("enterprise_number", sa.String(10), nullable=False),
     sa.Column("recorded_at", UtcDateTime, nullable=False),
+)
+
+# Which revision each host serves for each channel (several hosts may share one database).
+host_channels = sa.Table(
+    "host_channels",
+    metadata,
+    sa.Column("host", sa.Text, primary_key=True),
+    sa.Column("enterprise_number", sa.String(10), primary_key=True),
+    sa.Column("revision", sa.Text),
+    sa.Column("applied_at", UtcDateTime, nullable=False),
 )

@@ -206,7 +206,7 @@ class StateStore:
         to match (``active`` or ``removed``). A ``revision`` of ``None`` keeps the stored one.
         """
         now = ensure_utc(now, "now")
-        if status not in ("pending", "active", "failed", "removed"):
+        if status not in ("pending", "active", "degraded", "failed", "removed"):
             raise ValueError(f"unknown channel status {status!r}")
         reg_t = t.registrations
         with transaction(self._engine, write=True) as conn:
@@ -252,7 +252,7 @@ class StateStore:
         todo = list(updates)
         seen: set[str] = set()
         for u in todo:
-            if u.status not in ("pending", "active", "failed", "removed"):
+            if u.status not in ("pending", "active", "degraded", "failed", "removed"):
                 raise ValueError(f"unknown channel status {u.status!r}")
             if u.enterprise_number in seen:
                 raise ValueError(f"quality {u.enterprise_number} appears twice in one update")
