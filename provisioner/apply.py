@@ -29,6 +29,7 @@ from provisioner.authorized_keys import AuthorizedKeysMismatch, check_rendering
 from provisioner.cache import RACY_NS, RESTAMP_MIN
 from provisioner.errors import ApplyError, LockError, PlanError
 from provisioner.gcpause import paused_gc
+from provisioner.guard import enforce
 from provisioner.hostrecord import (
     ChannelRecord,
     HostRecord,
@@ -509,9 +510,12 @@ def apply(
     cwd: Path | None = None,
     progress: Callable[[int, int, PathChange], None] | None = None,
     use_cache: bool = True,
+    allow_removals: int | None = None,
 ) -> ApplyResult:
     """Reconcile the host; `progress(done, total, change)` is called after each change.
-    `use_cache=False`: compare everything in full, trusting no cache (see `compute`)."""
+    `use_cache=False`: compare everything in full, trusting no cache (see `compute`).
+    `allow_removals`: how many removals over the mass-removal guard's threshold this run
+    accepts (see `provisioner.guard`); a plan over it raises before anything is committed."""
     now = now or datetime.now(UTC)
     with host_lock(settings.lock_file), paused_gc():
         snapshot = store.snapshot()
@@ -533,6 +537,11 @@ def apply(
                     + "; ".join(moved)
                     + "; make a new plan"
                 )
+        # Before the state, the staging area or any live file is touched: a refused mass
+        # removal removes nothing and applies nothing.
+        if rec.plan.removal_guard is not None:
+            rec.plan.removal_guard = replace(rec.plan.removal_guard, allowed=allow_removals)
+        enforce(rec.plan.removal_guard)
         result = ApplyResult(rec.plan, rec)
         result.aborted = _abort_misrendered(rec)
         owners = _Owners(rec.plan.owners_managed)

@@ -68,6 +68,17 @@ class ApplyError(ProvisionerError):
     code = "apply"
 
 
+class RemovalGuardError(ProvisionerError):
+    """A plan removes more channels than the mass-removal guard allows; nothing was applied."""
+
+    code = "removal-guard"
+
+    def __init__(self, message: str, *, removals: int, threshold: int) -> None:
+        super().__init__(message)
+        self.removals = removals
+        self.threshold = threshold
+
+
 class CodedProblem(Exception):
     """A refused input found by a parser (a key entry, a certificate file).
 

@@ -45,6 +45,9 @@ class Heartbeat:
     # Removals the last run put off because of a file it could not attribute, and those files.
     removals_deferred: int = 0
     deferred_by: list[str] = field(default_factory=list)
+    # The mass-removal guard refused the last run (nothing applied), and the removals it refused.
+    removal_guard_tripped: bool = False
+    removals_refused: int = 0
 
     @property
     def ok(self) -> bool:
@@ -74,6 +77,8 @@ class Heartbeat:
             "next_run": iso(self.next_run),
             "removals_deferred": self.removals_deferred,
             "deferred_by": list(self.deferred_by),
+            "removal_guard_tripped": self.removal_guard_tripped,
+            "removals_refused": self.removals_refused,
         }
 
 
@@ -188,6 +193,19 @@ def render_metrics(beat: Heartbeat) -> str:
         "Removals the last run deferred because a declaration file could not be attributed "
         "to a quality (departed qualities keep their logins until it is fixed).",
         [({}, beat.removals_deferred)],
+    )
+    metric(
+        "removal_guard_tripped",
+        "gauge",
+        "1 when the mass-removal guard refused the last run: it would have removed more "
+        "channels than max_removals / max_removals_percent allow; nothing was applied.",
+        [({}, 1 if beat.removal_guard_tripped else 0)],
+    )
+    metric(
+        "removals_refused",
+        "gauge",
+        "Channel removals the mass-removal guard refused in the last run (0 when it passed).",
+        [({}, beat.removals_refused)],
     )
     metric(
         "applied_changes",

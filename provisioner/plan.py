@@ -93,6 +93,31 @@ class Fingerprints:
     revision: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class RemovalGuard:
+    """The mass-removal guard's verdict on a plan (see `provisioner.guard`).
+
+    `threshold` is the larger of `max_removals` and `max_removals_percent` % of the `live`
+    (registered, not removed) channels; `allowed` is what `--allow-removals N` accepts.
+    """
+
+    removals: int
+    threshold: int
+    live: int
+    max_removals: int
+    max_removals_percent: float
+    allowed: int | None = None
+
+    @property
+    def over(self) -> bool:
+        return self.removals > self.threshold
+
+    @property
+    def refused(self) -> bool:
+        """apply and reconcile refuse the whole plan."""
+        return self.over and (self.allowed is None or self.removals > self.allowed)
+
+
 @dataclass(slots=True)
 class Plan:
     created_at: str
@@ -106,6 +131,7 @@ class Plan:
     # Reasons of invalid declarations that cannot even say which quality they are: refused
     # like the others (exit code 1), and removals wait until they can be read again.
     unidentified: list[str] = field(default_factory=list)
+    removal_guard: RemovalGuard | None = None
 
     @property
     def has_changes(self) -> bool:
@@ -136,6 +162,8 @@ class Plan:
         data["format"] = PLAN_FORMAT
         data["has_changes"] = self.has_changes
         data["counts"] = self.counts()
+        if self.removal_guard is not None:
+            data["removal_guard"]["refused"] = self.removal_guard.refused
         return data
 
     @classmethod
@@ -172,7 +200,14 @@ class Plan:
             owners_managed=bool(data["owners_managed"]),
             notes=list(data["notes"]),
             unidentified=list(data.get("unidentified", [])),
+            removal_guard=_removal_guard(data.get("removal_guard")),
         )
+
+
+def _removal_guard(data: dict[str, Any] | None) -> RemovalGuard | None:
+    if data is None:
+        return None  # a plan saved before the guard existed
+    return RemovalGuard(**{k: v for k, v in data.items() if k != "refused"})
 
 
 def digest_of(items: list[str]) -> str:

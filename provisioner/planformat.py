@@ -75,6 +75,9 @@ def render_text(plan: Plan, *, diffs: bool = True, unchanged: bool = False) -> s
         out.extend(f"  ? {path}" for path in plan.unknown)
     for note in plan.notes:
         out.append(f"note: {note}")
+    guard = _guard_line(plan)
+    if guard:
+        out.append(f"removal guard: {guard}")
     out.append("")
     out.append(("Plan: " if plan.has_changes else "No changes. ") + summary(plan))
     return "\n".join(out) + "\n"
@@ -130,7 +133,21 @@ def render_markdown(plan: Plan) -> str:
         out.extend(f"- `{p}`" for p in plan.unknown)
     for note in plan.notes:
         out.append(f"> {note}")
+    guard = _guard_line(plan)
+    if guard:
+        mark = ":no_entry: " if plan.removal_guard and plan.removal_guard.refused else ""
+        out.append(f"> {mark}**removal guard**: {guard}")
     return "\n".join(out) + "\n"
+
+
+def _guard_line(plan: Plan) -> str | None:
+    """The mass-removal guard's verdict, shown whenever the plan removes a channel."""
+    from provisioner.guard import verdict
+
+    guard = plan.removal_guard
+    if guard is None or not guard.removals:
+        return None
+    return verdict(guard)
 
 
 def _md_escape(text: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from provisioner.diagnostics import Diagnostic
 from provisioner.errors import DeclarationError
 from provisioner.gcpause import paused_gc
+from provisioner.guard import assess
 from provisioner.hostrecord import (
     ChannelRecord,
     HostRecord,
@@ -310,6 +311,7 @@ def _compute(
         owners_managed=owners,
         notes=notes,
         unidentified=unidentified,
+        removal_guard=assess(settings, snapshot, channels),
     )
     return Reconciliation(
         settings,

@@ -8,7 +8,7 @@ Outcomes: `ok` (everything declared is applied), `partial` (applied, but a notif
 not be delivered), `degraded` (applied what it could, but the host may still serve what the
 declarations no longer say: a file was refused, a quality held on its last good configuration,
 removals deferred), `failed` (nothing applied: the checkout could not be updated or verified,
-the lock was held, apply failed and rolled back…). Only `ok` is a healthy run (exit code 0,
+the lock was held, the mass-removal guard refused the plan, apply failed and rolled back…). Only `ok` is a healthy run (exit code 0,
 `last_run_ok` 1); `ok`, `partial` and `degraded` count as a success for the heartbeat's "last
 success": the apply completed.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from provisioner import logs
-from provisioner.errors import ProvisionerError
+from provisioner.errors import ProvisionerError, RemovalGuardError
 from provisioner.heartbeat import Heartbeat, carry_over, read_status, write
 from provisioner.settings import HostSettings
 from provisioner.state import RunOutcome, RunRecord, StateError, StateSnapshot, StateStore
@@ -43,6 +43,8 @@ class RunOptions:
     verify_signatures: bool = False
     notify: bool = True
     cwd: Path | None = None
+    # Removals over the mass-removal guard's threshold this run accepts (--allow-removals).
+    allow_removals: int | None = None
 
 
 @dataclass(slots=True)
@@ -62,6 +64,9 @@ class RunReport:
     # Removals a broken file put off, and the files that did.
     removals_deferred: int = 0
     deferred_by: list[str] = field(default_factory=list)
+    # The mass-removal guard refused the run, and how many removals it refused.
+    removal_guard_tripped: bool = False
+    removals_refused: int = 0
 
     @property
     def short_revision(self) -> str | None:
@@ -83,6 +88,8 @@ class RunReport:
             "errors": self.errors,
             "removals_deferred": self.removals_deferred,
             "deferred_by": self.deferred_by,
+            "removal_guard_tripped": self.removal_guard_tripped,
+            "removals_refused": self.removals_refused,
         }
 
 
@@ -155,6 +162,7 @@ def run_once(
             now=started,
             revision=report.revision,
             cwd=options.cwd,
+            allow_removals=options.allow_removals,
         )
         step("apply")
         report.applied = len(result.applied)
@@ -175,6 +183,9 @@ def run_once(
         report.outcome = "failed"
         report.errors.append(str(exc))
         logs.error("run-failed", str(exc), kind=type(exc).__name__)
+        if isinstance(exc, RemovalGuardError):
+            report.removal_guard_tripped = True
+            report.removals_refused = exc.removals
     except Exception as exc:
         # A bug: logged with its traceback, recorded as a failed run, and the loop goes on.
         report.outcome = "failed"
@@ -307,6 +318,8 @@ def _heartbeat(settings: HostSettings, report: RunReport, next_run: datetime | N
         next_run=next_run,
         removals_deferred=report.removals_deferred,
         deferred_by=list(report.deferred_by),
+        removal_guard_tripped=report.removal_guard_tripped,
+        removals_refused=report.removals_refused,
     )
     carry_over(beat, read_status(settings.status_file), success=report.succeeded)
     try:

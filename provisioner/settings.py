@@ -160,6 +160,13 @@ class HostSettings(BaseModel):
     # What a sender is told to connect to (default: hostname and port).
     public_host: str | None = None
     public_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    # The mass-removal guard: a plan that would remove more channels than the larger of
+    # max_removals and max_removals_percent % of the registered (not removed) channels is
+    # refused as a whole by apply and reconcile, nothing removed and nothing applied, unless
+    # `--allow-removals N` accepts that many this run. An emptied checkout, a bad merge or a
+    # wrong path must never take the gateway down; raise these for a planned mass removal.
+    max_removals: Annotated[int, Field(ge=0)] = 10
+    max_removals_percent: Annotated[float, Field(ge=0, le=100)] = 5.0
     # SMTP credentials are never settings: they come from the environment only
     # (SMTP_USERNAME_ENV, SMTP_PASSWORD_ENV), so they stay out of files and logs.
     # Set by --root; recorded so that plans made for one root are not applied to another.

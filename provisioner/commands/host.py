@@ -81,6 +81,15 @@ no_cache = click.option(
     help="Check every declaration and compare every managed path in full, trusting no cache "
     "of earlier runs (same result, slower).",
 )
+# apply and reconcile: the mass-removal guard (see provisioner/guard.py).
+allow_removals_option = click.option(
+    "--allow-removals",
+    "allow_removals",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Accept up to N channel removals this run, over the mass-removal guard's threshold "
+    "(max_removals, max_removals_percent); a plan removing more is still refused whole.",
+)
 
 
 @cli.command("plan")
@@ -107,7 +116,8 @@ def plan_command(
 ) -> int:
     """Show what apply would change: per channel, then file diffs, owners and modes.
 
-    Exit 0 no changes, 2 changes, 1 when a quality is refused or on error.
+    Exit 0 no changes, 2 changes, 1 when a quality is refused, when the mass-removal guard
+    would refuse the plan, or on error.
     """
     from provisioner import planformat
     from provisioner.reconcile import compute
@@ -129,7 +139,9 @@ def plan_command(
         click.echo(planformat.render_text(plan, diffs=not no_diff), nl=False)
     else:
         click.echo(planformat.render(plan, fmt), nl=False)
-    if plan.has_refusals:
+    guard = plan.removal_guard
+    if plan.has_refusals or (guard is not None and guard.refused):
+        # The mass-removal guard would refuse this plan: apply would apply none of it.
         return EXIT_INVALID
     return EXIT_CHANGES if plan.has_changes else EXIT_OK
 
@@ -145,6 +157,7 @@ def plan_command(
 )
 @plan_format
 @no_cache
+@allow_removals_option
 def apply_command(
     paths: tuple[Path, ...],
     settings_file: Path | None,
@@ -153,6 +166,7 @@ def apply_command(
     plan_file: Path | None,
     fmt: str,
     no_cache: bool,
+    allow_removals: int | None,
 ) -> int:
     """Reconcile the host with the declarations: one run at a time, atomic, restorable.
 
@@ -181,6 +195,7 @@ def apply_command(
             saved_plan=saved,
             revision=_revision(paths),
             use_cache=not no_cache,
+            allow_removals=allow_removals,
         )
     finally:
         store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,7 +12,7 @@ import click
 
 from provisioner import logs
 from provisioner.cli import EXIT_INVALID, EXIT_OK, cli, echo_err
-from provisioner.commands.host import host_options, settings_from
+from provisioner.commands.host import allow_removals_option, host_options, settings_from
 from provisioner.errors import SettingsError
 from provisioner.settings import HostSettings
 
@@ -58,6 +59,7 @@ def _log_option(fn: F) -> F:
     help="Refuse a revision whose commit signature Git does not verify.",
 )
 @click.option("--no-notify", is_flag=True, help="Send no notifications to the contacts.")
+@allow_removals_option
 @_log_option
 def reconcile_command(
     paths: tuple[Path, ...],
@@ -69,6 +71,7 @@ def reconcile_command(
     pull: bool,
     verify_signatures: bool,
     no_notify: bool,
+    allow_removals: int | None,
     log_format: logs.LogFormat,
 ) -> int:
     """Reconcile the host at :00 and :30 (or once), unattended.
@@ -80,6 +83,9 @@ def reconcile_command(
 
     With --once: exit 0 when everything declared is applied, 1 otherwise: the run failed,
     or was degraded (a refused file or quality, removals deferred), or could not notify.
+
+    --allow-removals N accepts up to N removals over the mass-removal guard's threshold;
+    with --every it holds until one run has applied, not for every later run.
     """
     from provisioner.runner import STEPS, RunOptions, run_once
     from provisioner.schedule import Stopper, SystemClock, next_slot, parse_interval, run_loop
@@ -99,9 +105,15 @@ def reconcile_command(
     bar = logs.wants_bar(log_format)
     stopper = Stopper()
 
+    allowance = [allow_removals]
+
     def job(_slot: datetime, upcoming: datetime) -> bool:
+        this_run = replace(options, allow_removals=allowance[0])
         with logs.progress("reconcile", len(STEPS), bar=bar) as progress:
-            report = run_once(settings, options, next_run=upcoming, progress=progress.step)
+            report = run_once(settings, this_run, next_run=upcoming, progress=progress.step)
+        if report.succeeded:
+            # Accepted for the removals an operator looked at, not for a later bad merge.
+            allowance[0] = None
         return report.outcome == "ok"
 
     with stopper.installed():
