@@ -37,6 +37,7 @@ from provisioner.hostrecord import (
     listing_stamp,
     stamp,
 )
+from provisioner.identity import to_record
 from provisioner.plan import (
     ChannelAction,
     ChannelPlan,
@@ -744,6 +745,10 @@ def _record_success(
         ):
             updates[en] = StatusUpdate(en, "failed", reason, None)
     store.set_statuses(updates.values(), now=now)
+    # Which file declares each applied channel: when it is refused later, it still says whose.
+    store.record_declared(
+        to_record(rec.declared, regs, rec.report.root, unchanged=rec.unchanged.keys())
+    )
 
 
 def _audit_entries(

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from provisioner.declarations import partial_facts
 from provisioner.diagnostics import Diagnostic, Location, error
 from provisioner.errors import GitError
-from provisioner.source import parse_document
+from provisioner.safefile import confined_realpath, read_regular
+from provisioner.source import MAX_FILE_BYTES, parse_document
 
 if TYPE_CHECKING:
     from provisioner.rules import FileSummary
@@ -37,6 +38,7 @@ class BaseQuality:
     administrators: tuple[str, ...]
     # Fingerprints of the keys the file declared (inline or in a referenced .pub file).
     keys: tuple[str, ...] = ()
+    quality_type: str | None = None
 
 
 def _git(root: Path, *args: str, input_: bytes | None = None) -> bytes:
@@ -125,9 +127,20 @@ def _base_facts(path: str, raw: bytes) -> tuple[BaseQuality, list[str]]:
         elif (fp := _fingerprint(text)) is not None:
             keys.append(fp)
     quality = BaseQuality(
-        path, facts.enterprise_number, facts.technical_user, facts.administrators, tuple(keys)
+        path,
+        facts.enterprise_number,
+        facts.technical_user,
+        facts.administrators,
+        tuple(keys),
+        _quality_type(doc.data),
     )
     return quality, refs
+
+
+def _quality_type(data: Any) -> str | None:
+    quality = data.get("quality") if isinstance(data, dict) else None
+    value = quality.get("type") if isinstance(quality, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _cat(top: Path, revision: str, paths: list[str], max_size: int | None) -> dict[str, bytes]:
@@ -198,6 +211,7 @@ def _base_qualities(top: Path, revision: str, prefixes: tuple[str, ...]) -> dict
                 q.technical_user,
                 q.administrators,
                 q.keys + tuple(found),
+                q.quality_type,
             )
     return result
 
@@ -248,6 +262,96 @@ def changed_files(top: Path, revision: str, prefixes: list[str]) -> dict[str, st
     return changes
 
 
+def modified_or_renamed(top: Path, revision: str, prefixes: list[str]) -> dict[str, str]:
+    """YAML files that existed at `revision` and still do, changed or moved: path now ->
+    path at `revision` (Git's rename detection; a file moved without `git add` is not seen
+    as moved)."""
+    out = _git(top, "diff", "--find-renames", "--name-status", "-z", revision, "--", *prefixes)
+    parts = out.decode("utf-8", "replace").split("\0")
+    found: dict[str, str] = {}
+    i = 0
+    while i < len(parts) and parts[i]:
+        status = parts[i][:1]
+        if status in ("R", "C"):
+            old, new = parts[i + 1], parts[i + 2]
+            i += 3
+        else:
+            old = new = parts[i + 1]
+            i += 2
+        if status in ("M", "R") and new.endswith((".yaml", ".yml")):
+            found[new] = old
+    return found
+
+
+def _current_type(top: Path, path: Path, display: str) -> tuple[str | None, Location | None]:
+    """The quality type a file declares now, and where: read again, as safely as the gate
+    read it, only for files whose identity is compared (changed since the base)."""
+    try:
+        raw = read_regular(confined_realpath(path, top), MAX_FILE_BYTES)
+    except OSError:
+        return None, None
+    doc, _ = parse_document(raw, path, display)
+    if doc is None:
+        return None, None
+    value = _quality_type(doc.data)
+    return value, doc.location(("quality", "type")) if value is not None else None
+
+
+_MOVE_HINT = (
+    "a registration cannot be moved by editing its file: remove this file (the channel is "
+    "removed when that change is applied), then add a new file in a separate change"
+)
+
+
+def _identity_rules(
+    top: Path,
+    revision: str,
+    ref: str,
+    prefixes: list[str],
+    base: dict[str, BaseQuality],
+    current: dict[str, FileSummary],
+    files: dict[str, Path],
+) -> list[Diagnostic]:
+    """A file that existed at the base still declares the same quality: the same enterprise
+    number and quality type. The state knows a channel by the file that declared it."""
+    out: list[Diagnostic] = []
+    for rel, old_rel in sorted(modified_or_renamed(top, revision, prefixes).items()):
+        summary, before = current.get(rel), base.get(old_rel)
+        if summary is None or before is None:
+            continue
+        moved = f" (as {old_rel})" if old_rel != rel else ""
+        facts = summary.facts
+        if (
+            before.enterprise_number is not None
+            and facts.enterprise_number is not None
+            and facts.enterprise_number != before.enterprise_number
+        ):
+            out.append(
+                error(
+                    "identity-changed",
+                    f"this file declares quality {before.enterprise_number} at {ref}{moved}; "
+                    f"changing its enterprise number to {facts.enterprise_number} would make it "
+                    f"another quality's file. A typo: put {before.enterprise_number} back. "
+                    + _MOVE_HINT,
+                    facts.enterprise_number_at or Location(summary.display),
+                )
+            )
+        if before.quality_type is None:
+            continue
+        now_type, at = _current_type(top, files[rel], summary.display)
+        if now_type is not None and now_type != before.quality_type:
+            out.append(
+                error(
+                    "identity-changed",
+                    f"this file declares a quality of type '{before.quality_type}' at {ref}"
+                    f"{moved}; changing it to '{now_type}' would make it another quality. "
+                    + _MOVE_HINT,
+                    at or Location(summary.display),
+                )
+            )
+    return out
+
+
 def _referenced(summary: FileSummary, top: Path) -> set[str]:
     """The key and certificate files a declaration references, relative to the work tree.
 
@@ -276,13 +380,16 @@ def history_rules(
 
     by_display = {s.display: s for s in summaries}
     current: dict[str, FileSummary] = {}
+    current_files: dict[str, Path] = {}
     for path in files:
         resolved = path.resolve()
         summary = by_display.get(display_path(path, settings.cwd))
         if summary is not None and resolved.is_relative_to(top):
             current[str(resolved.relative_to(top))] = summary
+            current_files[str(resolved.relative_to(top))] = path
 
     if settings.base is not None:
+        out.extend(_identity_rules(top, revision, ref, prefixes, base, current, current_files))
         for summary in summaries:
             f = summary.facts
             before = by_number.get(f.enterprise_number or "")

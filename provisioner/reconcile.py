@@ -29,6 +29,7 @@ from provisioner.hostrecord import (
     listing_stamp,
     routing_digest,
 )
+from provisioner.identity import DeclaredFile, by_declared_path, root_relative
 from provisioner.observe import Observed, list_dir, observe, observe_path, tree_size
 from provisioner.plan import (
     ChannelAction,
@@ -98,6 +99,9 @@ class Reconciliation:
     # say whose it is might still declare them; and those files.
     deferred: list[Registration] = field(default_factory=list)
     deferred_by: list[str] = field(default_factory=list)
+    # Per accepted channel, the file that declares it: recorded once it is applied, so that
+    # the file still says whose it was when it is refused later (see provisioner.identity).
+    declared: dict[str, DeclaredFile] = field(default_factory=dict)
 
     @property
     def degraded(self) -> bool:
@@ -187,9 +191,27 @@ def _compute(
     sources: dict[str, str] = {}
     identity_unknown: list[str] = []
     unidentified: list[str] = []
+    # Who declared what at the last successful apply (see provisioner.identity).
+    rel_paths = [root_relative(p, report.root) for p in report.paths]
+    whose = by_declared_path(regs)
+    named = {s.facts.enterprise_number for s in report.summaries}
     for index, summary in enumerate(report.summaries):
         en = summary.facts.enterprise_number
         errors = errors_by_file.get(summary.display, [])
+        prior = whose.get(rel_paths[index] or "") if rel_paths else None
+        if prior is not None and en != prior and prior not in named:
+            # The file that declared `prior` still exists but no longer says so (unparsable,
+            # a mistyped number, another number): it holds `prior`, which keeps its last good
+            # configuration, and nothing else is deferred because of it.
+            sources[prior] = summary.display
+            reasons = _reasons(errors)
+            if en is not None:
+                reasons.append(_identity_changed(summary, prior, en, regs[prior]))
+                if en in regs and regs[en].status != "removed":
+                    sources.setdefault(en, summary.display)
+                    refusals.setdefault(en, []).extend(reasons)
+            refusals.setdefault(prior, []).extend(reasons)
+            continue
         if en is None:
             if errors:
                 identity_unknown.append(summary.display)
@@ -341,6 +363,36 @@ def _compute(
         },
         deferred=deferred,
         deferred_by=identity_unknown,
+        declared=_declared_files(accepted, accepted_files, report, rel_paths),
+    )
+
+
+def _declared_files(
+    accepted: list[Channel],
+    accepted_files: dict[str, int],
+    report: ValidationReport,
+    rel_paths: list[str | None],
+) -> dict[str, DeclaredFile]:
+    out = {}
+    for channel in accepted:
+        index = accepted_files[channel.enterprise_number]
+        rel = rel_paths[index]
+        if rel is not None:
+            out[channel.enterprise_number] = DeclaredFile(
+                rel, report.paths[index], report.summaries[index].digest
+            )
+    return out
+
+
+def _identity_changed(summary: FileSummary, prior: str, en: str, reg: Registration) -> str:
+    where = summary.facts.enterprise_number_at or summary.display
+    return (
+        f"{where}: identity-changed: this file declared quality {prior} (technical user "
+        f"'{reg.technical_user}', sender number {reg.sender}) at its last successful apply and "
+        f"now declares {en}; a file cannot change whose it is, so it is refused and {prior} "
+        f"keeps its last good configuration. A typo: put {prior} back. To move the "
+        f"registration: remove this file (quality {prior} is removed at the next apply), then "
+        f"add a file for {en} in a separate change"
     )
 
 

@@ -64,6 +64,8 @@ class ValidationReport:
     # One per file (empty when an unchanged repository was judged from the memo).
     summaries: list[FileSummary] = field(default_factory=list)
     cached: int = 0
+    # The file of each summary, as found (absolute, not resolved): `files` are for showing.
+    paths: list[Path] = field(default_factory=list)
     # Whole results (models, keys, certificates) when the caller asked for them: the files
     # checked in this run, and the cached ones read back only when somebody needs them.
     _full: list[FileResult | None] = field(default_factory=list, repr=False)
@@ -380,6 +382,7 @@ def _validate(settings: ValidateSettings, full: bool) -> ValidationReport:
         diagnostics=sort_diagnostics(diagnostics),
         summaries=summaries,
         cached=cached,
+        paths=list(files),
         _full=whole,
         _loader=load if full else None,
     )

@@ -147,10 +147,12 @@ class TestRefused:
         done = host.run("apply")
         no_traceback(done)
         assert done.returncode == 1, done.stdout
-        assert "removals deferred" in done.stdout
-        assert "examples/qualities/0403170701.yaml:" in done.stdout
+        # The state knows which file declared the quality: that one is held, nothing deferred.
+        assert "removals deferred" not in done.stdout
+        assert f"refused   100001  {USER_ONDERNEMING}" in done.stdout
+        assert "qualities/0403170701.yaml:" in done.stdout
         assert_unchanged(before, host.tree(), inodes=True)
-        assert host.snapshot().registrations[EN_ONDERNEMING].status == "active"
+        assert host.snapshot().registrations[EN_ONDERNEMING].status == "degraded"
 
     def test_plan_json_lists_the_refusal(self, host: Host) -> None:
         host.apply()

@@ -81,6 +81,11 @@ class Registration:
     status_reason: str | None = None
     revision: str | None = None
     last_applied_at: datetime | None = None
+    # The declaration file that declared the quality at its last successful apply, relative
+    # to the declarations root, and its Git blob id (sha256 of the content outside Git): a
+    # file that is refused later still says whose it was (see `reconcile`).
+    declared_path: str | None = None
+    declared_blob: str | None = None
 
     def __post_init__(self) -> None:
         _check_enterprise_number(self.enterprise_number)

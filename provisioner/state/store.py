@@ -43,6 +43,8 @@ _REGISTRATION_COLUMNS = (
     "status_reason",
     "revision",
     "last_applied_at",
+    "declared_path",
+    "declared_blob",
 )
 
 # Rows per "IN (...)" list: far below the bound-parameter limits of SQLite and PostgreSQL.
@@ -307,6 +309,78 @@ class StateStore:
                 )
             )
             conn.execute(statement, rows)
+            self._bump(conn, meta.version)
+        return len(rows)
+
+    def record_declared(self, declared: Mapping[str, tuple[str, str | None]]) -> int:
+        """Record, per quality, the file (relative to the declarations root) and blob that
+        declared it in a successful apply; returns rows written. Rows already saying so are
+        left alone, and nothing written bumps no version (an unchanged repository writes
+        nothing). An unknown quality is skipped: it cannot have been applied."""
+        reg_t = t.registrations
+        with transaction(self._engine, write=True) as conn:
+            meta = self._lock_meta(conn)
+            current: dict[str, tuple[str | None, str | None]] = {}
+            ens = sorted(declared)
+            for start in range(0, len(ens), _IN_CHUNK):
+                chunk = ens[start : start + _IN_CHUNK]
+                for found in conn.execute(
+                    sa.select(
+                        reg_t.c.enterprise_number, reg_t.c.declared_path, reg_t.c.declared_blob
+                    ).where(reg_t.c.enterprise_number.in_(chunk))
+                ):
+                    current[found.enterprise_number] = (found.declared_path, found.declared_blob)
+            rows = [
+                {"key": en, "declared_path": path, "declared_blob": blob}
+                for en, (path, blob) in sorted(declared.items())
+                if en in current and current[en] != (path, blob)
+            ]
+            if rows:
+                conn.execute(
+                    reg_t.update()
+                    .where(reg_t.c.enterprise_number == sa.bindparam("key"))
+                    .values(
+                        declared_path=sa.bindparam("declared_path"),
+                        declared_blob=sa.bindparam("declared_blob"),
+                    ),
+                    rows,
+                )
+                self._bump(conn, meta.version)
+        return len(rows)
+
+    def restore_statuses(self, previous: Iterable[Registration]) -> int:
+        """Put the status fields (status, since, reason, revision, last applied) of these
+        registrations back as they were in an earlier snapshot, verbatim: an apply that was
+        rolled back after its commit had marked them removed or returning. One transaction
+        and one version bump; returns rows written (none bumps no version)."""
+        rows = [
+            {
+                "key": reg.enterprise_number,
+                "status": reg.status,
+                "status_since": reg.status_since,
+                "status_reason": reg.status_reason,
+                "revision": reg.revision,
+                "last_applied_at": reg.last_applied_at,
+            }
+            for reg in previous
+        ]
+        if not rows:
+            return 0
+        reg_t = t.registrations
+        with transaction(self._engine, write=True) as conn:
+            meta = self._lock_meta(conn)
+            conn.execute(
+                reg_t.update()
+                .where(reg_t.c.enterprise_number == sa.bindparam("key"))
+                .values(
+                    status=sa.bindparam("status"),
+                    status_since=sa.bindparam("status_since"),
+                    status_reason=sa.bindparam("status_reason"),
+                    revision=sa.bindparam("revision"),
+                    last_applied_at=sa.bindparam("last_applied_at"),
+                ),
+                rows,
+            )
             self._bump(conn, meta.version)
         return len(rows)
 
