@@ -38,6 +38,7 @@ from provisioner.hostrecord import (
     stamp,
 )
 from provisioner.identity import to_record
+from provisioner.pending import REMOVAL_ROLLED_BACK, ROLLED_BACK
 from provisioner.plan import (
     ChannelAction,
     ChannelPlan,
@@ -50,7 +51,13 @@ from provisioner.plan import (
 from provisioner.reconcile import Reconciliation, compute, unknown_in
 from provisioner.render import MEMO_ROLES, Channel, Desired, expected_keys
 from provisioner.settings import HostSettings
-from provisioner.state import StaleState, StateSnapshot, StateStore
+from provisioner.state import (
+    ChannelStatus,
+    Registration,
+    StaleState,
+    StateSnapshot,
+    StateStore,
+)
 from provisioner.state.store import StatusUpdate
 
 TMP_SUFFIX = ".sftp-provisioner.tmp"
@@ -702,9 +709,14 @@ def _record_failure(
     store: StateStore, rec: Reconciliation, reason: str, revision: str | None, now: datetime
 ) -> None:
     regs = store.snapshot().registrations
+    # The rollback put back what was served before: a channel applied before serves its last
+    # good configuration (`degraded`); `failed` is for a channel never applied.
     updates = {
         channel.enterprise_number: StatusUpdate(
-            channel.enterprise_number, "failed", reason, revision
+            channel.enterprise_number,
+            _held_status(regs[channel.enterprise_number]),
+            ROLLED_BACK + reason,
+            revision,
         )
         for channel in rec.accepted
         if channel.enterprise_number in regs
@@ -713,7 +725,9 @@ def _record_failure(
     # back: say so. The next run, still not declared, removes it again.
     for en in rec.allocation.removed:
         if en in regs:
-            updates[en] = StatusUpdate(en, "failed", f"removal rolled back: {reason}", revision)
+            updates[en] = StatusUpdate(
+                en, _held_status(regs[en]), REMOVAL_ROLLED_BACK + reason, revision
+            )
     # One transaction for all of them: one per channel took 10 s for 10,000 channels.
     store.set_statuses(updates.values(), now=now)
 
@@ -738,13 +752,21 @@ def _record_success(
     for en, reasons in rec.refusals.items():
         current = regs.get(en)
         reason = "; ".join(reasons)
-        if (
-            current is not None
-            and current.status != "removed"
-            and (current.status != "failed" or current.status_reason != reason)
-        ):
-            updates[en] = StatusUpdate(en, "failed", reason, None)
+        if current is None or current.status == "removed":
+            continue
+        # Refused after it was applied: its files are still served (`degraded`, since the
+        # first refused run: status_since moves only with the status). Never applied: `failed`.
+        status = _held_status(current)
+        if current.status != status or current.status_reason != reason:
+            updates[en] = StatusUpdate(en, status, reason, None)
     store.set_statuses(updates.values(), now=now)
+
+
+def _held_status(reg: Registration) -> ChannelStatus:
+    """The status of a channel this run did not apply: what a sender sees of it. A quality
+    coming back after a removal is `pending` again, and serves nothing until applied."""
+    served = reg.last_applied_at is not None and reg.status != "pending"
+    return "degraded" if served else "failed"
     # Which file declares each applied channel: when it is refused later, it still says whose.
     store.record_declared(
         to_record(rec.declared, regs, rec.report.root, unchanged=rec.unchanged.keys())

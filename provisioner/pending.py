@@ -8,7 +8,7 @@ channel at that sync, so `status` compares the declarations with the state to sh
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,44 @@ from provisioner.settings import HostSettings
 from provisioner.state import StateSnapshot
 
 IN_PROGRESS = "the configuration for the creation of the channel is in progress"
+# How apply words the reason of a channel whose apply was rolled back (see apply.py), so that
+# its status says "rolled back" rather than "refused".
+ROLLED_BACK = "apply rolled back: "
+REMOVAL_ROLLED_BACK = "removal rolled back: "
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def status_message(status: str, since: datetime | None, reason: str | None) -> str | None:
+    """What a sender sees of its channel, in one sentence (None: `active`, nothing to say).
+
+    `degraded`: applied before and still served as it was, while the declaration is refused
+    (or the change was rolled back); `failed`: never applied.
+    """
+    if status == "pending":
+        return IN_PROGRESS
+    if status == "active" or since is None:
+        return None
+    at = _when(since)
+    why = reason or "no reason was recorded"
+    if status == "removed":
+        return (
+            f"removed since {at}: no account and no keys any more, the uploads are archived; "
+            "the sender number and the username stay reserved for this quality"
+        )
+    for prefix in (ROLLED_BACK, REMOVAL_ROLLED_BACK):
+        if why.startswith(prefix):
+            cause = f"the last apply was rolled back at {at} because {why[len(prefix) :]}"
+            break
+    else:
+        cause = f"the declaration is refused since {at} because {why}"
+    if status == "degraded":
+        return f"serving the last good configuration; {cause}"
+    if status == "failed":
+        return f"never applied: {cause}"
+    return None
 
 
 def pending_rows(

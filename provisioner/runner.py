@@ -28,6 +28,7 @@ from provisioner.errors import ProvisionerError, RemovalGuardError
 from provisioner.heartbeat import Heartbeat, carry_over, read_status, write
 from provisioner.settings import HostSettings
 from provisioner.state import RunOutcome, RunRecord, StateError, StateSnapshot, StateStore
+from provisioner.state.model import CHANNEL_STATUSES
 
 if TYPE_CHECKING:
     # Typing only: apply is imported when a run starts, as run_once does.
@@ -94,7 +95,7 @@ class RunReport:
 
 
 def channel_counts(snapshot: StateSnapshot) -> dict[str, int]:
-    counts = {"pending": 0, "active": 0, "failed": 0, "removed": 0}
+    counts = dict.fromkeys(sorted(CHANNEL_STATUSES), 0)
     for reg in snapshot.registrations.values():
         counts[reg.status] = counts.get(reg.status, 0) + 1
     return counts

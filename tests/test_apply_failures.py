@@ -97,18 +97,23 @@ class TestRefused:
         assert (host.root / "srv/sftp" / USER_THIRD / "IN").is_dir()
         assert senders(host)["100002"]["username"] == USER_THIRD
         regs = host.snapshot().registrations
-        assert regs[EN_ONDERNEMING].status == "failed"
+        # Applied before and still served as it was: degraded (failed is for never applied).
+        assert regs[EN_ONDERNEMING].status == "degraded"
         assert "invalid-value" in (regs[EN_ONDERNEMING].status_reason or "")
         assert (regs[EN_SECSOC].status, regs[EN_THIRD].status) == ("active", "active")
         status = host.run("status")
-        assert "failed" in status.stdout and "reason:" in status.stdout
+        assert "degraded" in status.stdout
+        assert "serving the last good configuration; the declaration is refused since" in (
+            status.stdout
+        )
+        assert "invalid-value" in status.stdout
 
         # Fixed: back to active, nothing else moves; plan says the status will change.
         host.edit(EN_ONDERNEMING, "language: xx", "language: nl")
         fixed = host.run("plan")
         assert fixed.returncode == 2, fixed.stdout
         assert "~ change    100001  EXPDEMOONDERNEMING" in fixed.stdout
-        assert "status failed -> active (the files already match)" in fixed.stdout
+        assert "status degraded -> active (the files already match)" in fixed.stdout
         assert "No changes" not in fixed.stdout
         assert host.run("apply").returncode == 0
         assert host.snapshot().registrations[EN_ONDERNEMING].status == "active"
@@ -136,7 +141,7 @@ class TestRefused:
                 assert after[rel] == before[rel], rel
         assert not (host.root / "srv/sftp/EXPDEMONEWNAME1").exists()
         reg = host.snapshot().registrations[EN_ONDERNEMING]
-        assert (reg.technical_user, reg.status) == (USER_ONDERNEMING, "failed")
+        assert (reg.technical_user, reg.status) == (USER_ONDERNEMING, "degraded")
         assert "EXPDEMONEWNAME1" not in host.snapshot().usernames
         assert host.snapshot().registrations[EN_SECSOC].status == "active"
 
@@ -312,8 +317,11 @@ class TestFailureMidway:
         assert not any(host.settings().archive_dir.glob("*"))
 
         regs = host.snapshot().registrations
-        for en in (EN_SECSOC, EN_THIRD, EN_ONDERNEMING):
-            assert regs[en].status == "failed", en
+        # Rolled back: the channels applied before serve what they served (degraded, the
+        # removed one too: its removal was undone); the new one was never applied (failed).
+        expected = {EN_SECSOC: "degraded", EN_THIRD: "failed", EN_ONDERNEMING: "degraded"}
+        for en, status in expected.items():
+            assert regs[en].status == status, en
             assert "reloading sshd failed" in (regs[en].status_reason or ""), en
 
         # Once the reload works, the same run goes through.
@@ -374,7 +382,7 @@ class TestFailureMidway:
         finally:
             subprocess.run(["chattr", "-i", str(keys_dir)], check=True)
         assert_unchanged(before, host.tree(), inodes=False)
-        assert host.snapshot().registrations[EN_SECSOC].status == "failed"
+        assert host.snapshot().registrations[EN_SECSOC].status == "degraded"
         host.apply(now=LATER)
         assert host.snapshot().registrations[EN_SECSOC].status == "active"
 

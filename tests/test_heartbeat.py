@@ -45,7 +45,13 @@ def test_both_files_after_a_good_run(host: Host) -> None:
     assert status["outcome"] == "ok" and status["ok"] is True
     assert status["last_run"] == status["last_success"]
     assert status["revision"] is None  # the examples are not a Git checkout here
-    assert status["channels"] == {"active": 2, "failed": 0, "pending": 0, "removed": 0}
+    assert status["channels"] == {
+        "active": 2,
+        "degraded": 0,
+        "failed": 0,
+        "pending": 0,
+        "removed": 0,
+    }
     assert status["errors"] == []
     assert status["duration_seconds"] >= 0
     assert status["applied_changes"] == report.applied > 0
@@ -82,8 +88,15 @@ def test_a_failed_run_keeps_the_last_success_and_counts_the_error(host: Host) ->
     status = json.loads(settings.status_file.read_text())
     assert status["ok"] is False and status["outcome"] == "degraded"
     assert "refused" in status["errors"][0] and "technical-user-immutable" in status["errors"][0]
-    # The refused quality keeps its last good configuration, marked failed with the reason.
-    assert status["channels"] == {"active": 0, "failed": 1, "pending": 0, "removed": 1}
+    # The refused quality keeps its last good configuration: degraded (it was applied
+    # before), not failed (never applied).
+    assert status["channels"] == {
+        "active": 0,
+        "degraded": 1,
+        "failed": 0,
+        "pending": 0,
+        "removed": 1,
+    }
 
     (host.decls / "qualities").rename(host.base / "away")
     failed = run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=60))

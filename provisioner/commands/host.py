@@ -253,7 +253,7 @@ def status_command(
     declarations: tuple[Path, ...],
 ) -> int:
     """Per channel: sender number, username, registration date, status, last and next sync."""
-    from provisioner.pending import pending_rows
+    from provisioner.pending import pending_rows, status_message
     from provisioner.schedule import parse_interval
 
     settings = settings_from(settings_file, root, state_url)
@@ -285,9 +285,7 @@ def status_command(
                 "revision": reg.revision,
                 "last_sync": reg.last_applied_at.isoformat() if reg.last_applied_at else None,
                 "next_sync": upcoming.isoformat(),
-                "message": "the configuration for the creation of the channel is in progress"
-                if reg.status == "pending"
-                else None,
+                "message": status_message(reg.status, reg.status_since, reg.status_reason),
             }
         )
     rows.extend(r for r in waiting.values() if not username or r["username"] == username)
@@ -322,7 +320,8 @@ def status_command(
             f"last sync {(r['last_sync'] or 'never')[:16]}  "
             f"next {datetime.fromisoformat(r['next_sync']).astimezone():%H:%M}"
         )
-        if r["reason"]:
+        if r["reason"] and not r["message"]:
+            # degraded and failed say it in their sentence, with since when.
             click.echo(f"        reason: {r['reason']}")
         if r["message"]:
             click.echo(f"        {r['message']}")

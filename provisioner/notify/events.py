@@ -124,9 +124,14 @@ def state_events(before: StateSnapshot, after: StateSnapshot) -> list[Event]:
     for en, reg in sorted(after.registrations.items()):
         old = before.registrations.get(en)
         if reg.status == "active" and (old is None or old.status != "active"):
-            # A channel that was active before and only failed for a while (a refused edit)
+            # A channel that was active before and only was held for a while (`degraded`: a
+            # refused edit; `failed` with an apply date: written before `degraded` existed)
             # does not announce itself again; one that never worked, or returns, does.
-            if old is not None and old.status == "failed" and old.last_applied_at is not None:
+            if (
+                old is not None
+                and old.status in ("degraded", "failed")
+                and old.last_applied_at is not None
+            ):
                 continue
             events.append(_active(en, reg))
         elif reg.status == "removed" and old is not None and old.status != "removed":
