@@ -57,7 +57,13 @@ from provisioner.render import (
 from provisioner.rules import FileSummary
 from provisioner.settings import HostSettings
 from provisioner.state import Allocation, Registration, StateSnapshot, allocate
-from provisioner.validate import ValidateSettings, ValidationReport, validate
+from provisioner.validate import (
+    ValidateSettings,
+    ValidationReport,
+    anchored,
+    root_name,
+    validate,
+)
 
 
 @dataclass(slots=True)
@@ -122,6 +128,13 @@ def _owners_managed() -> bool:
     return os.geteuid() == 0
 
 
+def _fingerprint_line(summary: FileSummary, cwd: Path, root: Path) -> str:
+    # Named from the declarations root, not the working directory: a saved plan stays valid
+    # when applied from another directory, or with the path typed another way.
+    refs = {root_name(k, cwd, root): v for k, v in summary.refs.items()}
+    return f"{root_name(summary.display, cwd, root)}|{summary.digest}|{canonical_json(refs)}"
+
+
 def _reasons(diags: Sequence[Diagnostic]) -> list[str]:
     return [f"{d.location}: {d.code}: {d.message}" for d in diags if d.is_error]
 
@@ -163,12 +176,15 @@ def _compute(
         for fp, en in snapshot.channel_keys.items()
         if en in regs and regs[en].status != "removed"
     }
+    base = cwd or Path.cwd()
+    # The paths as typed, made absolute; fingerprints name files relative to `decls_root`.
+    given, decls_root = anchored(paths, base)
     # Checked declarations are read back from settings.cache_dir; only apply writes there,
     # so that a plan leaves the host as it found it.
     vsettings = ValidateSettings(
-        paths=tuple(paths),
+        paths=given,
         now=now,
-        cwd=cwd or Path.cwd(),
+        cwd=base,
         cache_dir=settings.cache_dir if use_cache else None,
         cache_write=write_cache and use_cache,
         key_owners=key_owners,
@@ -315,9 +331,7 @@ def _compute(
     if not owners:
         notes.append("not running as root: owners and groups are not compared or set")
     fingerprints = Fingerprints(
-        declarations=digest_of(
-            sorted(f"{s.display}|{s.digest}|{canonical_json(s.refs)}" for s in summaries)
-        ),
+        declarations=digest_of(sorted(_fingerprint_line(s, base, decls_root) for s in summaries)),
         state_version=snapshot.version,
         observed=_observed_digest(observed, r.channel_nodes, r.unchanged, unknown),
         settings=digest_of([settings.model_dump_json()]),

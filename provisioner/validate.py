@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -126,6 +127,39 @@ def find_root(paths: Sequence[Path]) -> Path:
         if (candidate / ".git").exists():
             return candidate
     return common
+
+
+def anchored(paths: Sequence[Path], cwd: Path) -> tuple[tuple[Path, ...], Path]:
+    """`paths` made absolute against `cwd` (normalised as `find_root` reads them), and the
+    declarations root spelt as the paths reach it (through a symbolic link, if they do).
+
+    Diagnostics keep naming files relative to the working directory, where a terminal can
+    open them; what a plan is fingerprinted by names them relative to this root instead (see
+    `root_name`), so that a saved plan holds from any directory and however the path was
+    typed (`decls`, `./decls/`, `/srv/decls`, `../../decls`).
+    """
+    given = tuple(Path(os.path.normpath(p if p.is_absolute() else cwd / p)) for p in paths)
+    given = given or (Path(os.path.normpath(cwd)),)
+    root = find_root(list(given))
+    for path in given:
+        for candidate in (path, *path.parents):
+            if candidate == root:
+                return given, candidate
+    # The root as the paths spell it, through a symbolic link on the way to it.
+    for path in given:
+        for candidate in (path, *path.parents):
+            with contextlib.suppress(OSError):
+                if candidate.resolve() == root:
+                    return given, candidate
+    return given, root
+
+
+def root_name(name: str, cwd: Path, root: Path) -> str:
+    """A file named relative to `cwd` (a display path) or absolutely, named relative to `root`
+    (both absolute): the same file gets the same name from any working directory."""
+    absolute = os.path.normpath(cwd / name)
+    prefix = str(root).rstrip("/") + "/"
+    return absolute[len(prefix) :] if absolute.startswith(prefix) else absolute
 
 
 def display_path(path: Path, cwd: Path) -> str:
