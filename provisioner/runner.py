@@ -68,6 +68,10 @@ class RunReport:
     # The mass-removal guard refused the run, and how many removals it refused.
     removal_guard_tripped: bool = False
     removals_refused: int = 0
+    # This host's name (`host_name`), and how many plans the apply took (more than one:
+    # another host sharing the state committed first).
+    host: str | None = None
+    attempts: int = 0
 
     @property
     def short_revision(self) -> str | None:
@@ -91,6 +95,7 @@ class RunReport:
             "deferred_by": self.deferred_by,
             "removal_guard_tripped": self.removal_guard_tripped,
             "removals_refused": self.removals_refused,
+            "attempts": self.attempts,
         }
 
 
@@ -146,7 +151,7 @@ def run_once(
     environ = os.environ if environ is None else environ
     started = now or datetime.now(UTC)
     clock = time.monotonic()
-    report = RunReport(started_at=started)
+    report = RunReport(started_at=started, host=settings.host_name)
     step = progress or (lambda _what: None)
     logs.event("run-started", paths=" ".join(map(str, options.paths)))
     store: StateStore | None = None
@@ -167,6 +172,7 @@ def run_once(
         )
         step("apply")
         report.applied = len(result.applied)
+        report.attempts = result.attempts
         report.plan = result.plan.counts()
         _judge(result, report)
         after = store.snapshot()
@@ -296,6 +302,7 @@ def _record(store: StateStore | None, report: RunReport) -> None:
                 outcome=report.outcome,
                 summary=report.summary(),
                 error="; ".join(report.errors) or None,
+                host=report.host,
             )
         )
         report.recorded = True
@@ -306,7 +313,7 @@ def _record(store: StateStore | None, report: RunReport) -> None:
 def _heartbeat(settings: HostSettings, report: RunReport, next_run: datetime | None) -> None:
     assert report.finished_at is not None
     beat = Heartbeat(
-        host=settings.hostname,
+        host=settings.host_name,
         last_run=report.finished_at,
         outcome=report.outcome,
         duration_seconds=report.duration_seconds,

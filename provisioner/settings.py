@@ -135,6 +135,17 @@ class HostSettings(BaseModel):
 
     templates_dir: AbsPath | None = None
     hostname: str = Field(default_factory=socket.getfqdn)
+    # This host's name in a state database that several hosts share: in the runs it records,
+    # the revisions it serves per channel (`status`) and its heartbeat. Never rendered.
+    host_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")] = Field(
+        default_factory=socket.gethostname
+    )
+    # Hosts sharing the state fire in the same slot; the one whose commit finds the state
+    # moved on by another plans again and retries, up to this many attempts in all, after a
+    # random pause that grows from state_retry_min_delay up to state_retry_max_delay.
+    state_retries: Annotated[int, Field(ge=1, le=20)] = 5
+    state_retry_min_delay: Annotated[float, Field(ge=0, le=60)] = 0.2
+    state_retry_max_delay: Annotated[float, Field(ge=0, le=300)] = 2.0
 
     # --- operations: scheduled reconcile, heartbeat, notifications -------------------------
     # The declarations checkout that `reconcile`, `status` and `systemd` use when none is given.

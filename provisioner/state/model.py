@@ -181,6 +181,8 @@ class RunRecord:
     summary: Mapping[str, JSONValue] = field(default_factory=dict, hash=False)
     error: str | None = None
     id: int | None = None
+    # The host that ran it (several may share one state database).
+    host: str | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in RUN_OUTCOMES:
@@ -188,6 +190,16 @@ class RunRecord:
         object.__setattr__(self, "started_at", ensure_utc(self.started_at, "started_at"))
         if self.finished_at is not None:
             object.__setattr__(self, "finished_at", ensure_utc(self.finished_at, "finished_at"))
+
+
+@dataclass(frozen=True, slots=True)
+class HostChannel:
+    """The revision one host serves for one channel, and since when."""
+
+    host: str
+    enterprise_number: str
+    revision: str | None
+    applied_at: datetime
 
 
 def _ledger_by_owner(usernames: Mapping[str, str]) -> dict[str, list[str]]:

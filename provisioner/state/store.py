@@ -25,6 +25,7 @@ from .migrations import migrate
 from .model import (
     Allocation,
     ChannelStatus,
+    HostChannel,
     JSONValue,
     Registration,
     RunRecord,
@@ -525,6 +526,7 @@ class StateStore:
                     outcome=run.outcome,
                     summary=summary,
                     error=run.error,
+                    host=run.host,
                 )
             )
 
@@ -546,7 +548,98 @@ class StateStore:
                 outcome=row.outcome,
                 summary=cast(dict[str, JSONValue], json.loads(row.summary)),
                 error=row.error,
+                host=row.host,
             )
+            for row in rows
+        ]
+
+    def last_run_per_host(self) -> dict[str | None, RunRecord]:
+        """The most recent run each host recorded (``None``: runs recorded before schema 3)."""
+        runs = t.runs
+        with transaction(self._engine, write=False) as conn:
+            newest = (
+                sa.select(runs.c.host, sa.func.max(runs.c.id).label("id"))
+                .group_by(runs.c.host)
+                .subquery()
+            )
+            rows = conn.execute(sa.select(runs).join(newest, runs.c.id == newest.c.id)).all()
+        return {
+            row.host: RunRecord(
+                id=row.id,
+                started_at=row.started_at,
+                finished_at=row.finished_at,
+                revision=row.revision,
+                outcome=row.outcome,
+                summary=cast(dict[str, JSONValue], json.loads(row.summary)),
+                error=row.error,
+                host=row.host,
+            )
+            for row in rows
+        }
+
+    # -- hosts -----------------------------------------------------------------------------
+
+    def record_host_channels(
+        self,
+        host: str,
+        served: Mapping[str, str | None],
+        *,
+        keep: Collection[str] = (),
+        now: datetime,
+    ) -> int:
+        """Record that ``host`` serves ``served`` (channel -> revision) after a successful
+        apply; returns rows written.
+
+        A row moves (and its ``applied_at`` with it) only when the revision changes; the
+        host's rows for channels neither served nor in ``keep`` (held on their last good
+        configuration) are deleted. Never bumps the state version: a host saying what it
+        serves must not make the other hosts' plans stale.
+        """
+        now = ensure_utc(now, "now")
+        hc = t.host_channels
+        with transaction(self._engine, write=True) as conn:
+            current = {
+                row.enterprise_number: row.revision
+                for row in conn.execute(
+                    sa.select(hc.c.enterprise_number, hc.c.revision).where(hc.c.host == host)
+                )
+            }
+            drop = sorted(en for en in current if en not in served and en not in keep)
+            add = [
+                {"host": host, "enterprise_number": en, "revision": rev, "applied_at": now}
+                for en, rev in sorted(served.items())
+                if en not in current
+            ]
+            move = [
+                {"key": en, "revision": rev, "applied_at": now}
+                for en, rev in sorted(served.items())
+                if en in current and current[en] != rev
+            ]
+            for start in range(0, len(drop), _IN_CHUNK):
+                chunk = drop[start : start + _IN_CHUNK]
+                conn.execute(
+                    hc.delete().where(hc.c.host == host, hc.c.enterprise_number.in_(chunk))
+                )
+            if add:
+                conn.execute(hc.insert(), add)
+            if move:
+                conn.execute(
+                    hc.update()
+                    .where(hc.c.host == host, hc.c.enterprise_number == sa.bindparam("key"))
+                    .values(
+                        revision=sa.bindparam("revision"), applied_at=sa.bindparam("applied_at")
+                    ),
+                    move,
+                )
+        return len(drop) + len(add) + len(move)
+
+    def host_channels(self) -> list[HostChannel]:
+        """Which revision every host serves for every channel, by channel then host."""
+        hc = t.host_channels
+        with transaction(self._engine, write=False) as conn:
+            rows = conn.execute(sa.select(hc).order_by(hc.c.enterprise_number, hc.c.host)).all()
+        return [
+            HostChannel(row.host, row.enterprise_number, row.revision, row.applied_at)
             for row in rows
         ]
 
