@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import logging
 import os
-import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -25,9 +24,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, ParamSpec
+from types import FrameType
+from typing import IO, Any
 
-from provisioner import logs
 from provisioner.authorized_keys import AuthorizedKeysMismatch, check_rendering
 from provisioner.cache import RACY_NS, RESTAMP_MIN
 from provisioner.errors import ApplyError, LockError, PlanError
@@ -79,9 +78,10 @@ class ApplyResult:
     # Channels whose rendered authorized_keys did not read back as their validated keys: an
     # internal error (a bug, or a site's template override); nothing of them was written.
     aborted: list[str] = field(default_factory=list)
-    # How many times the run planned and tried to commit (more than 1: another host sharing
-    # the state committed first, see `_converging`).
-    attempts: int = 1
+    # Set when SIGINT/SIGTERM came during the apply and it finished (see Interruption).
+    interrupted: int | None = None
+    # Staging directories of earlier runs (killed) that this run removed.
+    stale_staging: list[str] = field(default_factory=list)
 
 
 # --- the lock ------------------------------------------------------------------------------
@@ -308,18 +308,23 @@ def sshd_test(settings: HostSettings, dropin: Path, work: Path) -> None:
             check=True,
             capture_output=True,
             timeout=60,
+            process_group=0,
         )
     config = work / "sshd_config"
     config.write_text(f"Include {dropin}\nHostKey {key}\nPidFile none\n", "utf-8")
     if os.geteuid() == 0:
         # sshd -t insists on its privilege separation directory.
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    # Children run in a process group of their own (here and for the reloads): a Ctrl-C at
+    # the terminal reaches the provisioner alone, which decides (see Interruption), instead
+    # of killing `sshd -t` into a false "refused" or a reload halfway.
     done = subprocess.run(
         [str(binary), "-t", "-f", str(config)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        process_group=0,
     )
     if done.returncode != 0:
         message = (done.stderr or done.stdout).strip()
@@ -329,7 +334,9 @@ def sshd_test(settings: HostSettings, dropin: Path, work: Path) -> None:
 
 
 def _run_reload(command: list[str], what: str) -> None:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, check=False, process_group=0
+    )
     if done.returncode != 0:
         raise ApplyError(
             f"reloading {what} failed ({' '.join(command)}): {(done.stderr or done.stdout).strip()}"
@@ -340,7 +347,12 @@ def reload_sshd(settings: HostSettings) -> bool:
     if not settings.reload_command:
         return False
     done = subprocess.run(
-        settings.reload_command, capture_output=True, text=True, timeout=120, check=False
+        settings.reload_command,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        process_group=0,
     )
     if done.returncode != 0:
         raise ApplyError(
@@ -348,6 +360,143 @@ def reload_sshd(settings: HostSettings) -> bool:
             f"{(done.stderr or done.stdout).strip()}"
         )
     return True
+
+
+# --- signals and staging -------------------------------------------------------------------
+
+
+class ApplyInterrupted(Exception):
+    """SIGINT or SIGTERM ended an apply with nothing changed: it stopped before its first
+    live change, or a second signal rolled it back. `problems`: paths a rollback could not
+    restore."""
+
+    def __init__(self, signum: int, *, rolled_back: bool) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.rolled_back = rolled_back
+        self.problems: list[str] = []
+
+
+class Interruption:
+    """SIGINT and SIGTERM during an apply, for a caller that asks for it (`provisioner
+    apply`; the library installs no handler unasked, and `reconcile` has its own Stopper).
+
+    Policy. Before the first live change (rendering, staging, `sshd -t`, the state commit) a
+    signal stops the apply at the next step, with nothing changed; a second one stops it at
+    once. Once live changes have begun, a first signal lets the apply finish: every change is
+    journalled and a few milliseconds long, so finishing is bounded, and a finished apply is
+    a consistent host. A second signal rolls the journal back at the next change and puts the
+    statuses back. After the reloads the apply is complete: later signals only end the
+    process afterwards. Either way the caller is told which (`ApplyResult.interrupted`, or
+    `ApplyInterrupted`) and exits with 128 + the first signal's number.
+    """
+
+    def __init__(self, notice: Callable[[str], None] | None = None) -> None:
+        self.signals: list[int] = []
+        # Called from the handler: it must not take locks (os.write is fine, print is not).
+        self.notice = notice
+        self.phase = "prepare"  # -> "commit" -> "changes" -> "done"
+        self._pid = os.getpid()
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.signals)
+
+    @property
+    def rollback(self) -> bool:
+        return len(self.signals) >= 2
+
+    @property
+    def signum(self) -> int:
+        return self.signals[0]
+
+    def _say(self, message: str) -> None:
+        if self.notice is not None:
+            self.notice(message)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:
+            # A forked validation worker: the parent decides, and it finishes its share.
+            return
+        self.signals.append(signum)
+        name = signal.Signals(signum).name
+        if len(self.signals) == 1:
+            if self.phase in ("prepare", "commit"):
+                self._say(f"{name}: stopping before anything changes")
+            elif self.phase == "changes":
+                self._say(f"{name}: finishing the apply, then stopping; send it again to roll back")
+            else:
+                self._say(f"{name}: the apply is complete; stopping once it is recorded")
+        elif len(self.signals) == 2:
+            if self.phase == "prepare":
+                # Nothing live is touched before the commit: no need to wait for the step.
+                raise ApplyInterrupted(self.signum, rolled_back=False)
+            if self.phase in ("commit", "changes"):
+                self._say(f"{name}: rolling back")
+
+    def check(self) -> None:
+        """A safe point before the first live change: stop there if a signal came."""
+        if self.signals:
+            raise ApplyInterrupted(self.signum, rolled_back=False)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Interruption]:
+        """Handle SIGINT and SIGTERM inside the block (main thread only); restore afterwards."""
+        previous = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+STAGING_PREFIX = "staging-"
+
+
+class _Staging:
+    """A private (0700) `staging-<pid>-<random>` directory under work_dir, removed on the
+    way out whatever the way (it holds copies of passwd and shadow); what a kill -9 leaves,
+    the next run removes (`remove_stale_staging`)."""
+
+    def __init__(self, work_dir: Path) -> None:
+        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=work_dir))
+
+    def __enter__(self) -> _Staging:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def remove_stale_staging(work_dir: Path) -> list[str]:
+    """Remove the staging directories of earlier runs (a kill -9, a crash, a power cut).
+
+    Called under the host lock: no other apply of this host can be using one, so every
+    `staging-*` there is stale, whatever its pid says (pids are reused)."""
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(work_dir))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(STAGING_PREFIX):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                # rmtree does not follow symbolic links inside it.
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError as exc:
+            logging.getLogger(__name__).warning(
+                "could not remove the stale staging directory %s: %s", entry.path, exc
+            )
+            continue
+        removed.append(entry.path)
+    return removed
 
 
 # --- apply ---------------------------------------------------------------------------------
@@ -497,65 +646,6 @@ def _write_lines(fh: IO[str], entries: Sequence[dict[str, Any]]) -> None:
         fh.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
-class StateMoved(PlanError):
-    """Another writer (a second host sharing the database) committed between this run's
-    snapshot and its commit; nothing live was changed yet."""
-
-
-_P = ParamSpec("_P")
-
-
-def _converging(fn: Callable[_P, ApplyResult]) -> Callable[_P, ApplyResult]:
-    """Plan again and retry when another host moved the state on, within the same run.
-
-    Hosts sharing one database fire in the same slot; all but the first find the state moved
-    on at their commit. Their next plan starts from what the first committed (the same sender
-    numbers and uids), so it commits nothing new and goes through: without a retry the
-    losers skipped every slot in which anything was allocated. Bounded (`state_retries`
-    attempts), with a random pause that grows, so that hosts do not collide again in step.
-    A saved plan is never re-planned: what the operator reviewed is stale, and they are told.
-    Only this case is retried; any other error ends the run as before.
-    """
-
-    @functools.wraps(fn)
-    def run(*args: _P.args, **kwargs: _P.kwargs) -> ApplyResult:
-        settings = args[0] if args else kwargs["settings"]
-        assert isinstance(settings, HostSettings)
-        attempts = 1 if kwargs.get("saved_plan") is not None else settings.state_retries
-        for attempt in range(1, attempts + 1):
-            try:
-                result = fn(*args, **kwargs)
-            except StateMoved as exc:
-                if attempt == attempts:
-                    if attempts == 1:
-                        raise
-                    raise StateMoved(
-                        f"{exc.message} (gave up after {attempts} attempts: other hosts kept "
-                        "committing first)"
-                    ) from None
-                ceiling = min(
-                    settings.state_retry_max_delay,
-                    settings.state_retry_min_delay * 2**attempt,
-                )
-                pause = random.uniform(settings.state_retry_min_delay, max(ceiling, 0.0))
-                logs.warn(
-                    "state-moved-retry",
-                    f"another host changed the state first; planning again in {pause:.2f}s "
-                    f"(attempt {attempt + 1} of {attempts})",
-                    host=settings.host_name,
-                    attempt=attempt + 1,
-                    attempts=attempts,
-                    pause=round(pause, 3),
-                )
-                time.sleep(pause)
-                continue
-            result.attempts = attempt
-            return result
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
-    return run
-
-
 def _stale(saved: Plan, fresh: Plan) -> list[str]:
     a, b = saved.fingerprints, fresh.fingerprints
     moved = []
@@ -572,7 +662,6 @@ def _stale(saved: Plan, fresh: Plan) -> list[str]:
     return moved
 
 
-@_converging
 def apply(
     settings: HostSettings,
     paths: Sequence[Path],
@@ -585,13 +674,18 @@ def apply(
     progress: Callable[[int, int, PathChange], None] | None = None,
     use_cache: bool = True,
     allow_removals: int | None = None,
+    interrupt: Interruption | None = None,
 ) -> ApplyResult:
     """Reconcile the host; `progress(done, total, change)` is called after each change.
+    `interrupt`: an installed `Interruption`, for the signal policy it describes.
     `use_cache=False`: compare everything in full, trusting no cache (see `compute`).
     `allow_removals`: how many removals over the mass-removal guard's threshold this run
     accepts (see `provisioner.guard`); a plan over it raises before anything is committed."""
     now = now or datetime.now(UTC)
     with host_lock(settings.lock_file), paused_gc():
+        if interrupt is not None:
+            interrupt.phase = "prepare"
+        stale_staging = remove_stale_staging(settings.work_dir)
         snapshot = store.snapshot()
         rec = compute(
             settings,
@@ -617,28 +711,38 @@ def apply(
             rec.plan.removal_guard = replace(rec.plan.removal_guard, allowed=allow_removals)
         enforce(rec.plan.removal_guard)
         result = ApplyResult(rec.plan, rec)
+        result.stale_staging = stale_staging
         result.aborted = _abort_misrendered(rec)
         owners = _Owners(rec.plan.owners_managed)
         result.owners_not_set = owners.not_set
-        settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with tempfile.TemporaryDirectory(prefix="staging-", dir=settings.work_dir) as tmp:
-            staging = Path(tmp)
+        if interrupt is not None:
+            interrupt.check()
+        with _Staging(settings.work_dir) as stage:
+            staging = stage.path
             if rec.plan.changes:
                 staged_dropin = _stage(rec, staging / "tree")
                 if settings.sshd_check:
                     sshd_test(settings, staged_dropin, staging)
                     result.sshd_checked = True
+            if interrupt is not None:
+                interrupt.check()
+                interrupt.phase = "commit"
             committed = rec.snapshot
             try:
                 if rec.allocation.changed or rec.allocation.refused:
                     committed = store.commit(rec.allocation, revision=revision, now=now)
             except StaleState as exc:
-                # Before anything live changed: `apply` plans again and retries (see _converging).
-                raise StateMoved(f"{exc}") from None
+                raise PlanError(f"{exc}") from None
             journal = Journal(staging / "backup", settings.archive_dir, f"{now:%Y%m%dT%H%M%SZ}")
+            syslog_reloaded = False
             try:
                 total = len(rec.plan.changes)
                 for done, change in enumerate(rec.plan.changes, 1):
+                    if interrupt is not None:
+                        # Phase first: a signal from here on is told the apply finishes.
+                        interrupt.phase = "changes"
+                        if interrupt.rollback or (interrupt.requested and done == 1):
+                            raise ApplyInterrupted(interrupt.signum, rolled_back=done > 1)
                     _apply_change(
                         change,
                         rec.tree.nodes.get(Path(change.path)),
@@ -650,6 +754,8 @@ def apply(
                     )
                     if progress is not None:
                         progress(done, total, change)
+                if interrupt is not None and interrupt.rollback:
+                    raise ApplyInterrupted(interrupt.signum, rolled_back=True)
                 if rec.plan.changes and any(
                     c.role == "sshd-dropin" or c.role in ("passwd", "group", "shadow")
                     for c in rec.plan.changes
@@ -659,6 +765,27 @@ def apply(
                     c.role == "rsyslog" for c in rec.plan.changes
                 ):
                     _run_reload(settings.syslog_reload_command, "rsyslog")
+                    syslog_reloaded = True
+                if interrupt is not None:
+                    interrupt.phase = "done"
+                    if interrupt.rollback:
+                        raise ApplyInterrupted(interrupt.signum, rolled_back=True)
+            except (ApplyInterrupted, KeyboardInterrupt) as stop:
+                # A second signal (or Ctrl-C without handlers): everything goes back, the
+                # statuses the commit moved too, so the host is exactly as before the run.
+                problems = journal.rollback()
+                if result.reloaded:
+                    with contextlib.suppress(ApplyError):
+                        reload_sshd(settings)
+                if syslog_reloaded:
+                    with contextlib.suppress(ApplyError):
+                        _run_reload(settings.syslog_reload_command, "rsyslog")
+                if rec.allocation.changed:
+                    store.restore_statuses(_uncommitted(rec))
+                if isinstance(stop, ApplyInterrupted):
+                    stop.rolled_back = stop.rolled_back or bool(journal.entries)
+                    stop.problems = problems
+                raise
             except Exception as exc:
                 problems = journal.rollback()
                 _record_failure(store, rec, str(exc), revision, now)
@@ -677,16 +804,10 @@ def apply(
         _record_success(store, rec, revision, now, committed)
         # Which channel has which key now: a quality that declares one of them later is refused.
         store.record_channel_keys(rec.channel_keys, rec.allocation.removed, now=now)
-        # Which revision this host serves per channel (`status` shows it for every host);
-        # held and deferred channels still serve what they served, the rest is gone.
-        store.record_host_channels(
-            settings.host_name,
-            {c.enterprise_number: revision for c in rec.accepted},
-            keep={*rec.refusals, *(r.enterprise_number for r in (*rec.held, *rec.deferred))},
-            now=now,
-        )
         _audit(settings, _audit_entries(rec, result, revision, now))
         _remember(rec, result.applied)
+        if interrupt is not None and interrupt.requested:
+            result.interrupted = interrupt.signum
         return result
 
 
@@ -780,6 +901,13 @@ def _same_but_stamps(a: ChannelRecord, b: ChannelRecord) -> bool:
     )
 
 
+def _uncommitted(rec: Reconciliation) -> list[Registration]:
+    """The registrations this run's commit moved (removed, returning) as they were before."""
+    before = rec.snapshot.registrations
+    moved = [*rec.allocation.removed, *(r.enterprise_number for r in rec.allocation.returning)]
+    return [before[en] for en in moved if en in before]
+
+
 def _record_failure(
     store: StateStore, rec: Reconciliation, reason: str, revision: str | None, now: datetime
 ) -> None:
@@ -835,6 +963,10 @@ def _record_success(
         if current.status != status or current.status_reason != reason:
             updates[en] = StatusUpdate(en, status, reason, None)
     store.set_statuses(updates.values(), now=now)
+    # Which file declares each applied channel: when it is refused later, it still says whose.
+    store.record_declared(
+        to_record(rec.declared, regs, rec.report.root, unchanged=rec.unchanged.keys())
+    )
 
 
 def _held_status(reg: Registration) -> ChannelStatus:
@@ -842,10 +974,6 @@ def _held_status(reg: Registration) -> ChannelStatus:
     coming back after a removal is `pending` again, and serves nothing until applied."""
     served = reg.last_applied_at is not None and reg.status != "pending"
     return "degraded" if served else "failed"
-    # Which file declares each applied channel: when it is refused later, it still says whose.
-    store.record_declared(
-        to_record(rec.declared, regs, rec.report.root, unchanged=rec.unchanged.keys())
-    )
 
 
 def _audit_entries(

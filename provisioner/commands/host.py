@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -172,9 +175,15 @@ def apply_command(
 
     Exit 0 when everything declared is provisioned, 1 when a quality was refused (the others
     are applied) or on error.
+
+    SIGINT (Ctrl-C) or SIGTERM before the first live change stops the run with nothing
+    changed; once changes have begun, the apply finishes (bounded: every change is
+    journalled), then stops; a second signal rolls everything back at once. It says which,
+    and exits 130 after SIGINT, 143 after SIGTERM (128 + the signal's number), whichever
+    happened. A staging directory left by a killed run is removed by the next one.
     """
     from provisioner import planformat
-    from provisioner.apply import apply
+    from provisioner.apply import ApplyInterrupted, Interruption, apply
     from provisioner.plan import Plan
 
     one_shot()
@@ -187,18 +196,25 @@ def apply_command(
         except (ValueError, KeyError, TypeError) as exc:
             raise PlanError(f"{plan_file} is not a saved plan: {exc}") from None
     store = _open_store(settings)
+    interrupt = Interruption(notice=_notice)
     try:
-        result = apply(
-            settings,
-            paths,
-            store,
-            saved_plan=saved,
-            revision=_revision(paths),
-            use_cache=not no_cache,
-            allow_removals=allow_removals,
-        )
+        with interrupt.installed():
+            result = apply(
+                settings,
+                paths,
+                store,
+                saved_plan=saved,
+                revision=_revision(paths),
+                use_cache=not no_cache,
+                allow_removals=allow_removals,
+                interrupt=interrupt,
+            )
+    except ApplyInterrupted as stop:
+        return _interrupted(stop)
     finally:
         store.close()
+    for path in result.stale_staging:
+        click.echo(f"removed {path}, the staging directory of an interrupted run", err=True)
     plan = result.plan
     if fmt == "text":
         click.echo(planformat.render_text(plan, diffs=False), nl=False)
@@ -219,26 +235,37 @@ def apply_command(
     if result.aborted:
         # A rendering that does not read back as its validated keys is a bug, not bad input.
         return EXIT_INTERNAL
+    if result.interrupted is not None:
+        click.echo(
+            f"interrupted ({signal.Signals(result.interrupted).name}): finished the apply "
+            f"({len(result.applied)} changes), then stopped",
+            err=True,
+        )
+        return 128 + result.interrupted
     return EXIT_INVALID if plan.has_refusals else EXIT_OK
 
 
-def _served_by(store: Any) -> dict[str, list[dict[str, Any]]]:
-    """Per channel, which host serves which revision since when (hosts sharing the state)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for row in store.host_channels():
-        out.setdefault(row.enterprise_number, []).append(
-            {"host": row.host, "revision": row.revision, "applied_at": row.applied_at.isoformat()}
+def _notice(message: str) -> None:
+    # Called from a signal handler: a raw write, never click's buffered stream (reentrancy).
+    with contextlib.suppress(OSError):
+        os.write(2, f"provisioner: {message}\n".encode())
+
+
+def _interrupted(stop: Any) -> int:
+    """What an apply stopped or rolled back by a signal says, and its exit code."""
+    name = signal.Signals(stop.signum).name
+    if stop.problems:
+        click.echo(
+            f"error: interrupted ({name}): rolled back, but restoring failed for: "
+            f"{', '.join(stop.problems)}",
+            err=True,
         )
-    return out
-
-
-def _served_text(hosts: list[dict[str, Any]]) -> str:
-    """`h1, h2 at 3f2a9c1b07de; h3 at 91c0e4aa2b6f`: hosts grouped by the revision they serve."""
-    by_revision: dict[str, list[str]] = {}
-    for h in hosts:
-        shown = h["revision"][:12] if h["revision"] else "(no revision)"
-        by_revision.setdefault(shown, []).append(h["host"])
-    return "; ".join(f"{', '.join(names)} at {rev}" for rev, names in sorted(by_revision.items()))
+        return EXIT_INVALID
+    if stop.rolled_back:
+        click.echo(f"interrupted ({name}): rolled back, nothing changed", err=True)
+    else:
+        click.echo(f"interrupted ({name}): stopped before any change, nothing changed", err=True)
+    return int(128 + stop.signum)
 
 
 def next_sync(now: datetime, every: timedelta = timedelta(minutes=30)) -> datetime:
@@ -280,8 +307,6 @@ def status_command(
     try:
         snapshot = store.snapshot()
         runs = store.last_runs(1)
-        served = _served_by(store)
-        host_runs = store.last_run_per_host()
     finally:
         store.close()
     now = datetime.now(UTC)
@@ -307,7 +332,6 @@ def status_command(
                 "last_sync": reg.last_applied_at.isoformat() if reg.last_applied_at else None,
                 "next_sync": upcoming.isoformat(),
                 "message": status_message(reg.status, reg.status_since, reg.status_reason),
-                "hosts": served.get(reg.enterprise_number, []),
             }
         )
     rows.extend(r for r in waiting.values() if not username or r["username"] == username)
@@ -327,18 +351,7 @@ def status_command(
                         "started_at": last.started_at.isoformat(),
                         "outcome": last.outcome,
                         "revision": last.revision,
-                        "host": last.host,
                     },
-                    "hosts": [
-                        {
-                            "host": host,
-                            "started_at": run.started_at.isoformat(),
-                            "outcome": run.outcome,
-                            "revision": run.revision,
-                        }
-                        for host, run in sorted(host_runs.items(), key=lambda i: i[0] or "")
-                        if host is not None
-                    ],
                 },
                 indent=2,
             )
@@ -346,7 +359,6 @@ def status_command(
         return EXIT_OK
     if not rows:
         click.echo("no channels registered yet")
-    several_hosts = len({h["host"] for hosts in served.values() for h in hosts}) > 1
     for r in rows:
         click.echo(
             f"{r['sender_number'] or '------'}  {r['username']:<20} {r['enterprise_number']}  "
@@ -357,8 +369,6 @@ def status_command(
         if r["reason"] and not r["message"]:
             # degraded and failed say it in their sentence, with since when.
             click.echo(f"        reason: {r['reason']}")
-        if several_hosts and r.get("hosts"):
-            click.echo(f"        served by {_served_text(r['hosts'])}")
         if r["message"]:
             click.echo(f"        {r['message']}")
     return EXIT_OK
