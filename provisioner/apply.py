@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -25,8 +27,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, ParamSpec
 
+from provisioner import logs
 from provisioner.authorized_keys import AuthorizedKeysMismatch, check_rendering
 from provisioner.cache import RACY_NS, RESTAMP_MIN
 from provisioner.errors import ApplyError, LockError, PlanError
@@ -78,6 +81,9 @@ class ApplyResult:
     # Channels whose rendered authorized_keys did not read back as their validated keys: an
     # internal error (a bug, or a site's template override); nothing of them was written.
     aborted: list[str] = field(default_factory=list)
+    # How many times the run planned and tried to commit (more than 1: another host sharing
+    # the state committed first, see `_converging`).
+    attempts: int = 1
     # Set when SIGINT/SIGTERM came during the apply and it finished (see Interruption).
     interrupted: int | None = None
     # Staging directories of earlier runs (killed) that this run removed.
@@ -646,6 +652,65 @@ def _write_lines(fh: IO[str], entries: Sequence[dict[str, Any]]) -> None:
         fh.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
+class StateMoved(PlanError):
+    """Another writer (a second host sharing the database) committed between this run's
+    snapshot and its commit; nothing live was changed yet."""
+
+
+_P = ParamSpec("_P")
+
+
+def _converging(fn: Callable[_P, ApplyResult]) -> Callable[_P, ApplyResult]:
+    """Plan again and retry when another host moved the state on, within the same run.
+
+    Hosts sharing one database fire in the same slot; all but the first find the state moved
+    on at their commit. Their next plan starts from what the first committed (the same sender
+    numbers and uids), so it commits nothing new and goes through: without a retry the
+    losers skipped every slot in which anything was allocated. Bounded (`state_retries`
+    attempts), with a random pause that grows, so that hosts do not collide again in step.
+    A saved plan is never re-planned: what the operator reviewed is stale, and they are told.
+    Only this case is retried; any other error ends the run as before.
+    """
+
+    @functools.wraps(fn)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> ApplyResult:
+        settings = args[0] if args else kwargs["settings"]
+        assert isinstance(settings, HostSettings)
+        attempts = 1 if kwargs.get("saved_plan") is not None else settings.state_retries
+        for attempt in range(1, attempts + 1):
+            try:
+                result = fn(*args, **kwargs)
+            except StateMoved as exc:
+                if attempt == attempts:
+                    if attempts == 1:
+                        raise
+                    raise StateMoved(
+                        f"{exc.message} (gave up after {attempts} attempts: other hosts kept "
+                        "committing first)"
+                    ) from None
+                ceiling = min(
+                    settings.state_retry_max_delay,
+                    settings.state_retry_min_delay * 2**attempt,
+                )
+                pause = random.uniform(settings.state_retry_min_delay, max(ceiling, 0.0))
+                logs.warn(
+                    "state-moved-retry",
+                    f"another host changed the state first; planning again in {pause:.2f}s "
+                    f"(attempt {attempt + 1} of {attempts})",
+                    host=settings.host_name,
+                    attempt=attempt + 1,
+                    attempts=attempts,
+                    pause=round(pause, 3),
+                )
+                time.sleep(pause)
+                continue
+            result.attempts = attempt
+            return result
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    return run
+
+
 def _stale(saved: Plan, fresh: Plan) -> list[str]:
     a, b = saved.fingerprints, fresh.fingerprints
     moved = []
@@ -662,6 +727,7 @@ def _stale(saved: Plan, fresh: Plan) -> list[str]:
     return moved
 
 
+@_converging
 def apply(
     settings: HostSettings,
     paths: Sequence[Path],
@@ -684,7 +750,7 @@ def apply(
     now = now or datetime.now(UTC)
     with host_lock(settings.lock_file), paused_gc():
         if interrupt is not None:
-            interrupt.phase = "prepare"
+            interrupt.phase = "prepare"  # again when `_converging` plans a second time
         stale_staging = remove_stale_staging(settings.work_dir)
         snapshot = store.snapshot()
         rec = compute(
@@ -732,7 +798,8 @@ def apply(
                 if rec.allocation.changed or rec.allocation.refused:
                     committed = store.commit(rec.allocation, revision=revision, now=now)
             except StaleState as exc:
-                raise PlanError(f"{exc}") from None
+                # Before anything live changed: `apply` plans again and retries (see _converging).
+                raise StateMoved(f"{exc}") from None
             journal = Journal(staging / "backup", settings.archive_dir, f"{now:%Y%m%dT%H%M%SZ}")
             syslog_reloaded = False
             try:
@@ -804,6 +871,14 @@ def apply(
         _record_success(store, rec, revision, now, committed)
         # Which channel has which key now: a quality that declares one of them later is refused.
         store.record_channel_keys(rec.channel_keys, rec.allocation.removed, now=now)
+        # Which revision this host serves per channel (`status` shows it for every host);
+        # held and deferred channels still serve what they served, the rest is gone.
+        store.record_host_channels(
+            settings.host_name,
+            {c.enterprise_number: revision for c in rec.accepted},
+            keep={*rec.refusals, *(r.enterprise_number for r in (*rec.held, *rec.deferred))},
+            now=now,
+        )
         _audit(settings, _audit_entries(rec, result, revision, now))
         _remember(rec, result.applied)
         if interrupt is not None and interrupt.requested:

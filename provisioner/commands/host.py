@@ -268,6 +268,25 @@ def _interrupted(stop: Any) -> int:
     return int(128 + stop.signum)
 
 
+def _served_by(store: Any) -> dict[str, list[dict[str, Any]]]:
+    """Per channel, which host serves which revision since when (hosts sharing the state)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in store.host_channels():
+        out.setdefault(row.enterprise_number, []).append(
+            {"host": row.host, "revision": row.revision, "applied_at": row.applied_at.isoformat()}
+        )
+    return out
+
+
+def _served_text(hosts: list[dict[str, Any]]) -> str:
+    """`h1, h2 at 3f2a9c1b07de; h3 at 91c0e4aa2b6f`: hosts grouped by the revision they serve."""
+    by_revision: dict[str, list[str]] = {}
+    for h in hosts:
+        shown = h["revision"][:12] if h["revision"] else "(no revision)"
+        by_revision.setdefault(shown, []).append(h["host"])
+    return "; ".join(f"{', '.join(names)} at {rev}" for rev, names in sorted(by_revision.items()))
+
+
 def next_sync(now: datetime, every: timedelta = timedelta(minutes=30)) -> datetime:
     """The next wall-clock slot (:00 and :30 for half an hour), in UTC."""
     from provisioner.schedule import next_slot
@@ -307,6 +326,8 @@ def status_command(
     try:
         snapshot = store.snapshot()
         runs = store.last_runs(1)
+        served = _served_by(store)
+        host_runs = store.last_run_per_host()
     finally:
         store.close()
     now = datetime.now(UTC)
@@ -332,6 +353,7 @@ def status_command(
                 "last_sync": reg.last_applied_at.isoformat() if reg.last_applied_at else None,
                 "next_sync": upcoming.isoformat(),
                 "message": status_message(reg.status, reg.status_since, reg.status_reason),
+                "hosts": served.get(reg.enterprise_number, []),
             }
         )
     rows.extend(r for r in waiting.values() if not username or r["username"] == username)
@@ -351,7 +373,18 @@ def status_command(
                         "started_at": last.started_at.isoformat(),
                         "outcome": last.outcome,
                         "revision": last.revision,
+                        "host": last.host,
                     },
+                    "hosts": [
+                        {
+                            "host": host,
+                            "started_at": run.started_at.isoformat(),
+                            "outcome": run.outcome,
+                            "revision": run.revision,
+                        }
+                        for host, run in sorted(host_runs.items(), key=lambda i: i[0] or "")
+                        if host is not None
+                    ],
                 },
                 indent=2,
             )
@@ -359,6 +392,7 @@ def status_command(
         return EXIT_OK
     if not rows:
         click.echo("no channels registered yet")
+    several_hosts = len({h["host"] for hosts in served.values() for h in hosts}) > 1
     for r in rows:
         click.echo(
             f"{r['sender_number'] or '------'}  {r['username']:<20} {r['enterprise_number']}  "
@@ -369,6 +403,8 @@ def status_command(
         if r["reason"] and not r["message"]:
             # degraded and failed say it in their sentence, with since when.
             click.echo(f"        reason: {r['reason']}")
+        if several_hosts and r.get("hosts"):
+            click.echo(f"        served by {_served_text(r['hosts'])}")
         if r["message"]:
             click.echo(f"        {r['message']}")
     return EXIT_OK
