@@ -150,7 +150,21 @@ def read_regular(
 
 def within(path: str, root: str) -> bool:
     """Whether the normalised absolute `path` is `root` or lies below it."""
-    return path == root or os.path.commonpath((path, root)) == root
+    if path == root:
+        return True
+    if _plain(path) and _plain(root):
+        # Both absolute, without empty or "." components: their components are what
+        # split("/") gives, so the prefix test is commonpath's, at a tenth of its cost (the
+        # cache asks it of every referenced file of every declaration).
+        return root == "/" or path.startswith(root + "/")
+    return os.path.commonpath((path, root)) == root
+
+
+def _plain(path: str) -> bool:
+    """Absolute, and every component non-empty and not ".": a path commonpath leaves as is."""
+    return path.startswith("/") and (
+        path == "/" or ("//" not in path and "/./" not in path and not path.endswith(("/", "/.")))
+    )
 
 
 class _Check:
@@ -248,6 +262,8 @@ def shown_name(text: str) -> str:
 
 def unsafe_part(path: Path, root: Path) -> str | None:
     """The first component of `path` below `root` whose name cannot be shown safely."""
+    if str(path).isprintable():
+        return None  # every component is then printable: the usual case, in one C-speed pass
     parts = path.relative_to(root).parts if path.is_relative_to(root) else path.parts
     for part in parts:
         if not part.isprintable():
