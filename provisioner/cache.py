@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from provisioner import __version__
-from provisioner.safefile import read_regular, within
+from provisioner.safefile import OutsideRoot, confined_realpath, read_regular, within
 
 if TYPE_CHECKING:
     from provisioner.declarations import FileResult
@@ -169,6 +169,10 @@ def _digest_of(path: Path | str) -> str:
     return hashlib.sha256(read_regular(path, MAX_FILE_BYTES)).hexdigest()
 
 
+# `RefStates._real_dir` of a directory reached through a link leading outside the root.
+_OUTSIDE_DIR = "\x00outside"
+
+
 class RefStates:
     """`declarations.ref_state` for many files at once, with the same results.
 
@@ -187,7 +191,17 @@ class RefStates:
     def _real_dir(self, directory: str) -> str | None:
         if directory not in self._dirs:
             try:
-                self._dirs[directory] = os.path.realpath(directory, strict=True)
+                if self.root is None:
+                    self._dirs[directory] = os.path.realpath(directory, strict=True)
+                else:
+                    # As the check resolves it: a directory reached through a link that
+                    # leaves the root is OUTSIDE even when it leads back in (realpath would
+                    # land on the same place, and the cached verdict would differ from a
+                    # cold one).
+                    real = confined_realpath(directory, self.root)
+                    self._dirs[directory] = real if os.path.isdir(real) else None  # noqa: PTH112
+            except OutsideRoot:
+                self._dirs[directory] = _OUTSIDE_DIR
             except (OSError, RuntimeError):
                 self._dirs[directory] = None
         return self._dirs[directory]
@@ -207,6 +221,8 @@ class RefStates:
         real = self._real_dir(directory)
         if real is None:
             return "missing", None
+        if real == _OUTSIDE_DIR:
+            return OUTSIDE, None
         resolved = f"{real}/{name}" if real != "/" else f"/{name}"
         if self.root is not None and not within(resolved, str(self.root)):
             return OUTSIDE, None

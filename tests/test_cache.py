@@ -297,6 +297,24 @@ def test_a_repointed_directory_symlink(repo: Path, tmp_path: Path, full: bool) -
 
 
 @pytest.mark.parametrize("full", KINDS)
+def test_a_directory_symlink_repointed_out_of_the_root_and_back(
+    repo: Path, tmp_path: Path, full: bool
+) -> None:
+    """The directory resolves to the same place, but through a link outside the root: the
+    cached verdict must be the cold one (refused), not the one of the same resolved path."""
+    shutil.move(repo / "keys", repo / "keys-a")
+    (repo / "keys").symlink_to("keys-a")
+    age(repo)
+    cache_dir = tmp_path / "cache"
+    assert run(repo, cache_dir, full=full).ok
+    (tmp_path / "hop").symlink_to(repo / "keys-a")
+    (repo / "keys").unlink()
+    (repo / "keys").symlink_to(tmp_path / "hop")
+    report = same_as_cold(repo, cache_dir, full=full)
+    assert "path-outside-root" in codes(report)
+
+
+@pytest.mark.parametrize("full", KINDS)
 def test_a_symlink_repointed_to_a_hard_link(repo: Path, tmp_path: Path, full: bool) -> None:
     """The same inode (same stamp, same content) reached through another path: the path
     decides whether the reference stays inside the root."""
