@@ -103,12 +103,28 @@ def test_a_schema_1_database_keeps_its_runs_and_takes_degraded_ones(
     at = datetime(2026, 11, 29, 20, 30, tzinfo=UTC)
     monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
     monkeypatch.setattr(migrations, "LATEST_VERSION", 1)
-    with StateStore.open(url) as store:
-        for i, outcome in enumerate(("ok", "partial", "failed")):
-            store.record_run(
-                RunRecord(at + timedelta(minutes=i), at, "r", outcome, {"n": i})  # type: ignore[arg-type]
-            )
+    with StateStore.open(url):
+        pass
     monkeypatch.undo()
+    # The runs a schema-1 release wrote, in that schema's columns (today's store writes more).
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for i, outcome in enumerate(("ok", "partial", "failed")):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO runs (started_at, finished_at, revision, outcome, summary) "
+                        "VALUES (:started, :finished, 'r', :outcome, :summary)"
+                    ),
+                    {
+                        "started": (at + timedelta(minutes=i)).isoformat(timespec="microseconds"),
+                        "finished": at.isoformat(timespec="microseconds"),
+                        "outcome": outcome,
+                        "summary": json.dumps({"n": i}),
+                    },
+                )
+    finally:
+        engine.dispose()
     with StateStore.open(url) as store:
         store.record_run(RunRecord(at + timedelta(minutes=9), at, "r", "degraded", {"n": 9}))
         runs = store.last_runs(10)
