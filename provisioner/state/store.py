@@ -539,19 +539,7 @@ class StateStore:
             rows = conn.execute(
                 sa.select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(n)
             ).all()
-        return [
-            RunRecord(
-                id=row.id,
-                started_at=row.started_at,
-                finished_at=row.finished_at,
-                revision=row.revision,
-                outcome=row.outcome,
-                summary=cast(dict[str, JSONValue], json.loads(row.summary)),
-                error=row.error,
-                host=row.host,
-            )
-            for row in rows
-        ]
+        return [_run_record(row) for row in rows]
 
     def last_run_per_host(self) -> dict[str | None, RunRecord]:
         """The most recent run each host recorded (``None``: runs recorded before schema 3)."""
@@ -563,19 +551,7 @@ class StateStore:
                 .subquery()
             )
             rows = conn.execute(sa.select(runs).join(newest, runs.c.id == newest.c.id)).all()
-        return {
-            row.host: RunRecord(
-                id=row.id,
-                started_at=row.started_at,
-                finished_at=row.finished_at,
-                revision=row.revision,
-                outcome=row.outcome,
-                summary=cast(dict[str, JSONValue], json.loads(row.summary)),
-                error=row.error,
-                host=row.host,
-            )
-            for row in rows
-        }
+        return {row.host: _run_record(row) for row in rows}
 
     # -- hosts -----------------------------------------------------------------------------
 
@@ -777,3 +753,16 @@ class StateStore:
                 f"registration of quality {enterprise_number} is not in the state the plan "
                 "expected; plan again"
             )
+
+
+def _run_record(row: sa.Row[Any]) -> RunRecord:
+    return RunRecord(
+        id=row.id,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        revision=row.revision,
+        outcome=row.outcome,
+        summary=cast(dict[str, JSONValue], json.loads(row.summary)),
+        error=row.error,
+        host=row.host,
+    )
