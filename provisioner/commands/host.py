@@ -318,23 +318,45 @@ def status_command(
     declarations: tuple[Path, ...],
 ) -> int:
     """Per channel: sender number, username, registration date, status, last and next sync."""
+    from provisioner.errors import SettingsError
     from provisioner.pending import pending_rows, status_message
     from provisioner.schedule import parse_interval
+    from provisioner.state import (
+        RunRecord,
+        StateError,
+        StateMissing,
+        StateSnapshot,
+        StateStore,
+    )
 
     settings = settings_from(settings_file, root, state_url)
-    store = _open_store(settings)
+    declared = declarations or ((settings.declarations,) if settings.declarations else ())
     try:
-        snapshot = store.snapshot()
-        runs = store.last_runs(1)
-        served = _served_by(store)
-        host_runs = store.last_run_per_host()
-    finally:
-        store.close()
+        # Looking creates nothing: no database file, no directory.
+        store = StateStore.open(settings.state_url, create=False)
+    except StateMissing as exc:
+        if not declared:
+            raise SettingsError(f"the state database cannot be opened: {exc}") from None
+        # A host before its first sync: every declared channel is pending.
+        store = None
+    except StateError as exc:
+        raise SettingsError(f"the state database cannot be opened: {exc}") from None
+    snapshot = StateSnapshot.empty()
+    runs: list[RunRecord] = []
+    served: dict[str, list[dict[str, Any]]] = {}
+    host_runs: dict[str | None, RunRecord] = {}
+    if store is not None:
+        try:
+            snapshot = store.snapshot()
+            runs = store.last_runs(1)
+            served = _served_by(store)
+            host_runs = store.last_run_per_host()
+        finally:
+            store.close()
     now = datetime.now(UTC)
     upcoming = next_sync(now.astimezone(), parse_interval(settings.reconcile_every))
-    declared = declarations or ((settings.declarations,) if settings.declarations else ())
     waiting = pending_rows(settings, declared, snapshot, now, upcoming) if declared else {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for reg in sorted(snapshot.registrations.values(), key=lambda r: r.technical_user):
         if username and reg.technical_user != username:
             continue

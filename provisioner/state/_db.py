@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from .errors import StateConflict, StateError, StateUnavailable
+from .errors import StateConflict, StateError, StateMissing, StateUnavailable
 
 # Execution option read by the SQLite "begin" hook: which BEGIN to emit.
 _SQLITE_BEGIN = "provisioner_sqlite_begin"
@@ -79,7 +79,7 @@ def _parse(url: str) -> URL:
         ) from None
 
 
-def _prepare_sqlite_file(parsed: URL) -> None:
+def _prepare_sqlite_file(parsed: URL, *, create: bool) -> None:
     database = parsed.database or ""
     shown = redact_url(parsed)
     if not database or database == ":memory:" or database.startswith("file:"):
@@ -92,6 +92,13 @@ def _prepare_sqlite_file(parsed: URL) -> None:
         raise StateUnavailable(
             f"state URL {shown} has a relative path; use sqlite:////absolute/path.db so the "
             "state does not depend on the working directory"
+        )
+    if not create and not path.exists():
+        # Looking (status) must not leave a database or a directory behind, and a mistyped
+        # URL must not read as "no channels yet".
+        raise StateMissing(
+            f"there is no state database at {path} ({shown}): nothing has been applied with "
+            "this state yet, or --state-url / --root name the wrong place"
         )
     parent = path.parent
     if not parent.exists():
@@ -135,18 +142,28 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def create_engine(url: str) -> Engine:
-    """An engine for a supported state URL, with the file created safely for SQLite."""
+def create_engine(url: str, *, create: bool = True) -> Engine:
+    """An engine for a supported state URL, with the file created safely for SQLite.
+
+    ``create=False``: a missing SQLite file is an error instead of a new database.
+    """
     parsed = _parse(url)
     backend = parsed.get_backend_name()
-    driver = parsed.get_driver_name()
     shown = redact_url(parsed)
+    if backend not in ("sqlite", "postgresql"):
+        # Checked before the driver name: asking for it loads the dialect, and an unknown
+        # scheme would surface as SQLAlchemy's NoSuchModuleError.
+        raise StateUnavailable(
+            f"state URL {shown}: unsupported database {backend!r}; use "
+            "sqlite:////absolute/path.db or postgresql+psycopg://user:password@host/database"
+        )
+    driver = parsed.get_driver_name()
     if backend == "sqlite":
         if driver not in ("pysqlite", ""):
             raise StateUnavailable(
                 f"state URL {shown}: only the standard sqlite3 driver is supported"
             )
-        _prepare_sqlite_file(parsed)
+        _prepare_sqlite_file(parsed, create=create)
         engine = sa.create_engine(
             parsed.set(drivername="sqlite+pysqlite"),
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},

@@ -29,6 +29,10 @@ class StateUnavailable(StateError):
     """
 
 
+class StateMissing(StateUnavailable):
+    """There is no state database at the URL, and the caller asked not to create one."""
+
+
 class StateConflict(StateError):
     """A write would break a rule the database itself enforces (a number or name used twice).
 

@@ -83,15 +83,16 @@ class StateStore:
         self._engine = engine
 
     @classmethod
-    def open(cls, url: str) -> StateStore:
+    def open(cls, url: str, *, create: bool = True) -> StateStore:
         """Open (creating and migrating if needed) the state database at ``url``.
 
         ``sqlite:////absolute/path.db`` creates a missing parent directory with mode 0700 and
-        the file with mode 0600; ``postgresql+psycopg://user:password@host/db`` needs the
-        database to exist. Raises :class:`StateUnavailable` for a bad URL or an unreachable
-        database and :class:`StateSchemaTooNew` for a database migrated by a newer release.
+        the file with mode 0600 (with ``create=False``, a missing file is refused instead);
+        ``postgresql+psycopg://user:password@host/db`` needs the database to exist. Raises
+        :class:`StateUnavailable` for a bad URL or an unreachable database and
+        :class:`StateSchemaTooNew` for a database migrated by a newer release.
         """
-        engine = create_engine(url)
+        engine = create_engine(url, create=create)
         try:
             migrate(engine)
         except BaseException:
