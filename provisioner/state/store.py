@@ -75,6 +75,21 @@ def _registration_values(reg: Registration) -> dict[str, object]:
     return {name: getattr(reg, name) for name in _REGISTRATION_COLUMNS}
 
 
+# One batched UPDATE of a registration's status fields, keyed by "key": what set_statuses
+# computes and what restore_statuses puts back are the same five columns.
+_STATUS_UPDATE = (
+    t.registrations.update()
+    .where(t.registrations.c.enterprise_number == sa.bindparam("key"))
+    .values(
+        status=sa.bindparam("status"),
+        status_since=sa.bindparam("status_since"),
+        status_reason=sa.bindparam("status_reason"),
+        revision=sa.bindparam("revision"),
+        last_applied_at=sa.bindparam("last_applied_at"),
+    )
+)
+
+
 class StateStore:
     """Persistent state over SQLAlchemy Core. Thread-safe; one instance per process is enough."""
 
@@ -299,18 +314,7 @@ class StateStore:
                         else row.last_applied_at,
                     }
                 )
-            statement = (
-                reg_t.update()
-                .where(reg_t.c.enterprise_number == sa.bindparam("key"))
-                .values(
-                    status=sa.bindparam("status"),
-                    status_reason=sa.bindparam("status_reason"),
-                    revision=sa.bindparam("revision"),
-                    status_since=sa.bindparam("status_since"),
-                    last_applied_at=sa.bindparam("last_applied_at"),
-                )
-            )
-            conn.execute(statement, rows)
+            conn.execute(_STATUS_UPDATE, rows)
             self._bump(conn, meta.version)
         return len(rows)
 
@@ -368,21 +372,9 @@ class StateStore:
         ]
         if not rows:
             return 0
-        reg_t = t.registrations
         with transaction(self._engine, write=True) as conn:
             meta = self._lock_meta(conn)
-            conn.execute(
-                reg_t.update()
-                .where(reg_t.c.enterprise_number == sa.bindparam("key"))
-                .values(
-                    status=sa.bindparam("status"),
-                    status_since=sa.bindparam("status_since"),
-                    status_reason=sa.bindparam("status_reason"),
-                    revision=sa.bindparam("revision"),
-                    last_applied_at=sa.bindparam("last_applied_at"),
-                ),
-                rows,
-            )
+            conn.execute(_STATUS_UPDATE, rows)
             self._bump(conn, meta.version)
         return len(rows)
 
