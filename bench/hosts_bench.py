@@ -38,20 +38,14 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
 
 import _measure as m  # noqa: E402
 from generate import generate  # noqa: E402
+from hosts_support import managed_files  # noqa: E402
 
 SSHD = Path("/usr/sbin/sshd")
 # The managed files every host renders; compared by digest across hosts after each slot.
-MANAGED = (
-    "etc/ssh/sftp-provisioner/authorized_keys",
-    "var/lib/extrausers/passwd",
-    "var/lib/extrausers/group",
-    "var/lib/extrausers/shadow",
-    "var/lib/sftp-gateway/routing.json",
-    "etc/ssh/sshd_config.d/00-sftp-provisioner.conf",
-)
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "bench",
     "GIT_AUTHOR_EMAIL": "bench@example.org",
@@ -210,16 +204,13 @@ class Cluster:
         """One digest of the managed files of a host, with its --root prefix taken out."""
         root = self.root(name)
         h = hashlib.sha256()
-        for rel in MANAGED:
-            top = root / rel
-            files = sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top]
-            for path in files:
-                if not path.exists():
-                    h.update(f"{path.relative_to(root)}: missing\n".encode())
-                    continue
-                content = path.read_bytes().replace(str(root).encode(), b"<root>")
-                h.update(f"{path.relative_to(root)}\n".encode())
-                h.update(hashlib.sha256(content).digest())
+        for path in managed_files(root):
+            if not path.exists():
+                h.update(f"{path.relative_to(root)}: missing\n".encode())
+                continue
+            content = path.read_bytes().replace(str(root).encode(), b"<root>")
+            h.update(f"{path.relative_to(root)}\n".encode())
+            h.update(hashlib.sha256(content).digest())
         return h.hexdigest()
 
     def duplicates(self) -> list[str]:
@@ -262,7 +253,6 @@ def scenario(cluster: Cluster, slots: int, *, add: int = 4, remove: int = 1) -> 
 @contextmanager
 def postgres() -> Iterator[str]:
     """A throw-away PostgreSQL server (tests/pg.py), and a database on it."""
-    sys.path.insert(0, str(HERE.parent / "tests"))
     import pg
 
     bindir = pg.find_bindir()

@@ -18,20 +18,12 @@ from typing import Any
 
 import pytest
 from conftest import EN_ONDERNEMING, EN_SECSOC, NOW, REPO, USER_SECSOC, Host, add_third_quality
+from hosts_support import MANAGED, managed_files
 
 from provisioner.apply import ApplyResult, StateMoved, apply
 from provisioner.state import Registration, StateStore
 
 pytest_plugins = ("pg",)
-
-MANAGED = (
-    "etc/ssh/sftp-provisioner/authorized_keys",
-    "var/lib/extrausers/passwd",
-    "var/lib/extrausers/group",
-    "var/lib/extrausers/shadow",
-    "var/lib/sftp-gateway/routing.json",
-    "etc/ssh/sshd_config.d/00-sftp-provisioner.conf",
-)
 
 
 class Racing(StateStore):
@@ -82,11 +74,9 @@ def two_hosts(tmp_path: Path, **extra: Any) -> tuple[Host, Host, str]:
 
 def digest(host: Host) -> dict[str, str]:
     out = {}
-    for rel in MANAGED:
-        top = host.root / rel
-        for path in sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top]:
-            content = path.read_bytes().replace(str(host.root).encode(), b"<root>")
-            out[str(path.relative_to(host.root))] = hashlib.sha256(content).hexdigest()
+    for path in managed_files(host.root):
+        content = path.read_bytes().replace(str(host.root).encode(), b"<root>")
+        out[str(path.relative_to(host.root))] = hashlib.sha256(content).hexdigest()
     return out
 
 
