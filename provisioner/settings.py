@@ -573,6 +573,12 @@ def load_settings(
         explicit = True
     if path is None and root is None and DEFAULT_SETTINGS_FILE.exists():
         path = DEFAULT_SETTINGS_FILE
+    if path is None and root is not None:
+        # A trial root is a host of its own: its settings file is the one `provisioner init
+        # --root` writes there, never the real host's.
+        rooted_default = root / DEFAULT_SETTINGS_FILE.relative_to("/")
+        if rooted_default.is_file():
+            path = rooted_default
     if path is not None:
         display = str(path)
         from provisioner.source import load_document

@@ -235,3 +235,58 @@ def systemd_command(
         click.echo(line)
     echo_err(f"enable it with: systemctl enable --now {systemd.TIMER}")
     return EXIT_OK
+
+
+@cli.command("init", short_help="Write a commented settings file for a fresh host.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write it [default: /etc/sftp-provisioner/settings.yaml, under --root if given].",
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A trial root: the file goes to DIR/etc/sftp-provisioner/settings.yaml, where the "
+    "host commands given --root DIR look for it.",
+)
+@click.option(
+    "--declarations",
+    type=click.Path(path_type=Path),
+    default=Path("/srv/declarations"),
+    show_default=True,
+    help="The checkout of the declarations repository this host reconciles.",
+)
+@click.option("--force", is_flag=True, help="Replace a settings file that already exists.")
+def init_command(out: Path | None, root: Path | None, declarations: Path, force: bool) -> int:
+    """Write a commented settings file for a fresh host.
+
+    Every setting is in it with its meaning and default, commented out so that it keeps the
+    default; only 'declarations' is set. An existing file is left alone unless --force.
+    """
+    from provisioner.diagnostics import Location
+    from provisioner.fsutil import write_atomic
+    from provisioner.settings import DEFAULT_SETTINGS_FILE, load_settings
+    from provisioner.settings_reference import render_settings_file
+
+    if out is not None:
+        target = out
+    elif root is not None:
+        target = root / DEFAULT_SETTINGS_FILE.relative_to("/")
+    else:
+        target = DEFAULT_SETTINGS_FILE
+    if (target.exists() or target.is_symlink()) and not force:
+        raise SettingsError(
+            "a settings file is already there; edit it, or give --force to replace it",
+            location=Location(str(target)),
+        )
+    text = render_settings_file({"declarations": declarations.absolute()})
+    # World-readable like any file under /etc: it holds no secret (those go in the
+    # environment file, 0600), and the operators who read it need not be root.
+    write_atomic(target, text.encode("utf-8"), 0o644)
+    load_settings(target, environ={})  # what was written must load, or nothing is claimed
+    click.echo(f"wrote {target}")
+    echo_err(
+        f"next: check it, clone the declarations into {declarations.absolute()}, "
+        "then `provisioner plan`"
+    )
+    return EXIT_OK
