@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from provisioner.quality_id import QualityId
 from provisioner.state import (
     MAX_SENDER_NUMBER,
     SCHEMA_VERSION,
@@ -30,6 +31,9 @@ from provisioner.state import (
     StateStore,
     StateUnavailable,
     UnknownRegistration,
+    UsernameCaseClash,
+    UsernameReserved,
+    UsernameTaken,
     advance,
     allocate,
     format_sender_number,
@@ -52,18 +56,21 @@ EN_A = "0403170701"
 EN_B = "0202239951"
 EN_C = "0417497106"
 EN_D = "0878065378"
+TYPE = "employer_nsso"
+A, B, C, D = (QualityId(en, TYPE) for en in (EN_A, EN_B, EN_C, EN_D))
 
 
 def reg(
     en: str,
     user: str,
     sender: int,
-    uid: int,
+    uid: int | None,
     status: str = "active",
     **kw: object,
 ) -> Registration:
     return Registration(
         enterprise_number=en,
+        quality_type=kw.pop("quality_type", TYPE),  # type: ignore[arg-type]
         technical_user=user,
         sender_number=sender,
         uid=uid,
@@ -78,8 +85,8 @@ def snap(
     *regs: Registration, next_sender: int = 0, next_uid: int = 0, version: int = 7
 ) -> StateSnapshot:
     return StateSnapshot(
-        registrations={r.enterprise_number: r for r in regs},
-        usernames={r.technical_user: r.enterprise_number for r in regs},
+        registrations={r.qid: r for r in regs},
+        usernames={r.technical_user: r.qid for r in regs},
         next_sender_number=next_sender,
         next_uid=next_uid,
         version=version,
@@ -91,9 +98,7 @@ def snap(
 
 class TestAllocate:
     def test_new_qualities_get_numbers_in_enterprise_number_order(self) -> None:
-        alloc = allocate(
-            snap(), {EN_C: "Charlie0001", EN_A: "Alpha00001", EN_B: "Bravo00001"}, now=NOW
-        )
+        alloc = allocate(snap(), {C: "Charlie0001", A: "Alpha00001", B: "Bravo00001"}, now=NOW)
         assert [r.enterprise_number for r in alloc.new] == [EN_B, EN_A, EN_C]
         assert [r.sender_number for r in alloc.new] == [100000, 100001, 100002]
         assert [r.uid for r in alloc.new] == [200000, 200001, 200002]
@@ -107,7 +112,7 @@ class TestAllocate:
         assert alloc.base_version == 7
 
     def test_declaration_order_does_not_matter(self) -> None:
-        declared = {EN_C: "Charlie0001", EN_A: "Alpha00001", EN_B: "Bravo00001", EN_D: "Alpha00001"}
+        declared = {C: "Charlie0001", A: "Alpha00001", B: "Bravo00001", D: "Alpha00001"}
         reversed_declared = dict(reversed(list(declared.items())))
         assert allocate(snap(), declared, now=NOW) == allocate(snap(), reversed_declared, now=NOW)
 
@@ -116,20 +121,20 @@ class TestAllocate:
         existing = reg(EN_A, "Alpha00001", 101380, 200500)
         alloc = allocate(
             snap(existing, next_sender=101380, next_uid=200500),
-            {EN_A: "Alpha00001", EN_B: "Bravo00001"},
+            {A: "Alpha00001", B: "Bravo00001"},
             now=NOW,
         )
         assert [(r.sender_number, r.uid) for r in alloc.new] == [(101381, 200501)]
 
     def test_sender_start_is_a_floor_not_a_reset(self) -> None:
         assert (
-            allocate(snap(next_sender=100050), {EN_A: "Alpha00001"}, now=NOW, sender_start=100000)
+            allocate(snap(next_sender=100050), {A: "Alpha00001"}, now=NOW, sender_start=100000)
             .new[0]
             .sender_number
             == 100050
         )
         assert (
-            allocate(snap(next_sender=5), {EN_A: "Alpha00001"}, now=NOW, sender_start=6400)
+            allocate(snap(next_sender=5), {A: "Alpha00001"}, now=NOW, sender_start=6400)
             .new[0]
             .sender
             == "006400"
@@ -138,7 +143,7 @@ class TestAllocate:
     def test_unchanged_registration_is_left_alone(self) -> None:
         for status in ("pending", "active", "failed"):
             current = reg(EN_A, "Alpha00001", 100000, 200000, status=status)
-            alloc = allocate(snap(current), {EN_A: "Alpha00001"}, now=NOW)
+            alloc = allocate(snap(current), {A: "Alpha00001"}, now=NOW)
             assert alloc == Allocation((), (), (), (), 7)
             assert not alloc.changed
 
@@ -147,19 +152,19 @@ class TestAllocate:
         b = reg(EN_B, "Bravo00001", 100001, 200001, status="failed")
         gone = reg(EN_C, "Charlie0001", 100002, 200002, status="removed")
         alloc = allocate(snap(a, b, gone), {}, now=NOW)
-        assert alloc.removed == (EN_B, EN_A)
+        assert alloc.removed == (B, A)
         assert alloc.new == () and alloc.returning == ()
 
     def test_held_quality_is_not_removed(self) -> None:
         # Its file exists but failed validation this run: a typo must not cut the channel.
         a = reg(EN_A, "Alpha00001", 100000, 200000)
         b = reg(EN_B, "Bravo00001", 100001, 200001)
-        assert allocate(snap(a, b), {}, now=NOW, held={EN_A}).removed == (EN_B,)
+        assert allocate(snap(a, b), {}, now=NOW, held={A}).removed == (B,)
 
     def test_removed_quality_returns_with_its_numbers_and_user(self) -> None:
         gone = reg(EN_A, "Alpha00001", 100042, 200042, status="removed", revision="abc")
         alloc = allocate(
-            snap(gone, next_sender=100100, next_uid=200100), {EN_A: "Alpha00001"}, now=NOW
+            snap(gone, next_sender=100100, next_uid=200100), {A: "Alpha00001"}, now=NOW
         )
         assert alloc.new == ()
         (back,) = alloc.returning
@@ -169,7 +174,7 @@ class TestAllocate:
 
     def test_technical_user_is_immutable(self) -> None:
         current = reg(EN_A, "Alpha00001", 100000, 200000)
-        alloc = allocate(snap(current), {EN_A: "Alpha00002"}, now=NOW)
+        alloc = allocate(snap(current), {A: "Alpha00002"}, now=NOW)
         (refusal,) = alloc.refused
         assert refusal.enterprise_number == EN_A
         assert refusal.code == "technical-user-immutable"
@@ -179,13 +184,13 @@ class TestAllocate:
 
     def test_removed_quality_cannot_come_back_under_another_name(self) -> None:
         gone = reg(EN_A, "Alpha00001", 100000, 200000, status="removed")
-        alloc = allocate(snap(gone), {EN_A: "Alpha00002"}, now=NOW)
+        alloc = allocate(snap(gone), {A: "Alpha00002"}, now=NOW)
         assert [r.code for r in alloc.refused] == ["technical-user-immutable"]
         assert alloc.returning == () and alloc.new == ()
 
     def test_username_of_another_quality_is_refused(self) -> None:
         a = reg(EN_A, "Alpha00001", 100000, 200000)
-        alloc = allocate(snap(a), {EN_A: "Alpha00001", EN_B: "Alpha00001"}, now=NOW)
+        alloc = allocate(snap(a), {A: "Alpha00001", B: "Alpha00001"}, now=NOW)
         (refusal,) = alloc.refused
         assert (refusal.enterprise_number, refusal.code) == (EN_B, "technical-user-taken")
         assert EN_A in refusal.message and "'Alpha00001'" in refusal.message
@@ -193,22 +198,78 @@ class TestAllocate:
 
     def test_username_stays_taken_after_removal(self) -> None:
         gone = reg(EN_A, "Alpha00001", 100000, 200000, status="removed")
-        alloc = allocate(snap(gone), {EN_B: "Alpha00001"}, now=NOW)
+        alloc = allocate(snap(gone), {B: "Alpha00001"}, now=NOW)
         (refusal,) = alloc.refused
         assert (refusal.enterprise_number, refusal.code) == (EN_B, "technical-user-taken")
         assert "removed" in refusal.message
         assert alloc.new == ()
 
-    def test_usernames_are_case_sensitive(self) -> None:
+    def test_a_recorded_name_is_taken_whatever_its_case(self) -> None:
+        # Changed with schema 4: the portal's access system does not tell names apart by
+        # case, and `import` refuses a case-only clash, so the reconciler does too (it used to
+        # register ALPHA00001 next to Alpha00001).
         a = reg(EN_A, "Alpha00001", 100000, 200000)
-        alloc = allocate(snap(a), {EN_A: "Alpha00001", EN_B: "ALPHA00001"}, now=NOW)
-        assert [r.technical_user for r in alloc.new] == ["ALPHA00001"]
-        assert alloc.refused == ()
+        alloc = allocate(snap(a), {A: "Alpha00001", B: "ALPHA00001"}, now=NOW)
+        (refusal,) = alloc.refused
+        assert (refusal.qid, refusal.code) == (B, "technical-user-taken")
+        assert "'Alpha00001'" in refusal.message and "by case" in refusal.message
+        assert alloc.new == ()
+        # Names are still case-sensitive logins: two new ones differing by case in one run
+        # are registered (the gate warns about them).
+        both = allocate(snap(), {A: "Alpha00001", B: "ALPHA00001"}, now=NOW)
+        assert sorted(r.technical_user for r in both.new) == ["ALPHA00001", "Alpha00001"]
+
+    def test_two_qualities_of_one_enterprise_are_two_registrations(self) -> None:
+        nsso, local = QualityId(EN_A, "employer_nsso"), QualityId(EN_A, "employer_local")
+        alloc = allocate(snap(), {nsso: "Alpha00001", local: "Alpha00002"}, now=NOW)
+        assert [(r.qid, r.sender, r.uid) for r in alloc.new] == [
+            (local, "100000", 200000),
+            (nsso, "100001", 200001),
+        ]
+
+    def test_every_quality_gets_a_sender_number_only_sftp_gets_a_uid(self) -> None:
+        alloc = allocate(snap(), {A: "Alpha00001", B: "Bravo00001"}, now=NOW, sftp={B})
+        assert [(r.qid, r.sender, r.uid) for r in alloc.new] == [
+            (B, "100000", 200000),
+            (A, "100001", None),
+        ]
+        after = advance(snap(), alloc, revision="r1", now=NOW)
+        # The FTP-only quality adds an SFTP channel: same sender number, a uid now.
+        later = allocate(after, {A: "Alpha00001", B: "Bravo00001"}, now=LATER)
+        assert later.new == () and later.refused == ()
+        assert [(r.qid, r.sender, r.uid) for r in later.accounts] == [(A, "100001", 200001)]
+        assert advance(after, later, revision="r2", now=LATER).registrations[A].uid == 200001
+
+    def test_reserved_names_are_refused_to_everyone_whatever_their_case(self) -> None:
+        s = replace(snap(), reserved=frozenset({"PortalUser1"}))
+        alloc = allocate(s, {A: "portaluser1", B: "Bravo00001"}, now=NOW)
+        assert [(r.qid, r.code) for r in alloc.refused] == [(A, "technical-user-reserved")]
+        assert [r.qid for r in alloc.new] == [B]
+
+    def test_legacy_registration_adopts_the_type_of_its_declaration(self) -> None:
+        legacy = reg(EN_A, "Alpha00001", 100000, 200000, quality_type="")
+        s = snap(legacy)
+        alloc = allocate(s, {A: "Alpha00001"}, now=NOW)
+        assert alloc.adopted == ((legacy.qid, A),)
+        assert alloc.new == () and alloc.removed == () and alloc.refused == ()
+        after = advance(s, alloc, revision="r1", now=NOW)
+        assert after.registrations[A].sender == "100000"
+        assert after.usernames == {"Alpha00001": A}
+        # Two qualities of the enterprise: the one with its technical user adopts it.
+        other = QualityId(EN_A, "employer_local")
+        two = allocate(s, {A: "Alpha00002", other: "Alpha00001"}, now=NOW)
+        assert two.adopted == ((legacy.qid, other),)
+        assert [r.qid for r in two.new] == [A]
+        # Several candidates, none with its technical user: nobody guesses.
+        stuck = allocate(s, {A: "Alpha00002", other: "Alpha00003"}, now=NOW)
+        assert stuck.adopted == () and stuck.new == () and stuck.removed == ()
+        assert {(r.qid, r.code) for r in stuck.refused} == {
+            (A, "quality-type-unknown"),
+            (other, "quality-type-unknown"),
+        }
 
     def test_same_new_name_twice_in_one_run_refuses_both(self) -> None:
-        alloc = allocate(
-            snap(), {EN_A: "Shared00001", EN_B: "Shared00001", EN_C: "Charlie0001"}, now=NOW
-        )
+        alloc = allocate(snap(), {A: "Shared00001", B: "Shared00001", C: "Charlie0001"}, now=NOW)
         assert sorted((r.enterprise_number, r.code) for r in alloc.refused) == [
             (EN_B, "technical-user-taken"),
             (EN_A, "technical-user-taken"),
@@ -220,18 +281,18 @@ class TestAllocate:
     def test_name_recorded_for_an_unregistered_quality_is_reserved_for_it(self) -> None:
         reserved = StateSnapshot(
             registrations={},
-            usernames={"Alpha00001": EN_A},
+            usernames={"Alpha00001": A},
             next_sender_number=0,
             next_uid=0,
             version=1,
         )
-        assert [r.code for r in allocate(reserved, {EN_B: "Alpha00001"}, now=NOW).refused] == [
+        assert [r.code for r in allocate(reserved, {B: "Alpha00001"}, now=NOW).refused] == [
             "technical-user-taken"
         ]
-        assert [r.code for r in allocate(reserved, {EN_A: "Other000001"}, now=NOW).refused] == [
+        assert [r.code for r in allocate(reserved, {A: "Other000001"}, now=NOW).refused] == [
             "technical-user-immutable"
         ]
-        ok = allocate(reserved, {EN_A: "Alpha00001", EN_B: "Alpha00001"}, now=NOW)
+        ok = allocate(reserved, {A: "Alpha00001", B: "Alpha00001"}, now=NOW)
         assert [r.enterprise_number for r in ok.new] == [EN_A]
         assert [(r.enterprise_number, r.code) for r in ok.refused] == [
             (EN_B, "technical-user-taken")
@@ -240,7 +301,7 @@ class TestAllocate:
     def test_sender_numbers_exhausted_and_999999_never_given(self) -> None:
         alloc = allocate(
             snap(),
-            {EN_A: "Alpha00001", EN_B: "Bravo00001", EN_C: "Charlie0001"},
+            {A: "Alpha00001", B: "Bravo00001", C: "Charlie0001"},
             now=NOW,
             sender_start=999997,
         )
@@ -252,14 +313,13 @@ class TestAllocate:
             reg(EN_A, "Alpha00001", MAX_SENDER_NUMBER, 200000), next_sender=MAX_SENDER_NUMBER + 1
         )
         assert [
-            r.code
-            for r in allocate(full, {EN_A: "Alpha00001", EN_B: "Bravo00001"}, now=NOW).refused
+            r.code for r in allocate(full, {A: "Alpha00001", B: "Bravo00001"}, now=NOW).refused
         ] == ["sender-numbers-exhausted"]
 
     def test_uid_range_exhausted(self) -> None:
         alloc = allocate(
             snap(),
-            {EN_A: "Alpha00001", EN_B: "Bravo00001", EN_C: "Charlie0001"},
+            {A: "Alpha00001", B: "Bravo00001", C: "Charlie0001"},
             now=NOW,
             uid_range=(5000, 5001),
         )
@@ -270,42 +330,40 @@ class TestAllocate:
 
     def test_exhaustion_does_not_block_returning_qualities(self) -> None:
         gone = reg(EN_A, "Alpha00001", MAX_SENDER_NUMBER, 200000, status="removed")
-        alloc = allocate(
-            snap(gone, next_sender=MAX_SENDER_NUMBER + 1), {EN_A: "Alpha00001"}, now=NOW
-        )
+        alloc = allocate(snap(gone, next_sender=MAX_SENDER_NUMBER + 1), {A: "Alpha00001"}, now=NOW)
         assert [r.enterprise_number for r in alloc.returning] == [EN_A]
         assert alloc.refused == ()
 
     def test_now_is_normalised_to_utc_and_naive_refused(self) -> None:
         local = NOW.astimezone(BRUSSELS)
-        new = allocate(snap(), {EN_A: "Alpha00001"}, now=local).new[0]
+        new = allocate(snap(), {A: "Alpha00001"}, now=local).new[0]
         assert new.registered_at.tzinfo is UTC and new.registered_at == NOW
         with pytest.raises(ValueError, match="timezone-aware"):
-            allocate(snap(), {EN_A: "Alpha00001"}, now=NOW.replace(tzinfo=None))
+            allocate(snap(), {A: "Alpha00001"}, now=NOW.replace(tzinfo=None))
 
     @pytest.mark.parametrize("bad", ["403170701", "0403.170.701", "BE0403170701", ""])
     def test_unnormalised_enterprise_number_is_a_programming_error(self, bad: str) -> None:
         with pytest.raises(ValueError, match="10 normalised digits"):
-            allocate(snap(), {bad: "Alpha00001"}, now=NOW)
+            allocate(snap(), {QualityId(bad, TYPE): "Alpha00001"}, now=NOW)
 
     def test_snapshot_cannot_be_mutated_through_its_mappings(self) -> None:
         s = snap(reg(EN_A, "Alpha00001", 100000, 200000))
         with pytest.raises(TypeError):
-            s.registrations[EN_B] = s.registrations[EN_A]  # type: ignore[index]
+            s.registrations[B] = s.registrations[A]  # type: ignore[index]
 
     def test_advance_applies_an_allocation(self) -> None:
         a = reg(EN_A, "Alpha00001", 100000, 200000)
         gone = reg(EN_B, "Bravo00001", 100001, 200001, status="removed")
         before = snap(a, gone, next_sender=100002, next_uid=200002)
-        alloc = allocate(before, {EN_B: "Bravo00001", EN_C: "Charlie0001"}, now=NOW)
+        alloc = allocate(before, {B: "Bravo00001", C: "Charlie0001"}, now=NOW)
         after = advance(before, alloc, revision="r2", now=LATER)
         assert after.version == before.version + 1
-        assert after.registrations[EN_A].status == "removed"
-        assert after.registrations[EN_A].status_since == LATER
-        assert after.registrations[EN_B].status == "pending"
-        assert after.registrations[EN_C].sender_number == 100002
+        assert after.registrations[A].status == "removed"
+        assert after.registrations[A].status_since == LATER
+        assert after.registrations[B].status == "pending"
+        assert after.registrations[C].sender_number == 100002
         assert {r.revision for r in after.registrations.values()} == {"r2"}
-        assert after.usernames["Charlie0001"] == EN_C
+        assert after.usernames["Charlie0001"] == C
         assert (after.next_sender_number, after.next_uid) == (100003, 200003)
         with pytest.raises(ValueError, match="based on version"):
             advance(after, alloc, revision="r3", now=LATER)
@@ -326,14 +384,19 @@ def test_registration_validation() -> None:
 
 
 # Qualities, names and how each round declares them; names collide on purpose.
-_ENS = st.sampled_from([f"{n:010d}" for n in range(1, 9)])
+# Two quality types: one enterprise may hold two qualities, each its own identity.
+_ENS = st.builds(
+    QualityId,
+    st.sampled_from([f"{n:010d}" for n in range(1, 5)]),
+    st.sampled_from(["employer_nsso", "employer_local"]),
+)
 _NAMES = st.sampled_from(["Alpha00001", "Bravo00001", "alpha00001", "Charlie001", "Delta00001"])
 _ROUNDS = st.lists(st.dictionaries(_ENS, _NAMES, max_size=6), min_size=1, max_size=6)
 
 
 def _run_rounds(
-    rounds: list[dict[str, str]],
-) -> list[tuple[StateSnapshot, dict[str, str], Allocation]]:
+    rounds: list[dict[QualityId, str]],
+) -> list[tuple[StateSnapshot, dict[QualityId, str], Allocation]]:
     state = StateSnapshot.empty()
     history = []
     for i, declared in enumerate(rounds):
@@ -346,21 +409,20 @@ def _run_rounds(
 
 @settings(max_examples=300, deadline=None)
 @given(_ROUNDS)
-def test_allocation_invariants_over_many_reconciles(rounds: list[dict[str, str]]) -> None:
+def test_allocation_invariants_over_many_reconciles(rounds: list[dict[QualityId, str]]) -> None:
     history = _run_rounds(rounds)
-    first_seen: dict[str, tuple[str, int, int]] = {}
-    owners: dict[str, str] = {}
+    first_seen: dict[QualityId, tuple[str, int, int | None]] = {}
+    owners: dict[str, QualityId] = {}
     for before, declared, alloc in history:
         regs = before.registrations
         # Numbers and names are unique across every registration ever made, removed included.
         assert len({r.sender_number for r in regs.values()}) == len(regs)
-        assert len({r.uid for r in regs.values()}) == len(regs)
+        uids = [r.uid for r in regs.values() if r.uid is not None]
+        assert len(set(uids)) == len(uids)
         assert all(r.sender_number <= MAX_SENDER_NUMBER for r in regs.values())
         for r in regs.values():
             # A quality's user and numbers never change once given.
-            assert first_seen.setdefault(
-                r.enterprise_number, (r.technical_user, r.sender_number, r.uid)
-            ) == (
+            assert first_seen.setdefault(r.qid, (r.technical_user, r.sender_number, r.uid)) == (
                 r.technical_user,
                 r.sender_number,
                 r.uid,
@@ -369,9 +431,9 @@ def test_allocation_invariants_over_many_reconciles(rounds: list[dict[str, str]]
             assert owners.setdefault(user, owner) == owner
         # Every declared quality ends up exactly one of: unchanged, new, returning, refused.
         touched = (
-            [r.enterprise_number for r in alloc.new]
-            + [r.enterprise_number for r in alloc.returning]
-            + [r.enterprise_number for r in alloc.refused]
+            [r.qid for r in alloc.new]
+            + [r.qid for r in alloc.returning]
+            + [r.qid for r in alloc.refused]
         )
         assert len(touched) == len(set(touched))
         assert set(alloc.removed).isdisjoint(declared)
@@ -379,11 +441,11 @@ def test_allocation_invariants_over_many_reconciles(rounds: list[dict[str, str]]
 
 
 def test_allocation_is_deterministic() -> None:
-    declared = {f"{n:010d}": f"User{n:06d}" for n in range(50, 0, -1)}
+    declared = {QualityId(f"{n:010d}", TYPE): f"User{n:06d}" for n in range(50, 0, -1)}
     a = allocate(StateSnapshot.empty(), declared, now=NOW)
     b = allocate(StateSnapshot.empty(), dict(sorted(declared.items())), now=NOW)
     assert a == b
-    assert [r.enterprise_number for r in a.new] == sorted(declared)
+    assert [r.qid for r in a.new] == sorted(declared)
 
 
 # --------------------------------------------------------------------------- the store
@@ -403,7 +465,7 @@ def store(store_url: str) -> Iterator[StateStore]:
 
 
 def _plan_and_commit(
-    store: StateStore, declared: Mapping[str, str], revision: str = "r1"
+    store: StateStore, declared: Mapping[QualityId, str], revision: str = "r1"
 ) -> StateSnapshot:
     alloc = allocate(store.snapshot(), declared, now=NOW)
     return store.commit(alloc, revision=revision, now=NOW)
@@ -417,23 +479,23 @@ class TestStore:
     def test_commit_round_trips_and_matches_the_pure_model(self, store: StateStore) -> None:
         before = store.snapshot()
         local_now = NOW.astimezone(BRUSSELS) + timedelta(microseconds=123456)
-        alloc = allocate(before, {EN_A: "Alpha00001", EN_B: "Bravo00001"}, now=local_now)
+        alloc = allocate(before, {A: "Alpha00001", B: "Bravo00001"}, now=local_now)
         after = store.commit(alloc, revision="deadbeef", now=local_now)
         assert after == advance(before, alloc, revision="deadbeef", now=local_now)
         assert store.snapshot() == after
-        stored = store.snapshot().registrations[EN_A]
+        stored = store.snapshot().registrations[A]
         assert stored.registered_at == NOW + timedelta(microseconds=123456)
         assert stored.registered_at.tzinfo is UTC
         assert stored.revision == "deadbeef"
-        assert after.usernames == {"Alpha00001": EN_A, "Bravo00001": EN_B}
+        assert after.usernames == {"Alpha00001": A, "Bravo00001": B}
         assert after.version == 1
 
     def test_full_lifecycle_matches_the_pure_model(self, store: StateStore) -> None:
         rounds = [
-            {EN_A: "Alpha00001", EN_B: "Bravo00001"},
-            {EN_B: "Bravo00001", EN_C: "Alpha00001"},  # A removed; C wants A's name
-            {EN_A: "Alpha00001", EN_C: "Charlie001"},  # A returns, B removed, C new
-            {EN_A: "Alpha00002", EN_B: "Bravo00001", EN_C: "Charlie001"},  # A renames: refused
+            {A: "Alpha00001", B: "Bravo00001"},
+            {B: "Bravo00001", C: "Alpha00001"},  # A removed; C wants A's name
+            {A: "Alpha00001", C: "Charlie001"},  # A returns, B removed, C new
+            {A: "Alpha00002", B: "Bravo00001", C: "Charlie001"},  # A renames: refused
         ]
         model = store.snapshot()
         for i, declared in enumerate(rounds):
@@ -444,32 +506,32 @@ class TestStore:
         final = store.snapshot()
         assert final == model
         assert {en: (r.sender, r.status) for en, r in final.registrations.items()} == {
-            EN_B: ("100000", "pending"),  # sorts before EN_A, so registered first
-            EN_A: ("100001", "pending"),
-            EN_C: ("100002", "pending"),
+            B: ("100000", "pending"),  # sorts before EN_A, so registered first
+            A: ("100001", "pending"),
+            C: ("100002", "pending"),
         }
 
     def test_stale_commit_is_refused_and_writes_nothing(self, store: StateStore) -> None:
         base = store.snapshot()
-        first = allocate(base, {EN_A: "Alpha00001"}, now=NOW)
-        second = allocate(base, {EN_B: "Bravo00001"}, now=NOW)
+        first = allocate(base, {A: "Alpha00001"}, now=NOW)
+        second = allocate(base, {B: "Bravo00001"}, now=NOW)
         store.commit(first, revision="r1", now=NOW)
         with pytest.raises(StaleState, match="plan again"):
             store.commit(second, revision="r2", now=NOW)
         current = store.snapshot()
-        assert set(current.registrations) == {EN_A}
+        assert set(current.registrations) == {A}
         assert current.version == 1
 
     def test_empty_allocation_checks_but_does_not_bump(self, store: StateStore) -> None:
-        _plan_and_commit(store, {EN_A: "Alpha00001"})
+        _plan_and_commit(store, {A: "Alpha00001"})
         stale = allocate(StateSnapshot.empty(), {}, now=NOW)
         with pytest.raises(StaleState):
             store.commit(stale, revision="r", now=NOW)
-        noop = allocate(store.snapshot(), {EN_A: "Alpha00001"}, now=NOW)
+        noop = allocate(store.snapshot(), {A: "Alpha00001"}, now=NOW)
         assert store.commit(noop, revision="r2", now=NOW).version == 1
 
     def test_unique_constraints_are_the_last_line_of_defence(self, store: StateStore) -> None:
-        _plan_and_commit(store, {EN_A: "Alpha00001"})
+        _plan_and_commit(store, {A: "Alpha00001"})
         current = store.snapshot()
         forged = Allocation(
             new=(reg(EN_B, "Bravo00001", 100000, 299999, status="pending"),),
@@ -483,10 +545,10 @@ class TestStore:
         assert store.snapshot() == current
 
     def test_set_status(self, store: StateStore) -> None:
-        _plan_and_commit(store, {EN_A: "Alpha00001"})
+        _plan_and_commit(store, {A: "Alpha00001"})
         v = store.snapshot().version
-        store.set_status(EN_A, "failed", reason="useradd failed", revision="r2", now=NOW)
-        r = store.snapshot().registrations[EN_A]
+        store.set_status(A, "failed", reason="useradd failed", revision="r2", now=NOW)
+        r = store.snapshot().registrations[A]
         assert (r.status, r.status_reason, r.revision, r.status_since) == (
             "failed",
             "useradd failed",
@@ -494,12 +556,12 @@ class TestStore:
             NOW,
         )
         assert r.last_applied_at is None
-        store.set_status(EN_A, "failed", reason="still failing", revision=None, now=LATER)
-        r = store.snapshot().registrations[EN_A]
+        store.set_status(A, "failed", reason="still failing", revision=None, now=LATER)
+        r = store.snapshot().registrations[A]
         assert (r.status_reason, r.revision, r.status_since) == ("still failing", "r2", NOW)
-        store.set_status(EN_A, "active", reason=None, revision="r3", now=LATER)
+        store.set_status(A, "active", reason=None, revision="r3", now=LATER)
         snapshot = store.snapshot()
-        r = snapshot.registrations[EN_A]
+        r = snapshot.registrations[A]
         assert (r.status, r.status_reason, r.status_since, r.last_applied_at) == (
             "active",
             None,
@@ -508,12 +570,12 @@ class TestStore:
         )
         assert snapshot.version == v + 3
         with pytest.raises(UnknownRegistration):
-            store.set_status(EN_B, "active", reason=None, revision=None, now=NOW)
+            store.set_status(B, "active", reason=None, revision=None, now=NOW)
 
     def test_set_status_makes_older_plans_stale(self, store: StateStore) -> None:
-        _plan_and_commit(store, {EN_A: "Alpha00001"})
-        plan = allocate(store.snapshot(), {EN_A: "Alpha00001", EN_B: "Bravo00001"}, now=NOW)
-        store.set_status(EN_A, "active", reason=None, revision=None, now=NOW)
+        _plan_and_commit(store, {A: "Alpha00001"})
+        plan = allocate(store.snapshot(), {A: "Alpha00001", B: "Bravo00001"}, now=NOW)
+        store.set_status(A, "active", reason=None, revision=None, now=NOW)
         with pytest.raises(StaleState):
             store.commit(plan, revision="r", now=NOW)
 
@@ -522,10 +584,10 @@ class TestStore:
         assert store.import_registration(portal) is True
         assert store.import_registration(portal) is False  # re-running an import is harmless
         s = store.snapshot()
-        assert s.registrations[EN_A] == portal
-        assert s.usernames == {"Alpha00001": EN_A}
+        assert s.registrations[A] == portal
+        assert s.usernames == {"Alpha00001": A}
         assert (s.next_sender_number, s.next_uid) == (101381, 200011)
-        new = allocate(s, {EN_A: "Alpha00001", EN_B: "Bravo00001"}, now=NOW).new
+        new = allocate(s, {A: "Alpha00001", B: "Bravo00001"}, now=NOW).new
         assert [(r.sender_number, r.uid) for r in new] == [(101381, 200011)]
 
     @pytest.mark.parametrize(
@@ -545,6 +607,48 @@ class TestStore:
         with pytest.raises(StateConflict, match=fragment):
             store.import_registration(conflicting)
         assert store.snapshot() == before
+
+    def test_import_refuses_names_taken_case_clashes_and_reserved_names(
+        self, store: StateStore
+    ) -> None:
+        store.import_registration(reg(EN_A, "Alpha00001", 101380, None))
+        assert store.reserve_usernames(["PortalUser1", "PortalUser1", "portaluser1"], NOW) == 1
+        assert store.reserve_usernames(["PORTALUSER1", "ALPHA00001"], NOW) == 0
+        before = store.snapshot()
+        assert before.reserved == {"PortalUser1"}
+        assert before.registrations[A].uid is None
+        cases: list[tuple[Registration, type[StateConflict], str]] = [
+            (reg(EN_B, "Alpha00001", 101381, None), UsernameTaken, "belongs to quality"),
+            (reg(EN_B, "alpha00001", 101381, None), UsernameCaseClash, "only by case"),
+            (reg(EN_B, "portaluser1", 101381, None), UsernameReserved, "reserved"),
+        ]
+        for conflicting, kind, fragment in cases:
+            with pytest.raises(kind, match=fragment):
+                store.import_registration(conflicting)
+        assert store.snapshot() == before
+        # Another quality of the same enterprise is another identity.
+        local = reg(EN_A, "Alpha00002", 101381, None, quality_type="employer_local")
+        assert store.import_registration(local) is True
+        assert set(store.snapshot().registrations) == {A, QualityId(EN_A, "employer_local")}
+        assert store.reserved_usernames() == ["PortalUser1"]
+
+    def test_legacy_rows_are_adopted_by_the_next_commit(self, store: StateStore) -> None:
+        legacy = reg(EN_A, "Alpha00001", 100000, 200000, quality_type="")
+        with pytest.raises(ValueError, match="quality type"):
+            store.import_registration(legacy)
+        # As the schema-4 migration leaves a schema-3 row: quality type ''.
+        store.commit(Allocation((legacy,), (), (), (), 0), revision="r0", now=NOW)
+        store.record_channel_keys({legacy.qid: ["SHA256:k1"]}, (), now=NOW)
+        store.record_host_channels("h1", {legacy.qid: "r0"}, now=NOW)
+        alloc = allocate(store.snapshot(), {A: "Alpha00001"}, now=NOW)
+        assert alloc.adopted == ((legacy.qid, A),)
+        after = store.commit(alloc, revision="r1", now=NOW)
+        assert after == store.snapshot()
+        assert set(after.registrations) == {A}
+        assert after.registrations[A].sender == "100000"
+        assert after.usernames == {"Alpha00001": A}
+        assert after.channel_keys == {"SHA256:k1": A}
+        assert [h.qid for h in store.host_channels()] == [A]
 
     def test_runs(self, store: StateStore) -> None:
         for i, outcome in enumerate(["ok", "partial", "failed"]):
@@ -592,7 +696,7 @@ class TestStore:
 
     def test_persistence_across_reopen(self, store_url: str) -> None:
         with StateStore.open(store_url) as first:
-            _plan_and_commit(first, {EN_A: "Alpha00001"})
+            _plan_and_commit(first, {A: "Alpha00001"})
             first.record_run(RunRecord(NOW, LATER, "r1", "ok", {"n": 1}))
             first.mark_notification("k", NOW)
             expected = first.snapshot()
@@ -675,7 +779,7 @@ def test_a_new_migration_is_applied_on_reopen(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with StateStore.open(store_url) as store:
-        _plan_and_commit(store, {EN_A: "Alpha00001"})
+        _plan_and_commit(store, {A: "Alpha00001"})
         expected = store.snapshot()
 
     def add_column(conn: sa.Connection) -> None:
@@ -698,7 +802,7 @@ def test_a_new_migration_is_applied_on_reopen(
 def test_sqlite_file_and_directory_permissions(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "state" / "state.db"
     with StateStore.open(f"sqlite:///{path}") as store:
-        _plan_and_commit(store, {EN_A: "Alpha00001"})
+        _plan_and_commit(store, {A: "Alpha00001"})
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     for extra in path.parent.iterdir():
@@ -724,7 +828,7 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
 def test_sqlite_datetimes_are_stored_as_utc_iso_text(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with StateStore.open(f"sqlite:///{path}") as store:
-        alloc = allocate(store.snapshot(), {EN_A: "Alpha00001"}, now=NOW.astimezone(BRUSSELS))
+        alloc = allocate(store.snapshot(), {A: "Alpha00001"}, now=NOW.astimezone(BRUSSELS))
         store.commit(alloc, revision=None, now=NOW)
     with sqlite3.connect(path) as conn:
         (text,) = conn.execute("SELECT registered_at FROM registrations").fetchone()
@@ -806,8 +910,8 @@ def _race(one: StateStore, two: StateStore) -> None:
     """Both plan from the same snapshot and commit at once: exactly one may win."""
     base = one.snapshot()
     plans = {
-        "one": allocate(base, {EN_A: "Alpha00001"}, now=NOW),
-        "two": allocate(two.snapshot(), {EN_B: "Bravo00001"}, now=NOW),
+        "one": allocate(base, {A: "Alpha00001"}, now=NOW),
+        "two": allocate(two.snapshot(), {B: "Bravo00001"}, now=NOW),
     }
     # Both were handed the same number by the pure allocator: only the store can stop it.
     assert plans["one"].new[0].sender_number == plans["two"].new[0].sender_number
@@ -847,14 +951,14 @@ def test_postgres_many_hosts_never_share_numbers(postgres_url: str) -> None:
     """Four "hosts" keep re-planning until each has registered its qualities."""
     stores = [StateStore.open(postgres_url) for _ in range(4)]
     errors: list[BaseException] = []
-    wanted = {f"{n:010d}": f"User{n:06d}" for n in range(1, 41)}
+    wanted = {QualityId(f"{n:010d}", TYPE): f"User{n:06d}" for n in range(1, 41)}
     shares = [dict(list(wanted.items())[i::4]) for i in range(4)]
 
     def host(i: int) -> None:
         try:
-            mine: dict[str, str] = {}
-            for en, user in shares[i].items():
-                mine[en] = user
+            mine: dict[QualityId, str] = {}
+            for qid, user in shares[i].items():
+                mine[qid] = user
                 while True:
                     s = stores[i].snapshot()
                     declared = {e: r.technical_user for e, r in s.registrations.items()} | mine
@@ -875,7 +979,7 @@ def test_postgres_many_hosts_never_share_numbers(postgres_url: str) -> None:
         assert errors == []
         final = stores[0].snapshot()
         regs = final.registrations.values()
-        assert {r.enterprise_number for r in regs} == set(wanted)
+        assert {r.qid for r in regs} == set(wanted)
         assert sorted(r.sender_number for r in regs) == list(range(100000, 100040))
         assert len({r.uid for r in regs}) == 40
         assert all(r.status == "pending" for r in regs)
@@ -943,7 +1047,7 @@ def test_postgres_migration_race(postgres_url: str) -> None:
 )
 @given(rounds=_ROUNDS)
 def test_sqlite_store_follows_the_model(
-    tmp_path_factory: pytest.TempPathFactory, rounds: list[dict[str, str]]
+    tmp_path_factory: pytest.TempPathFactory, rounds: list[dict[QualityId, str]]
 ) -> None:
     path = tmp_path_factory.mktemp("model") / "state.db"
     with StateStore.open(f"sqlite:///{path}") as store:

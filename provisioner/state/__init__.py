@@ -14,11 +14,15 @@ from .errors import (
     StateSchemaTooNew,
     StateUnavailable,
     UnknownRegistration,
+    UsernameCaseClash,
+    UsernameReserved,
+    UsernameTaken,
 )
 from .migrations import LATEST_VERSION as SCHEMA_VERSION
 from .model import (
     DEFAULT_SENDER_START,
     DEFAULT_UID_RANGE,
+    LEGACY_QUALITY_TYPE,
     MAX_SENDER_NUMBER,
     RESERVED_SENDER_NUMBER,
     Allocation,
@@ -31,15 +35,18 @@ from .model import (
     RunOutcome,
     RunRecord,
     StateSnapshot,
+    adopt,
     advance,
     allocate,
     format_sender_number,
+    legacy_adoptions,
 )
-from .store import StateStore
+from .store import StateStore, StatusUpdate
 
 __all__ = [
     "DEFAULT_SENDER_START",
     "DEFAULT_UID_RANGE",
+    "LEGACY_QUALITY_TYPE",
     "MAX_SENDER_NUMBER",
     "RESERVED_SENDER_NUMBER",
     "SCHEMA_VERSION",
@@ -60,9 +67,15 @@ __all__ = [
     "StateSnapshot",
     "StateStore",
     "StateUnavailable",
+    "StatusUpdate",
     "UnknownRegistration",
+    "UsernameCaseClash",
+    "UsernameReserved",
+    "UsernameTaken",
+    "adopt",
     "advance",
     "allocate",
     "format_sender_number",
+    "legacy_adoptions",
     "redact_url",
 ]

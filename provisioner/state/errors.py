@@ -42,4 +42,16 @@ class StateConflict(StateError):
 
 
 class UnknownRegistration(StateError, LookupError):
-    """No registration exists for the given enterprise number."""
+    """No registration exists for the given quality."""
+
+
+class UsernameTaken(StateConflict):
+    """The technical user belongs to another quality (the ledger keeps it forever)."""
+
+
+class UsernameCaseClash(StateConflict):
+    """The technical user differs only by case from one that belongs to another quality."""
+
+
+class UsernameReserved(StateConflict):
+    """The technical user is reserved in the portal's access system for a non-SFTP user."""

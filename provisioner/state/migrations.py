@@ -222,6 +222,132 @@ def _v3_declarations_degraded_and_hosts(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v4_quality_identity(conn: Connection) -> None:
+    # A quality is its enterprise number *and* its quality type: one enterprise may hold
+    # several qualities, each with its own sender number and technical user. Rows written
+    # before this migration do not know their type; they get '' ("legacy"), and the next
+    # reconcile gives them the type of the declaration they belong to (model.legacy_adoptions)
+    # in the same transaction as its allocation. A uid may be NULL: every quality gets a
+    # sender number, only one with an SFTP channel an account. A ledger row with neither
+    # enterprise number nor type is a name reserved in the portal's access system.
+    owner_check = "(enterprise_number IS NULL) = (quality_type IS NULL)"
+    if conn.dialect.name == "postgresql":
+        for table in ("registrations", "channel_keys", "host_channels"):
+            conn.execute(
+                sa.text(
+                    f"ALTER TABLE {table} ADD COLUMN quality_type VARCHAR(64) NOT NULL DEFAULT ''"
+                )
+            )
+            conn.execute(sa.text(f"ALTER TABLE {table} ALTER COLUMN quality_type DROP DEFAULT"))
+        conn.execute(sa.text("ALTER TABLE registrations DROP CONSTRAINT registrations_pkey"))
+        conn.execute(
+            sa.text(
+                "ALTER TABLE registrations ADD CONSTRAINT registrations_pkey "
+                "PRIMARY KEY (enterprise_number, quality_type)"
+            )
+        )
+        conn.execute(sa.text("ALTER TABLE registrations ALTER COLUMN uid DROP NOT NULL"))
+        conn.execute(sa.text("ALTER TABLE host_channels DROP CONSTRAINT host_channels_pkey"))
+        conn.execute(
+            sa.text(
+                "ALTER TABLE host_channels ADD CONSTRAINT host_channels_pkey "
+                "PRIMARY KEY (host, enterprise_number, quality_type)"
+            )
+        )
+        conn.execute(sa.text("DROP INDEX channel_keys_enterprise_number"))
+        conn.execute(
+            sa.text(
+                "CREATE INDEX channel_keys_quality ON channel_keys (enterprise_number, quality_type)"
+            )
+        )
+        conn.execute(sa.text("ALTER TABLE username_ledger ADD COLUMN quality_type VARCHAR(64)"))
+        conn.execute(sa.text("UPDATE username_ledger SET quality_type = ''"))
+        conn.execute(
+            sa.text("ALTER TABLE username_ledger ALTER COLUMN enterprise_number DROP NOT NULL")
+        )
+        conn.execute(
+            sa.text(
+                f"ALTER TABLE username_ledger ADD CONSTRAINT username_ledger_owner "
+                f"CHECK ({owner_check})"
+            )
+        )
+    else:
+        statuses = "status IN ('pending', 'active', 'degraded', 'failed', 'removed')"
+        md = sa.MetaData()
+        sa.Table(
+            "registrations_v4",
+            md,
+            sa.Column("enterprise_number", sa.String(10), primary_key=True),
+            sa.Column("quality_type", sa.String(64), primary_key=True),
+            sa.Column("technical_user", sa.Text, nullable=False),
+            sa.Column("sender_number", sa.Integer, nullable=False),
+            sa.Column("uid", sa.BigInteger),
+            sa.Column("registered_at", UtcDateTime, nullable=False),
+            sa.Column("status", sa.String(16), nullable=False),
+            sa.Column("status_since", UtcDateTime, nullable=False),
+            sa.Column("status_reason", sa.Text),
+            sa.Column("revision", sa.Text),
+            sa.Column("last_applied_at", UtcDateTime),
+            sa.Column("declared_path", sa.Text),
+            sa.Column("declared_blob", sa.Text),
+            sa.UniqueConstraint("technical_user", name="registrations_technical_user_key"),
+            sa.UniqueConstraint("sender_number", name="registrations_sender_number_key"),
+            sa.UniqueConstraint("uid", name="registrations_uid_key"),
+            sa.CheckConstraint(statuses, name="registrations_status"),
+            sa.CheckConstraint(
+                "sender_number BETWEEN 0 AND 999998", name="registrations_sender_number_range"
+            ),
+            sa.CheckConstraint("uid > 0", name="registrations_uid_positive"),
+            sa.CheckConstraint("length(enterprise_number) = 10", name="registrations_en_length"),
+        )
+        sa.Table(
+            "username_ledger_v4",
+            md,
+            sa.Column("technical_user", sa.Text, primary_key=True),
+            sa.Column("enterprise_number", sa.String(10)),
+            sa.Column("quality_type", sa.String(64)),
+            sa.Column("recorded_at", UtcDateTime, nullable=False),
+            sa.CheckConstraint(owner_check, name="username_ledger_owner"),
+        )
+        sa.Table(
+            "channel_keys_v4",
+            md,
+            sa.Column("fingerprint", sa.Text, primary_key=True),
+            sa.Column("enterprise_number", sa.String(10), nullable=False),
+            sa.Column("quality_type", sa.String(64), nullable=False),
+            sa.Column("recorded_at", UtcDateTime, nullable=False),
+        )
+        sa.Table(
+            "host_channels_v4",
+            md,
+            sa.Column("host", sa.Text, primary_key=True),
+            sa.Column("enterprise_number", sa.String(10), primary_key=True),
+            sa.Column("quality_type", sa.String(64), primary_key=True),
+            sa.Column("revision", sa.Text),
+            sa.Column("applied_at", UtcDateTime, nullable=False),
+        )
+        md.create_all(conn)
+        copies = {
+            "registrations": "enterprise_number, technical_user, sender_number, uid, "
+            "registered_at, status, status_since, status_reason, revision, last_applied_at, "
+            "declared_path, declared_blob",
+            "username_ledger": "technical_user, enterprise_number, recorded_at",
+            "channel_keys": "fingerprint, enterprise_number, recorded_at",
+            "host_channels": "host, enterprise_number, revision, applied_at",
+        }
+        for table, columns in copies.items():
+            # Table and column names are the constants above, never input.
+            copy = f"INSERT INTO {table}_v4 ({columns}, quality_type) SELECT {columns}, '' FROM {table}"  # noqa: S608
+            conn.execute(sa.text(copy))
+            conn.execute(sa.text(f"DROP TABLE {table}"))
+            conn.execute(sa.text(f"ALTER TABLE {table}_v4 RENAME TO {table}"))
+        conn.execute(
+            sa.text(
+                "CREATE INDEX channel_keys_quality ON channel_keys (enterprise_number, quality_type)"
+            )
+        )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "registrations, username ledger, runs, notifications", _v1_initial),
     Migration(
@@ -231,6 +357,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         3,
         "declaring file per quality, degraded channels, runs and channels per host",
         _v3_declarations_degraded_and_hosts,
+    ),
+    Migration(
+        4,
+        "a quality is its enterprise number and quality type; reserved usernames; "
+        "sender numbers without an account",
+        _v4_quality_identity,
     ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version

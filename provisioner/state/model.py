@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Final, Literal, TypeAlias, get_args
 
+from provisioner.quality_id import QualityId
+
 ChannelStatus = Literal["pending", "active", "degraded", "failed", "removed"]
 # `degraded`: applied, but the host may still serve what the declarations no longer say
 # (removals deferred, a refused quality held on its last good configuration).
@@ -22,6 +24,8 @@ RunOutcome = Literal["ok", "failed", "partial", "degraded"]
 RefusalCode = Literal[
     "technical-user-immutable",
     "technical-user-taken",
+    "technical-user-reserved",
+    "quality-type-unknown",
     "sender-numbers-exhausted",
     "uid-range-exhausted",
 ]
@@ -38,6 +42,12 @@ DEFAULT_SENDER_START: Final = 100000
 DEFAULT_UID_RANGE: Final[tuple[int, int]] = (200000, 299999)
 
 _ENTERPRISE_NUMBER = re.compile(r"[0-9]{10}")
+_QUALITY_TYPE = re.compile(r"[a-z0-9_]{1,64}")
+
+# The quality type of a registration made before schema 4, when the enterprise number alone
+# was the key: the next reconcile adopts the type of the declaration it belongs to (see
+# `legacy_adoptions`). Never written for a new registration.
+LEGACY_QUALITY_TYPE: Final = ""
 
 # Read-only container types so that a caller's list[str] or dict[str, int] is accepted as is.
 JSONValue: TypeAlias = (
@@ -59,6 +69,15 @@ def _check_enterprise_number(value: str) -> None:
         raise ValueError(f"enterprise number {value!r} is not 10 normalised digits")
 
 
+def check_quality_id(qid: QualityId, *, legacy: bool = False) -> None:
+    """A programming error (ValueError) for an identity that is not normalised."""
+    _check_enterprise_number(qid.enterprise_number)
+    if legacy and qid.quality_type == LEGACY_QUALITY_TYPE:
+        return
+    if not _QUALITY_TYPE.fullmatch(qid.quality_type):
+        raise ValueError(f"quality type {qid.quality_type!r} is not a catalogue code")
+
+
 def ensure_utc(value: datetime, what: str = "datetime") -> datetime:
     # Naive datetimes are refused: the SFTP sync runs at :00/:30 local time while the
     # database may run in another zone, so an ambiguous instant would be a silent bug.
@@ -74,7 +93,9 @@ class Registration:
     enterprise_number: str
     technical_user: str
     sender_number: int
-    uid: int
+    # None: the quality has no SFTP channel on this host (yet), so no account; a uid is
+    # assigned the first time it declares one, and kept forever like the sender number.
+    uid: int | None
     registered_at: datetime
     status: ChannelStatus
     status_since: datetime
@@ -86,18 +107,21 @@ class Registration:
     # file that is refused later still says whose it was (see `reconcile`).
     declared_path: str | None = None
     declared_blob: str | None = None
+    # Keyword-only and without a default: every caller says which quality it means.
+    # LEGACY_QUALITY_TYPE only for rows migrated from schema 3 that no reconcile adopted yet.
+    quality_type: str = field(kw_only=True)
 
     def __post_init__(self) -> None:
-        _check_enterprise_number(self.enterprise_number)
+        check_quality_id(self.qid, legacy=True)
         if not self.technical_user:
-            raise ValueError(f"quality {self.enterprise_number} has an empty technical user")
+            raise ValueError(f"quality {self.qid} has an empty technical user")
         if not 0 <= self.sender_number <= MAX_SENDER_NUMBER:
             raise ValueError(
-                f"sender number {self.sender_number} of quality {self.enterprise_number} "
+                f"sender number {self.sender_number} of quality {self.qid} "
                 f"is outside 000000-{MAX_SENDER_NUMBER:06d}"
             )
-        if self.uid <= 0:
-            raise ValueError(f"uid {self.uid} of quality {self.enterprise_number} is not > 0")
+        if self.uid is not None and self.uid <= 0:
+            raise ValueError(f"uid {self.uid} of quality {self.qid} is not > 0")
         if self.status not in CHANNEL_STATUSES:
             raise ValueError(f"unknown channel status {self.status!r}")
         # Normalised to UTC so that equality and repr do not depend on the zone a value
@@ -114,8 +138,18 @@ class Registration:
         """The sender number as written in file names."""
         return format_sender_number(self.sender_number)
 
+    @property
+    def qid(self) -> QualityId:
+        """The quality this registration belongs to."""
+        return QualityId(self.enterprise_number, self.quality_type)
 
-def _frozen_mapping(value: Mapping[str, object]) -> bool:
+    @property
+    def legacy(self) -> bool:
+        """Migrated from schema 3 and not yet matched to a declaration's quality type."""
+        return self.quality_type == LEGACY_QUALITY_TYPE
+
+
+def _frozen_mapping(value: object) -> bool:
     return isinstance(value, MappingProxyType)
 
 
@@ -123,13 +157,20 @@ def _frozen_mapping(value: Mapping[str, object]) -> bool:
 class StateSnapshot:
     """Everything the allocator needs, read in one consistent transaction."""
 
-    registrations: Mapping[str, Registration] = field(hash=False)
-    usernames: Mapping[str, str] = field(hash=False)
+    registrations: Mapping[QualityId, Registration] = field(hash=False)
+    # Technical user -> the quality it was recorded for, forever.
+    usernames: Mapping[str, QualityId] = field(hash=False)
     next_sender_number: int
     next_uid: int
     version: int
     # Key fingerprint -> the quality on whose channel the last successful apply put it.
-    channel_keys: Mapping[str, str] = field(default_factory=dict, hash=False)
+    channel_keys: Mapping[str, QualityId] = field(default_factory=dict, hash=False)
+    # Names taken in the portal's access system by users that are no quality of ours
+    # (imported with `--reserved-usernames`): refused to every quality, case-insensitively.
+    reserved: frozenset[str] = field(default_factory=frozenset, hash=False)
+    # Legacy (schema 3) identities this snapshot already shows under their adopted type;
+    # written by the next commit (see `legacy_adoptions`).
+    adoptions: tuple[tuple[QualityId, QualityId], ...] = ()
 
     def __post_init__(self) -> None:
         # Read-only views: a snapshot is shared between plan and apply, and a caller that
@@ -138,20 +179,113 @@ class StateSnapshot:
             value = getattr(self, name)
             if not _frozen_mapping(value):
                 object.__setattr__(self, name, MappingProxyType(dict(value)))
+        if not isinstance(self.reserved, frozenset):
+            object.__setattr__(self, "reserved", frozenset(self.reserved))
 
     @classmethod
     def empty(cls) -> StateSnapshot:
         """The state of a freshly created store."""
         return cls(registrations={}, usernames={}, next_sender_number=0, next_uid=0, version=0)
 
+    def by_enterprise(self, enterprise_number: str) -> list[Registration]:
+        """The registrations of every quality of one enterprise, by quality type."""
+        return sorted(
+            (r for q, r in self.registrations.items() if q.enterprise_number == enterprise_number),
+            key=lambda r: r.quality_type,
+        )
+
+    def reserved_folded(self) -> frozenset[str]:
+        return frozenset(name.lower() for name in self.reserved)
+
+
+def legacy_adoptions(
+    snapshot: StateSnapshot, declared: Mapping[QualityId, str]
+) -> dict[QualityId, QualityId]:
+    """Which schema-3 registrations (quality type unknown) take which declared type. Pure.
+
+    ``declared`` maps every declared quality (valid or not, as far as it can say its
+    identity) to its technical user. A legacy registration of enterprise E is adopted by
+
+    1. the declaration of E whose technical user is the registration's (technical users are
+       immutable and unique, so this is the same quality), else
+    2. the only declaration of E, whatever its technical user (as before schema 4, when E
+       alone named the quality: the immutability rule then judges it as it did).
+
+    Otherwise (E declared by none, or by several none of which has its technical user) the
+    registration stays legacy: undeclared, it is removed as any other; with several
+    candidates, `allocate` refuses them (``quality-type-unknown``) rather than guess.
+    """
+    by_en: dict[str, list[tuple[QualityId, str]]] = {}
+    for qid, user in declared.items():
+        by_en.setdefault(qid.enterprise_number, []).append((qid, user))
+    out: dict[QualityId, QualityId] = {}
+    for qid, reg in sorted(snapshot.registrations.items()):
+        if not reg.legacy:
+            continue
+        candidates = [
+            c
+            for c in sorted(by_en.get(qid.enterprise_number, []))
+            if c[0] not in snapshot.registrations
+        ]
+        same_user = [c for c, user in candidates if user == reg.technical_user]
+        if same_user:
+            out[qid] = same_user[0]
+        elif len(candidates) == 1:
+            out[qid] = candidates[0][0]
+    # Ledger names recorded for a legacy identity that has no registration follow the only
+    # declaration of their enterprise.
+    for user, owner in sorted(snapshot.usernames.items()):
+        if owner.quality_type != LEGACY_QUALITY_TYPE or owner in snapshot.registrations:
+            continue
+        if owner in out:
+            continue
+        free = [
+            c for c, _u in by_en.get(owner.enterprise_number, []) if c not in snapshot.registrations
+        ]
+        named = [c for c, u in by_en.get(owner.enterprise_number, []) if u == user]
+        if named:
+            out[owner] = named[0]
+        elif len(free) == 1:
+            out[owner] = free[0]
+    return out
+
+
+def adopt(snapshot: StateSnapshot, adoptions: Mapping[QualityId, QualityId]) -> StateSnapshot:
+    """The snapshot with the legacy identities re-keyed as ``adoptions`` says; same version.
+    The commit of an allocation computed from it writes the adoptions."""
+    if not adoptions:
+        return snapshot
+
+    def moved(qid: QualityId) -> QualityId:
+        return adoptions.get(qid, qid)
+
+    registrations = {
+        moved(q): replace(r, quality_type=moved(q).quality_type)
+        for q, r in snapshot.registrations.items()
+    }
+    return StateSnapshot(
+        registrations=registrations,
+        usernames={u: moved(q) for u, q in snapshot.usernames.items()},
+        next_sender_number=snapshot.next_sender_number,
+        next_uid=snapshot.next_uid,
+        version=snapshot.version,
+        channel_keys={fp: moved(q) for fp, q in snapshot.channel_keys.items()},
+        reserved=snapshot.reserved,
+        adoptions=(*snapshot.adoptions, *sorted(adoptions.items())),
+    )
+
 
 @dataclass(frozen=True)
 class Refusal:
     """A state rule that a declaration breaks; the declaration is not acted upon."""
 
-    enterprise_number: str
+    qid: QualityId
     code: RefusalCode
     message: str
+
+    @property
+    def enterprise_number(self) -> str:
+        return self.qid.enterprise_number
 
 
 @dataclass(frozen=True)
@@ -160,14 +294,18 @@ class Allocation:
 
     new: tuple[Registration, ...]
     returning: tuple[Registration, ...]
-    removed: tuple[str, ...]
+    removed: tuple[QualityId, ...]
     refused: tuple[Refusal, ...]
     base_version: int
+    # Registered qualities that declare an SFTP channel for the first time: the uid they get.
+    accounts: tuple[Registration, ...] = ()
+    # Legacy identity -> the identity it takes (see `legacy_adoptions`), written first.
+    adopted: tuple[tuple[QualityId, QualityId], ...] = ()
 
     @property
     def changed(self) -> bool:
         """Whether committing this allocation writes anything."""
-        return bool(self.new or self.returning or self.removed)
+        return bool(self.new or self.returning or self.removed or self.accounts or self.adopted)
 
 
 @dataclass(frozen=True)
@@ -197,13 +335,17 @@ class HostChannel:
     """The revision one host serves for one channel, and since when."""
 
     host: str
-    enterprise_number: str
+    qid: QualityId
     revision: str | None
     applied_at: datetime
 
+    @property
+    def enterprise_number(self) -> str:
+        return self.qid.enterprise_number
 
-def _ledger_by_owner(usernames: Mapping[str, str]) -> dict[str, list[str]]:
-    owners: dict[str, list[str]] = {}
+
+def _ledger_by_owner(usernames: Mapping[str, QualityId]) -> dict[QualityId, list[str]]:
+    owners: dict[QualityId, list[str]] = {}
     for user, owner in usernames.items():
         owners.setdefault(owner, []).append(user)
     for users in owners.values():
@@ -217,32 +359,40 @@ def _quoted(names: list[str]) -> str:
 
 def allocate(
     snapshot: StateSnapshot,
-    declared: Mapping[str, str],
+    declared: Mapping[QualityId, str],
     *,
     now: datetime,
     sender_start: int = DEFAULT_SENDER_START,
     uid_range: tuple[int, int] = DEFAULT_UID_RANGE,
-    held: Collection[str] = (),
+    held: Collection[QualityId] = (),
+    sftp: Collection[QualityId] | None = None,
 ) -> Allocation:
     """Decide registrations, returns and removals for the declared qualities. Pure.
 
-    ``declared`` maps the enterprise number of every valid declaration to its technical user.
-    Rules:
+    ``declared`` maps the identity of every valid declaration to its technical user;
+    ``sftp`` names those with an SFTP channel (``None``: all of them). Rules:
 
     * a quality seen for the first time gets the next free sender number at or above
-      ``max(sender_start, snapshot.next_sender_number)`` and the next free uid in
-      ``uid_range``; numbers are never reused, and new qualities are taken in enterprise-number
+      ``max(sender_start, snapshot.next_sender_number)``, whatever its channels (the number
+      is in its file names on every channel); one with an SFTP channel also gets the next
+      free uid in ``uid_range``, and a registered one gets its uid the first time it declares
+      an SFTP channel. Numbers are never reused, and new qualities are taken in identity
       order so that the plan and the apply step agree on who gets which number;
     * a registered quality keeps its technical user: declaring another one is refused
       (``technical-user-immutable``) and the registration is kept as it is;
     * a technical user in the ledger belongs to its quality forever, even after removal:
-      another quality declaring it is refused (``technical-user-taken``), and so are two new
-      qualities declaring the same name in one run, since neither has a better claim;
+      another quality declaring it, or a name differing from it only by case, is refused
+      (``technical-user-taken``), and so are two new qualities declaring the same name in one
+      run, since neither has a better claim; a reserved name is refused to every quality
+      (``technical-user-reserved``);
     * a removed quality declared again returns with its old sender number, uid and
       technical user, status ``pending``;
     * a registered quality no longer declared is marked removed (nothing is deleted), unless
       it is in ``held``: qualities whose file still exists but is invalid this run, so that a
       typo in a declaration does not cut off a working channel;
+    * a schema-3 registration (quality type unknown) is first adopted by the declaration it
+      belongs to (:func:`legacy_adoptions`); when several declarations of its enterprise could
+      be it, each is refused (``quality-type-unknown``) and the registration is held;
     * when numbers run out, the quality is refused (``sender-numbers-exhausted`` /
       ``uid-range-exhausted``) rather than given a number outside six digits or the range.
     """
@@ -252,97 +402,169 @@ def allocate(
     uid_low, uid_high = uid_range
     if not 0 < uid_low <= uid_high:
         raise ValueError(f"uid_range {uid_range} is not a non-empty range of positive uids")
-    for enterprise_number, technical_user in declared.items():
-        _check_enterprise_number(enterprise_number)
+    for qid, technical_user in declared.items():
+        check_quality_id(qid)
         if not technical_user:
-            raise ValueError(f"quality {enterprise_number} declares an empty technical user")
+            raise ValueError(f"quality {qid} declares an empty technical user")
+    with_account = set(declared) if sftp is None else set(sftp)
 
+    snapshot = adopt(snapshot, legacy_adoptions(snapshot, declared))
     registrations = snapshot.registrations
     ledger = snapshot.usernames
+    folded: dict[str, list[tuple[str, QualityId]]] = {}
+    for name, owner in ledger.items():
+        folded.setdefault(name.lower(), []).append((name, owner))
+    reserved = snapshot.reserved_folded()
     owned = _ledger_by_owner(ledger)
     used_senders = {reg.sender_number for reg in registrations.values()}
-    used_uids = {reg.uid for reg in registrations.values()}
+    used_uids = {reg.uid for reg in registrations.values() if reg.uid is not None}
     next_sender = max(sender_start, snapshot.next_sender_number)
     next_uid = max(uid_low, snapshot.next_uid)
+    # Enterprises whose legacy registration could be any of several declarations.
+    ambiguous = {
+        q.enterprise_number: r
+        for q, r in registrations.items()
+        if r.legacy and r.status != "removed"
+    }
 
     # Unrecorded names that two first-time qualities want in the same run: counted up front
     # so the outcome does not depend on which of them sorts first. A recorded name has an
     # owner already and the ledger check decides.
-    wanted: dict[str, list[str]] = {}
-    for enterprise_number in sorted(declared):
-        name = declared[enterprise_number]
-        if enterprise_number not in registrations and name not in ledger:
-            wanted.setdefault(name, []).append(enterprise_number)
+    wanted: dict[str, list[QualityId]] = {}
+    for qid in sorted(declared):
+        name = declared[qid]
+        if qid not in registrations and name not in ledger:
+            wanted.setdefault(name, []).append(qid)
 
     new: list[Registration] = []
     returning: list[Registration] = []
+    accounts: list[Registration] = []
     refused: list[Refusal] = []
 
-    for enterprise_number in sorted(declared):
-        technical_user = declared[enterprise_number]
-        current = registrations.get(enterprise_number)
+    def next_free_uid(qid: QualityId) -> int | None:
+        nonlocal next_uid
+        while next_uid in used_uids:
+            next_uid += 1
+        if next_uid > uid_high:
+            refused.append(
+                Refusal(
+                    qid,
+                    "uid-range-exhausted",
+                    f"No uid is left for quality {qid} in the range "
+                    f"{uid_low}-{uid_high}: uids are never reused and the next unassigned "
+                    f"one is {next_uid}.",
+                )
+            )
+            return None
+        used_uids.add(next_uid)
+        return next_uid
+
+    for qid in sorted(declared):
+        technical_user = declared[qid]
+        current = registrations.get(qid)
 
         if current is not None:
             if current.technical_user != technical_user:
                 refused.append(
                     Refusal(
-                        enterprise_number,
+                        qid,
                         "technical-user-immutable",
-                        f"Quality {enterprise_number} has been registered with technical user "
+                        f"Quality {qid} has been registered with technical user "
                         f"'{current.technical_user}' since "
                         f"{current.registered_at:%Y-%m-%d}; a technical user cannot be "
                         f"changed, so the declared '{technical_user}' is refused. Declare "
                         f"'{current.technical_user}' again to keep (or get back) the channel.",
                     )
                 )
-            elif current.status == "removed":
+                continue
+            if current.uid is None and qid in with_account:
+                uid = next_free_uid(qid)
+                if uid is None:
+                    continue
+                current = replace(current, uid=uid)
+                if current.status != "removed":
+                    accounts.append(current)
+            if current.status == "removed":
                 returning.append(
                     replace(current, status="pending", status_since=now, status_reason=None)
                 )
             continue
 
+        legacy = ambiguous.get(qid.enterprise_number)
+        if legacy is not None:
+            refused.append(
+                Refusal(
+                    qid,
+                    "quality-type-unknown",
+                    f"Enterprise {qid.enterprise_number} was registered before quality types "
+                    f"were recorded (technical user '{legacy.technical_user}', sender number "
+                    f"{legacy.sender}), and several of its qualities are declared, none with "
+                    f"that technical user; declare '{legacy.technical_user}' in the file of "
+                    "the quality it belongs to, so that it keeps its sender number.",
+                )
+            )
+            continue
+
         # Not registered, but a name may already be recorded for it (imported from another
         # channel of the same quality): a quality that had a channel keeps its user.
-        own_names = owned.get(enterprise_number, [])
+        own_names = owned.get(qid, [])
         if own_names and technical_user not in own_names:
             refused.append(
                 Refusal(
-                    enterprise_number,
+                    qid,
                     "technical-user-immutable",
-                    f"Quality {enterprise_number} already has technical user "
+                    f"Quality {qid} already has technical user "
                     f"{_quoted(own_names)}; a technical user cannot be changed, so the "
                     f"declared '{technical_user}' is refused.",
                 )
             )
             continue
 
-        owner = ledger.get(technical_user)
-        if owner is not None and owner != enterprise_number:
+        if technical_user.lower() in reserved:
+            refused.append(
+                Refusal(
+                    qid,
+                    "technical-user-reserved",
+                    f"Technical user '{technical_user}' is already taken in the access system "
+                    f"by a user that is not a quality of this gateway; choose another "
+                    f"technical user for quality {qid}.",
+                )
+            )
+            continue
+
+        holders = [(n, o) for n, o in folded.get(technical_user.lower(), []) if o != qid]
+        if holders:
+            name, owner = holders[0]
             owner_reg = registrations.get(owner)
             removed_note = (
                 " (removed, but a technical user is never given to another quality)"
                 if owner_reg is not None and owner_reg.status == "removed"
                 else ""
             )
+            case_note = (
+                f" as '{name}' (names differing only by case are one name)"
+                if (name != technical_user)
+                else ""
+            )
             refused.append(
                 Refusal(
-                    enterprise_number,
+                    qid,
                     "technical-user-taken",
-                    f"Technical user '{technical_user}' belongs to quality {owner}"
-                    f"{removed_note}; choose another technical user for quality "
-                    f"{enterprise_number}.",
+                    f"Technical user '{technical_user}' belongs to quality {_shown(owner)}"
+                    f"{case_note}{removed_note}; choose another technical user for quality "
+                    f"{qid}.",
                 )
             )
             continue
 
-        rivals = [o for o in wanted.get(technical_user, []) if o != enterprise_number]
+        rivals = [str(o) for o in wanted.get(technical_user, []) if o != qid]
         if rivals:
             refused.append(
                 Refusal(
-                    enterprise_number,
+                    qid,
                     "technical-user-taken",
                     f"Technical user '{technical_user}' is declared by quality "
-                    f"{enterprise_number} and by {', '.join(rivals)}; a technical user "
+                    f"{qid} and by {', '.join(rivals)}; a technical user "
                     "belongs to one quality only, so none of them is registered until the "
                     "others choose another name.",
                 )
@@ -354,50 +576,45 @@ def allocate(
         if next_sender > MAX_SENDER_NUMBER:
             refused.append(
                 Refusal(
-                    enterprise_number,
+                    qid,
                     "sender-numbers-exhausted",
-                    f"No sender number is left for quality {enterprise_number}: every number "
+                    f"No sender number is left for quality {qid}: every number "
                     f"from {max(sender_start, snapshot.next_sender_number):06d} to "
                     f"{MAX_SENDER_NUMBER:06d} has been assigned and numbers are never reused "
                     f"({RESERVED_SENDER_NUMBER:06d} is reserved for files sent back).",
                 )
             )
             continue
-        while next_uid in used_uids:
-            next_uid += 1
-        if next_uid > uid_high:
-            refused.append(
-                Refusal(
-                    enterprise_number,
-                    "uid-range-exhausted",
-                    f"No uid is left for quality {enterprise_number} in the range "
-                    f"{uid_low}-{uid_high}: uids are never reused and the next unassigned "
-                    f"one is {next_uid}.",
-                )
-            )
-            continue
+        account: int | None = None
+        if qid in with_account:
+            account = next_free_uid(qid)
+            if account is None:
+                continue
 
         new.append(
             Registration(
-                enterprise_number=enterprise_number,
+                enterprise_number=qid.enterprise_number,
+                quality_type=qid.quality_type,
                 technical_user=technical_user,
                 sender_number=next_sender,
-                uid=next_uid,
+                uid=account,
                 registered_at=now,
                 status="pending",
                 status_since=now,
             )
         )
         used_senders.add(next_sender)
-        used_uids.add(next_uid)
 
     removed = tuple(
         sorted(
-            enterprise_number
-            for enterprise_number, reg in registrations.items()
+            qid
+            for qid, reg in registrations.items()
             if reg.status != "removed"
-            and enterprise_number not in declared
-            and enterprise_number not in held
+            and qid not in declared
+            and qid not in held
+            and not (
+                reg.legacy and any(q.enterprise_number == qid.enterprise_number for q in declared)
+            )
         )
     )
     return Allocation(
@@ -406,7 +623,13 @@ def allocate(
         removed=removed,
         refused=tuple(refused),
         base_version=snapshot.version,
+        accounts=tuple(accounts),
+        adopted=snapshot.adoptions,
     )
+
+
+def _shown(qid: QualityId) -> str:
+    return qid.enterprise_number if qid.quality_type == LEGACY_QUALITY_TYPE else str(qid)
 
 
 def advance(
@@ -425,20 +648,28 @@ def advance(
         )
     if not allocation.changed:
         return snapshot
-    registrations = dict(snapshot.registrations)
-    usernames = dict(snapshot.usernames)
+    adopted = adopt(snapshot, dict(allocation.adopted)) if not snapshot.adoptions else snapshot
+    registrations = dict(adopted.registrations)
+    usernames = dict(adopted.usernames)
     next_sender = snapshot.next_sender_number
     next_uid = snapshot.next_uid
     for reg in allocation.new:
-        registrations[reg.enterprise_number] = replace(reg, revision=revision)
-        usernames[reg.technical_user] = reg.enterprise_number
+        registrations[reg.qid] = replace(reg, revision=revision)
+        usernames[reg.technical_user] = reg.qid
         next_sender = max(next_sender, reg.sender_number + 1)
-        next_uid = max(next_uid, reg.uid + 1)
+        if reg.uid is not None:
+            next_uid = max(next_uid, reg.uid + 1)
+    for reg in allocation.accounts:
+        registrations[reg.qid] = replace(registrations[reg.qid], uid=reg.uid)
+        if reg.uid is not None:
+            next_uid = max(next_uid, reg.uid + 1)
     for reg in allocation.returning:
-        registrations[reg.enterprise_number] = replace(reg, revision=revision)
-    for enterprise_number in allocation.removed:
-        registrations[enterprise_number] = replace(
-            registrations[enterprise_number],
+        registrations[reg.qid] = replace(reg, revision=revision)
+        if reg.uid is not None:
+            next_uid = max(next_uid, reg.uid + 1)
+    for qid in allocation.removed:
+        registrations[qid] = replace(
+            registrations[qid],
             status="removed",
             status_since=now,
             status_reason=None,
@@ -450,5 +681,6 @@ def advance(
         next_sender_number=next_sender,
         next_uid=next_uid,
         version=snapshot.version + 1,
-        channel_keys=snapshot.channel_keys,
+        channel_keys=adopted.channel_keys,
+        reserved=snapshot.reserved,
     )

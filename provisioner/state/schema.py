@@ -73,9 +73,12 @@ registrations = sa.Table(
     "registrations",
     metadata,
     sa.Column("enterprise_number", sa.String(10), primary_key=True),
+    # '' for a row migrated from schema 3 that no reconcile has matched to a type yet.
+    sa.Column("quality_type", sa.String(64), primary_key=True),
     sa.Column("technical_user", sa.Text, nullable=False, unique=True),
     sa.Column("sender_number", sa.Integer, nullable=False, unique=True),
-    sa.Column("uid", sa.BigInteger, nullable=False, unique=True),
+    # NULL: no SFTP channel yet, so no account on this host.
+    sa.Column("uid", sa.BigInteger, unique=True),
     sa.Column("registered_at", UtcDateTime, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("status_since", UtcDateTime, nullable=False),
@@ -88,11 +91,14 @@ registrations = sa.Table(
     sa.Column("declared_blob", sa.Text),
 )
 
+# Every technical user ever recorded, with its quality; both NULL: a name reserved in the
+# portal's access system by a user that is no quality of ours.
 username_ledger = sa.Table(
     "username_ledger",
     metadata,
     sa.Column("technical_user", sa.Text, primary_key=True),
-    sa.Column("enterprise_number", sa.String(10), nullable=False),
+    sa.Column("enterprise_number", sa.String(10)),
+    sa.Column("quality_type", sa.String(64)),
     sa.Column("recorded_at", UtcDateTime, nullable=False),
 )
 
@@ -121,6 +127,7 @@ channel_keys = sa.Table(
     metadata,
     sa.Column("fingerprint", sa.Text, primary_key=True),
     sa.Column("enterprise_number", sa.String(10), nullable=False),
+    sa.Column("quality_type", sa.String(64), nullable=False),
     sa.Column("recorded_at", UtcDateTime, nullable=False),
 )
 
@@ -130,6 +137,7 @@ host_channels = sa.Table(
     metadata,
     sa.Column("host", sa.Text, primary_key=True),
     sa.Column("enterprise_number", sa.String(10), primary_key=True),
+    sa.Column("quality_type", sa.String(64), primary_key=True),
     sa.Column("revision", sa.Text),
     sa.Column("applied_at", UtcDateTime, nullable=False),
 )

@@ -18,11 +18,22 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from provisioner.quality_id import QualityId
+
 from . import schema as t
 from ._db import create_engine, redact_url, transaction
-from .errors import StaleState, StateConflict, StateUnavailable, UnknownRegistration
+from .errors import (
+    StaleState,
+    StateConflict,
+    StateUnavailable,
+    UnknownRegistration,
+    UsernameCaseClash,
+    UsernameReserved,
+    UsernameTaken,
+)
 from .migrations import migrate
 from .model import (
+    LEGACY_QUALITY_TYPE,
     Allocation,
     ChannelStatus,
     HostChannel,
@@ -30,11 +41,13 @@ from .model import (
     Registration,
     RunRecord,
     StateSnapshot,
+    check_quality_id,
     ensure_utc,
 )
 
 _REGISTRATION_COLUMNS = (
     "enterprise_number",
+    "quality_type",
     "technical_user",
     "sender_number",
     "uid",
@@ -60,7 +73,7 @@ _APPLIED_STATUSES: frozenset[str] = frozenset({"active", "removed"})
 class StatusUpdate:
     """One quality's new channel status, for :meth:`StateStore.set_statuses`."""
 
-    enterprise_number: str
+    qid: QualityId
     status: ChannelStatus
     reason: str | None = None
     revision: str | None = None
@@ -75,11 +88,36 @@ def _registration_values(reg: Registration) -> dict[str, object]:
     return {name: getattr(reg, name) for name in _REGISTRATION_COLUMNS}
 
 
-# One batched UPDATE of a registration's status fields, keyed by "key": what set_statuses
-# computes and what restore_statuses puts back are the same five columns.
+def _is(table: sa.Table, qid: QualityId) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        table.c.enterprise_number == qid.enterprise_number,
+        table.c.quality_type == qid.quality_type,
+    )
+
+
+def _qid_in(table: sa.Table, qids: Iterable[QualityId]) -> sa.ColumnElement[bool]:
+    return sa.tuple_(table.c.enterprise_number, table.c.quality_type).in_([tuple(q) for q in qids])
+
+
+def _chunks(items: list[QualityId]) -> Iterable[list[QualityId]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]
+
+
+def _owner(row: Any) -> QualityId | None:
+    if row.enterprise_number is None:
+        return None
+    return QualityId(row.enterprise_number, row.quality_type or LEGACY_QUALITY_TYPE)
+
+
+# One batched UPDATE of a registration's status fields, keyed by "key_en"/"key_qt": what
+# set_statuses computes and what restore_statuses puts back are the same five columns.
 _STATUS_UPDATE = (
     t.registrations.update()
-    .where(t.registrations.c.enterprise_number == sa.bindparam("key"))
+    .where(
+        t.registrations.c.enterprise_number == sa.bindparam("key_en"),
+        t.registrations.c.quality_type == sa.bindparam("key_qt"),
+    )
     .values(
         status=sa.bindparam("status"),
         status_since=sa.bindparam("status_since"),
@@ -172,32 +210,44 @@ class StateStore:
 
             next_sender = meta.next_sender_number
             next_uid = meta.next_uid
+            for legacy, adopted in allocation.adopted:
+                self._adopt(conn, legacy, adopted)
             for reg in allocation.new:
                 conn.execute(
                     t.registrations.insert().values(
                         **_registration_values(reg) | {"revision": revision}
                     )
                 )
-                self._record_username(conn, reg.technical_user, reg.enterprise_number, now)
+                self._record_username(conn, reg.technical_user, reg.qid, now)
                 next_sender = max(next_sender, reg.sender_number + 1)
-                next_uid = max(next_uid, reg.uid + 1)
+                if reg.uid is not None:
+                    next_uid = max(next_uid, reg.uid + 1)
+            for reg in allocation.accounts:
+                self._update_one(
+                    conn,
+                    reg.qid,
+                    only_if=t.registrations.c.uid.is_(None),
+                    values={"uid": reg.uid},
+                )
+                next_uid = max(next_uid, (reg.uid or 0) + 1)
 
             for reg in allocation.returning:
+                values: dict[str, object] = {
+                    "status": reg.status,
+                    "status_since": reg.status_since,
+                    "status_reason": reg.status_reason,
+                    "revision": revision,
+                }
+                if reg.uid is not None:
+                    values["uid"] = reg.uid
+                    next_uid = max(next_uid, reg.uid + 1)
                 self._update_one(
-                    conn,
-                    reg.enterprise_number,
-                    only_if=t.registrations.c.status == "removed",
-                    values={
-                        "status": reg.status,
-                        "status_since": reg.status_since,
-                        "status_reason": reg.status_reason,
-                        "revision": revision,
-                    },
+                    conn, reg.qid, only_if=t.registrations.c.status == "removed", values=values
                 )
-            for enterprise_number in allocation.removed:
+            for qid in allocation.removed:
                 self._update_one(
                     conn,
-                    enterprise_number,
+                    qid,
                     only_if=t.registrations.c.status != "removed",
                     values={
                         "status": "removed",
@@ -211,7 +261,7 @@ class StateStore:
 
     def set_status(
         self,
-        enterprise_number: str,
+        qid: QualityId,
         status: ChannelStatus,
         *,
         reason: str | None,
@@ -231,14 +281,10 @@ class StateStore:
         with transaction(self._engine, write=True) as conn:
             meta = self._lock_meta(conn)
             row = conn.execute(
-                sa.select(reg_t.c.status, reg_t.c.revision).where(
-                    reg_t.c.enterprise_number == enterprise_number
-                )
+                sa.select(reg_t.c.status, reg_t.c.revision).where(_is(reg_t, qid))
             ).one_or_none()
             if row is None:
-                raise UnknownRegistration(
-                    f"no registration for quality {enterprise_number} in {self.url}"
-                )
+                raise UnknownRegistration(f"no registration for quality {qid} in {self.url}")
             values: dict[str, object] = {
                 "status": status,
                 "status_reason": reason,
@@ -248,9 +294,7 @@ class StateStore:
                 values["status_since"] = now
             if status in _APPLIED_STATUSES:
                 values["last_applied_at"] = now
-            conn.execute(
-                reg_t.update().where(reg_t.c.enterprise_number == enterprise_number).values(values)
-            )
+            conn.execute(reg_t.update().where(_is(reg_t, qid)).values(values))
             self._bump(conn, meta.version)
 
     def set_statuses(
@@ -269,42 +313,43 @@ class StateStore:
         """
         now = ensure_utc(now, "now")
         todo = list(updates)
-        seen: set[str] = set()
+        seen: set[QualityId] = set()
         for u in todo:
             if u.status not in ("pending", "active", "degraded", "failed", "removed"):
                 raise ValueError(f"unknown channel status {u.status!r}")
-            if u.enterprise_number in seen:
-                raise ValueError(f"quality {u.enterprise_number} appears twice in one update")
-            seen.add(u.enterprise_number)
+            if u.qid in seen:
+                raise ValueError(f"quality {u.qid} appears twice in one update")
+            seen.add(u.qid)
         if not todo:
             return 0
         reg_t = t.registrations
         with transaction(self._engine, write=True) as conn:
             meta = self._lock_meta(conn)
-            current: dict[str, Any] = {}
-            ens = [u.enterprise_number for u in todo]
-            for start in range(0, len(ens), _IN_CHUNK):
-                chunk = ens[start : start + _IN_CHUNK]
+            current: dict[QualityId, Any] = {}
+            qids = [u.qid for u in todo]
+            for chunk in _chunks(qids):
                 for found in conn.execute(
                     sa.select(
                         reg_t.c.enterprise_number,
+                        reg_t.c.quality_type,
                         reg_t.c.status,
                         reg_t.c.status_since,
                         reg_t.c.revision,
                         reg_t.c.last_applied_at,
-                    ).where(reg_t.c.enterprise_number.in_(chunk))
+                    ).where(_qid_in(reg_t, chunk))
                 ):
-                    current[found.enterprise_number] = found
-            missing = [en for en in ens if en not in current]
+                    current[QualityId(found.enterprise_number, found.quality_type)] = found
+            missing = [str(q) for q in qids if q not in current]
             if missing:
                 shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
                 raise UnknownRegistration(f"no registration for quality {shown} in {self.url}")
             rows = []
             for u in todo:
-                row = current[u.enterprise_number]
+                row = current[u.qid]
                 rows.append(
                     {
-                        "key": u.enterprise_number,
+                        "key_en": u.qid.enterprise_number,
+                        "key_qt": u.qid.quality_type,
                         "status": u.status,
                         "status_reason": u.reason,
                         "revision": u.revision if u.revision is not None else row.revision,
@@ -318,7 +363,7 @@ class StateStore:
             self._bump(conn, meta.version)
         return len(rows)
 
-    def record_declared(self, declared: Mapping[str, tuple[str, str | None]]) -> int:
+    def record_declared(self, declared: Mapping[QualityId, tuple[str, str | None]]) -> int:
         """Record, per quality, the file (relative to the declarations root) and blob that
         declared it in a successful apply; returns rows written. Rows already saying so are
         left alone, and nothing written bumps no version (an unchanged repository writes
@@ -326,25 +371,37 @@ class StateStore:
         reg_t = t.registrations
         with transaction(self._engine, write=True) as conn:
             meta = self._lock_meta(conn)
-            current: dict[str, tuple[str | None, str | None]] = {}
-            ens = sorted(declared)
-            for start in range(0, len(ens), _IN_CHUNK):
-                chunk = ens[start : start + _IN_CHUNK]
+            current: dict[QualityId, tuple[str | None, str | None]] = {}
+            for chunk in _chunks(sorted(declared)):
                 for found in conn.execute(
                     sa.select(
-                        reg_t.c.enterprise_number, reg_t.c.declared_path, reg_t.c.declared_blob
-                    ).where(reg_t.c.enterprise_number.in_(chunk))
+                        reg_t.c.enterprise_number,
+                        reg_t.c.quality_type,
+                        reg_t.c.declared_path,
+                        reg_t.c.declared_blob,
+                    ).where(_qid_in(reg_t, chunk))
                 ):
-                    current[found.enterprise_number] = (found.declared_path, found.declared_blob)
+                    current[QualityId(found.enterprise_number, found.quality_type)] = (
+                        found.declared_path,
+                        found.declared_blob,
+                    )
             rows = [
-                {"key": en, "declared_path": path, "declared_blob": blob}
-                for en, (path, blob) in sorted(declared.items())
-                if en in current and current[en] != (path, blob)
+                {
+                    "key_en": qid.enterprise_number,
+                    "key_qt": qid.quality_type,
+                    "declared_path": path,
+                    "declared_blob": blob,
+                }
+                for qid, (path, blob) in sorted(declared.items())
+                if qid in current and current[qid] != (path, blob)
             ]
             if rows:
                 conn.execute(
                     reg_t.update()
-                    .where(reg_t.c.enterprise_number == sa.bindparam("key"))
+                    .where(
+                        reg_t.c.enterprise_number == sa.bindparam("key_en"),
+                        reg_t.c.quality_type == sa.bindparam("key_qt"),
+                    )
                     .values(
                         declared_path=sa.bindparam("declared_path"),
                         declared_blob=sa.bindparam("declared_blob"),
@@ -361,7 +418,8 @@ class StateStore:
         and one version bump; returns rows written (none bumps no version)."""
         rows = [
             {
-                "key": reg.enterprise_number,
+                "key_en": reg.enterprise_number,
+                "key_qt": reg.quality_type,
                 "status": reg.status,
                 "status_since": reg.status_since,
                 "status_reason": reg.status_reason,
@@ -380,8 +438,8 @@ class StateStore:
 
     def record_channel_keys(
         self,
-        applied: Mapping[str, Collection[str]],
-        released: Collection[str],
+        applied: Mapping[QualityId, Collection[str]],
+        released: Collection[QualityId],
         *,
         now: datetime,
     ) -> int:
@@ -398,24 +456,33 @@ class StateStore:
         touched = set(applied) | set(released)
         with transaction(self._engine, write=True) as conn:
             meta = self._lock_meta(conn)
-            owners = {
-                row.fingerprint: row.enterprise_number
-                for row in conn.execute(sa.select(keys_t.c.fingerprint, keys_t.c.enterprise_number))
+            owners: dict[str, QualityId] = {
+                row.fingerprint: QualityId(row.enterprise_number, row.quality_type)
+                for row in conn.execute(
+                    sa.select(
+                        keys_t.c.fingerprint, keys_t.c.enterprise_number, keys_t.c.quality_type
+                    )
+                )
             }
-            wanted = {en: set(fps) for en, fps in applied.items() if en not in released}
-            drop = [
-                fp for fp, en in owners.items() if en in touched and fp not in wanted.get(en, ())
-            ]
+            wanted = {q: set(fps) for q, fps in applied.items() if q not in released}
+            drop = [fp for fp, q in owners.items() if q in touched and fp not in wanted.get(q, ())]
             free = set(drop)
             add: list[dict[str, object]] = []
-            for en, fps in sorted(wanted.items()):
+            for qid, fps in sorted(wanted.items()):
                 for fp in sorted(fps):
                     owner = owners.get(fp)
-                    if owner == en or (owner is not None and fp not in free):
+                    if owner == qid or (owner is not None and fp not in free):
                         continue
                     free.discard(fp)  # one owner, even if two channels asked for it
-                    owners[fp] = en
-                    add.append({"fingerprint": fp, "enterprise_number": en, "recorded_at": now})
+                    owners[fp] = qid
+                    add.append(
+                        {
+                            "fingerprint": fp,
+                            "enterprise_number": qid.enterprise_number,
+                            "quality_type": qid.quality_type,
+                            "recorded_at": now,
+                        }
+                    )
             for start in range(0, len(drop), _IN_CHUNK):
                 chunk = drop[start : start + _IN_CHUNK]
                 conn.execute(keys_t.delete().where(keys_t.c.fingerprint.in_(chunk)))
@@ -429,81 +496,110 @@ class StateStore:
         """Take over a registration made elsewhere (the portal), numbers included.
 
         Returns ``False`` if exactly this registration is already stored (re-running an
-        import is harmless), ``True`` if it was added. Raises :class:`StateConflict`, writing
-        nothing, if the quality is registered differently or the sender number, uid or
-        technical user belongs to another quality. The counters move past the imported
-        numbers so that nothing below them is handed out later: the portal may have given
-        lower numbers to qualities that have left, and those stay theirs.
+        import is harmless), ``True`` if it was added. Raises, writing nothing,
+        :class:`StateConflict` if the quality is registered differently or its sender number
+        or uid belongs to another quality; :class:`UsernameTaken` if its technical user
+        belongs to another quality, :class:`UsernameCaseClash` if it differs only by case
+        from one that does, :class:`UsernameReserved` if it is a reserved name (all three
+        are StateConflicts). A ``uid`` of ``None`` is allowed (the account's uid is assigned
+        at its first SFTP apply). The counters move past the imported numbers so that
+        nothing below them is handed out later: the portal may have given lower numbers to
+        qualities that have left, and those stay theirs.
         """
+        if reg.legacy:
+            raise ValueError("an imported registration must name its quality type")
         reg_t = t.registrations
-        ledger = t.username_ledger
+        qid = reg.qid
         with transaction(self._engine, write=True) as conn:
             meta = self._lock_meta(conn)
-            existing = conn.execute(
-                sa.select(reg_t).where(reg_t.c.enterprise_number == reg.enterprise_number)
-            ).one_or_none()
+            existing = conn.execute(sa.select(reg_t).where(_is(reg_t, qid))).one_or_none()
             if existing is not None:
                 current = _row_to_registration(existing)
-                same = (current.technical_user, current.sender_number, current.uid) == (
+                same = (current.technical_user, current.sender_number) == (
                     reg.technical_user,
                     reg.sender_number,
-                    reg.uid,
-                )
+                ) and (reg.uid is None or reg.uid == current.uid)
                 if same:
                     return False
+                uid_text = f", uid {current.uid}" if current.uid is not None else ""
+                new_uid_text = f", uid {reg.uid}" if reg.uid is not None else ""
                 raise StateConflict(
-                    f"quality {reg.enterprise_number} is already registered with technical "
-                    f"user '{current.technical_user}', sender number {current.sender}, uid "
-                    f"{current.uid}; refusing to import '{reg.technical_user}', sender number "
-                    f"{reg.sender}, uid {reg.uid}"
+                    f"quality {qid} is already registered with technical user "
+                    f"'{current.technical_user}', sender number {current.sender}{uid_text}; "
+                    f"refusing to import '{reg.technical_user}', sender number "
+                    f"{reg.sender}{new_uid_text}"
                 )
             problems: list[str] = []
-            for column, value, label in (
-                (reg_t.c.sender_number, reg.sender_number, f"sender number {reg.sender}"),
-                (reg_t.c.uid, reg.uid, f"uid {reg.uid}"),
-            ):
+            checks: list[tuple[sa.ColumnElement[bool], str]] = [
+                (reg_t.c.sender_number == reg.sender_number, f"sender number {reg.sender}")
+            ]
+            if reg.uid is not None:
+                checks.append((reg_t.c.uid == reg.uid, f"uid {reg.uid}"))
+            for condition, label in checks:
                 holder = conn.execute(
-                    sa.select(reg_t.c.enterprise_number).where(column == value)
-                ).scalar_one_or_none()
+                    sa.select(reg_t.c.enterprise_number, reg_t.c.quality_type).where(condition)
+                ).first()
                 if holder is not None:
-                    problems.append(f"{label} belongs to quality {holder}")
-            owner = conn.execute(
-                sa.select(ledger.c.enterprise_number).where(
-                    ledger.c.technical_user == reg.technical_user
-                )
-            ).scalar_one_or_none()
-            if owner is not None and owner != reg.enterprise_number:
-                problems.append(f"technical user '{reg.technical_user}' belongs to quality {owner}")
-            other_names = (
-                conn.execute(
-                    sa.select(ledger.c.technical_user).where(
-                        ledger.c.enterprise_number == reg.enterprise_number,
-                        ledger.c.technical_user != reg.technical_user,
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            if other_names:
-                names = ", ".join(f"'{name}'" for name in sorted(other_names))
-                problems.append(
-                    f"quality {reg.enterprise_number} already has technical user {names}"
-                )
+                    problems.append(f"{label} belongs to quality {_owner(holder)}")
             if problems:
-                raise StateConflict(
-                    f"cannot import quality {reg.enterprise_number}: " + "; ".join(problems)
-                )
+                raise StateConflict(f"cannot import quality {qid}: " + "; ".join(problems))
+            self._check_username(conn, reg.technical_user, qid, importing=True)
             conn.execute(reg_t.insert().values(**_registration_values(reg)))
-            self._record_username(
-                conn, reg.technical_user, reg.enterprise_number, reg.registered_at
-            )
+            self._record_username(conn, reg.technical_user, qid, reg.registered_at)
             self._bump(
                 conn,
                 meta.version,
                 next_sender=max(meta.next_sender_number, reg.sender_number + 1),
-                next_uid=max(meta.next_uid, reg.uid + 1),
+                next_uid=max(meta.next_uid, reg.uid + 1) if reg.uid is not None else None,
             )
             return True
+
+    def reserve_usernames(self, names: Iterable[str], now: datetime) -> int:
+        """Record names taken in the portal's access system by users that are no quality of
+        ours: refused to every quality from now on, whatever their case. Returns how many
+        were new. A name the ledger holds already (reserved, or any quality's, in any case)
+        is left as it is: it is refused to newcomers either way. One transaction; bumps the
+        version only when something was recorded."""
+        now = ensure_utc(now, "now")
+        wanted = sorted({name for name in names if name})
+        if not wanted:
+            return 0
+        ledger = t.username_ledger
+        with transaction(self._engine, write=True) as conn:
+            meta = self._lock_meta(conn)
+            known = {
+                name.lower()
+                for name in conn.execute(sa.select(ledger.c.technical_user)).scalars().all()
+            }
+            rows = []
+            for name in wanted:
+                if name.lower() in known:
+                    continue
+                known.add(name.lower())
+                rows.append(
+                    {
+                        "technical_user": name,
+                        "enterprise_number": None,
+                        "quality_type": None,
+                        "recorded_at": now,
+                    }
+                )
+            if rows:
+                conn.execute(ledger.insert(), rows)
+                self._bump(conn, meta.version)
+        return len(rows)
+
+    def reserved_usernames(self) -> list[str]:
+        """Every reserved name (no owning quality), sorted."""
+        ledger = t.username_ledger
+        with transaction(self._engine, write=False) as conn:
+            return sorted(
+                conn.execute(
+                    sa.select(ledger.c.technical_user).where(ledger.c.enterprise_number.is_(None))
+                )
+                .scalars()
+                .all()
+            )
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -551,9 +647,9 @@ class StateStore:
     def record_host_channels(
         self,
         host: str,
-        served: Mapping[str, str | None],
+        served: Mapping[QualityId, str | None],
         *,
-        keep: Collection[str] = (),
+        keep: Collection[QualityId] = (),
         now: datetime,
     ) -> int:
         """Record that ``host`` serves ``served`` (channel -> revision) after a successful
@@ -566,35 +662,50 @@ class StateStore:
         """
         now = ensure_utc(now, "now")
         hc = t.host_channels
+        keep = set(keep)
         with transaction(self._engine, write=True) as conn:
             current = {
-                row.enterprise_number: row.revision
+                QualityId(row.enterprise_number, row.quality_type): row.revision
                 for row in conn.execute(
-                    sa.select(hc.c.enterprise_number, hc.c.revision).where(hc.c.host == host)
+                    sa.select(hc.c.enterprise_number, hc.c.quality_type, hc.c.revision).where(
+                        hc.c.host == host
+                    )
                 )
             }
-            drop = sorted(en for en in current if en not in served and en not in keep)
+            drop = sorted(q for q in current if q not in served and q not in keep)
             add = [
-                {"host": host, "enterprise_number": en, "revision": rev, "applied_at": now}
-                for en, rev in sorted(served.items())
-                if en not in current
+                {
+                    "host": host,
+                    "enterprise_number": q.enterprise_number,
+                    "quality_type": q.quality_type,
+                    "revision": rev,
+                    "applied_at": now,
+                }
+                for q, rev in sorted(served.items())
+                if q not in current
             ]
             move = [
-                {"key": en, "revision": rev, "applied_at": now}
-                for en, rev in sorted(served.items())
-                if en in current and current[en] != rev
+                {
+                    "key_en": q.enterprise_number,
+                    "key_qt": q.quality_type,
+                    "revision": rev,
+                    "applied_at": now,
+                }
+                for q, rev in sorted(served.items())
+                if q in current and current[q] != rev
             ]
-            for start in range(0, len(drop), _IN_CHUNK):
-                chunk = drop[start : start + _IN_CHUNK]
-                conn.execute(
-                    hc.delete().where(hc.c.host == host, hc.c.enterprise_number.in_(chunk))
-                )
+            for chunk in _chunks(drop):
+                conn.execute(hc.delete().where(hc.c.host == host, _qid_in(hc, chunk)))
             if add:
                 conn.execute(hc.insert(), add)
             if move:
                 conn.execute(
                     hc.update()
-                    .where(hc.c.host == host, hc.c.enterprise_number == sa.bindparam("key"))
+                    .where(
+                        hc.c.host == host,
+                        hc.c.enterprise_number == sa.bindparam("key_en"),
+                        hc.c.quality_type == sa.bindparam("key_qt"),
+                    )
                     .values(
                         revision=sa.bindparam("revision"), applied_at=sa.bindparam("applied_at")
                     ),
@@ -606,9 +717,16 @@ class StateStore:
         """Which revision every host serves for every channel, by channel then host."""
         hc = t.host_channels
         with transaction(self._engine, write=False) as conn:
-            rows = conn.execute(sa.select(hc).order_by(hc.c.enterprise_number, hc.c.host)).all()
+            rows = conn.execute(
+                sa.select(hc).order_by(hc.c.enterprise_number, hc.c.quality_type, hc.c.host)
+            ).all()
         return [
-            HostChannel(row.host, row.enterprise_number, row.revision, row.applied_at)
+            HostChannel(
+                row.host,
+                QualityId(row.enterprise_number, row.quality_type),
+                row.revision,
+                row.applied_at,
+            )
             for row in rows
         ]
 
@@ -652,19 +770,26 @@ class StateStore:
     def _read_snapshot(self, conn: Connection) -> StateSnapshot:
         meta = conn.execute(sa.select(t.state_meta).where(t.state_meta.c.id == 1)).one()
         regs = {
-            reg.enterprise_number: reg
+            reg.qid: reg
             for reg in map(_row_to_registration, conn.execute(sa.select(t.registrations)))
         }
-        ledger: Mapping[str, str] = {
-            row.technical_user: row.enterprise_number
-            for row in conn.execute(
-                sa.select(t.username_ledger.c.technical_user, t.username_ledger.c.enterprise_number)
-            )
-        }
+        ledger: dict[str, QualityId] = {}
+        reserved: set[str] = set()
+        led = t.username_ledger
+        for row in conn.execute(
+            sa.select(led.c.technical_user, led.c.enterprise_number, led.c.quality_type)
+        ):
+            owner = _owner(row)
+            if owner is None:
+                reserved.add(row.technical_user)
+            else:
+                ledger[row.technical_user] = owner
         keys = t.channel_keys
         owners = {
-            row.fingerprint: row.enterprise_number
-            for row in conn.execute(sa.select(keys.c.fingerprint, keys.c.enterprise_number))
+            row.fingerprint: QualityId(row.enterprise_number, row.quality_type)
+            for row in conn.execute(
+                sa.select(keys.c.fingerprint, keys.c.enterprise_number, keys.c.quality_type)
+            )
         }
         return StateSnapshot(
             registrations=regs,
@@ -673,6 +798,7 @@ class StateStore:
             next_uid=meta.next_uid,
             version=meta.version,
             channel_keys=owners,
+            reserved=frozenset(reserved),
         )
 
     def _lock_meta(self, conn: Connection) -> sa.Row[Any]:
@@ -707,44 +833,117 @@ class StateStore:
         if result.rowcount != 1:
             raise StaleState(f"state version moved past {version} during the transaction")
 
-    def _record_username(
-        self, conn: Connection, technical_user: str, enterprise_number: str, now: datetime
+    def _check_username(
+        self, conn: Connection, technical_user: str, qid: QualityId, *, importing: bool
     ) -> None:
+        """Refuse a name reserved, or held by another quality exactly or up to case; and a
+        second name for a quality that has one."""
         ledger = t.username_ledger
-        owner = conn.execute(
-            sa.select(ledger.c.enterprise_number).where(ledger.c.technical_user == technical_user)
-        ).scalar_one_or_none()
-        if owner == enterprise_number:
-            return
-        if owner is not None:
+        rows = conn.execute(
+            sa.select(ledger.c.technical_user, ledger.c.enterprise_number, ledger.c.quality_type)
+            .where(sa.func.lower(ledger.c.technical_user) == technical_user.lower())
+            .order_by(ledger.c.technical_user)
+        ).all()
+        for row in rows:
+            owner = _owner(row)
+            if owner == qid and row.technical_user == technical_user:
+                continue
+            if owner is None:
+                raise UsernameReserved(
+                    f"cannot import quality {qid}: technical user '{technical_user}' is "
+                    f"reserved in the access system"
+                    + (
+                        f" (as '{row.technical_user}')"
+                        if row.technical_user != technical_user
+                        else ""
+                    )
+                )
+            if row.technical_user == technical_user:
+                raise UsernameTaken(
+                    f"cannot import quality {qid}: technical user '{technical_user}' belongs "
+                    f"to quality {owner}"
+                )
+            raise UsernameCaseClash(
+                f"cannot import quality {qid}: technical user '{technical_user}' differs only "
+                f"by case from '{row.technical_user}' of quality {owner}"
+            )
+        if importing:
+            others = (
+                conn.execute(
+                    sa.select(ledger.c.technical_user).where(
+                        ledger.c.enterprise_number == qid.enterprise_number,
+                        ledger.c.quality_type == qid.quality_type,
+                        ledger.c.technical_user != technical_user,
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if others:
+                names = ", ".join(f"'{name}'" for name in sorted(others))
+                raise StateConflict(
+                    f"cannot import quality {qid}: it already has technical user {names}"
+                )
+
+    def _record_username(
+        self, conn: Connection, technical_user: str, qid: QualityId, now: datetime
+    ) -> None:
+        check_quality_id(qid, legacy=True)
+        ledger = t.username_ledger
+        row = conn.execute(
+            sa.select(ledger.c.enterprise_number, ledger.c.quality_type).where(
+                ledger.c.technical_user == technical_user
+            )
+        ).one_or_none()
+        if row is not None:
+            owner = _owner(row)
+            if owner == qid:
+                return
             raise StateConflict(
-                f"technical user '{technical_user}' belongs to quality {owner}, "
-                f"not {enterprise_number}"
+                f"technical user '{technical_user}' belongs to "
+                + (f"quality {owner}" if owner is not None else "the reserved names")
+                + f", not {qid}"
             )
         conn.execute(
             ledger.insert().values(
-                technical_user=technical_user, enterprise_number=enterprise_number, recorded_at=now
+                technical_user=technical_user,
+                enterprise_number=qid.enterprise_number,
+                quality_type=qid.quality_type,
+                recorded_at=now,
             )
         )
+
+    def _adopt(self, conn: Connection, legacy: QualityId, adopted: QualityId) -> None:
+        """Give a schema-3 identity (quality type unknown) the type it was matched to,
+        everywhere it appears; nothing else changes."""
+        if legacy.quality_type != LEGACY_QUALITY_TYPE or legacy.enterprise_number != (
+            adopted.enterprise_number
+        ):
+            raise ValueError(f"{legacy} cannot be adopted as {adopted}")
+        check_quality_id(adopted)
+        taken = conn.execute(
+            sa.select(t.registrations.c.sender_number).where(_is(t.registrations, adopted))
+        ).first()
+        if taken is not None:
+            raise StaleState(f"quality {adopted} is registered already; plan again")
+        for table in (t.registrations, t.username_ledger, t.channel_keys, t.host_channels):
+            conn.execute(
+                table.update().where(_is(table, legacy)).values(quality_type=adopted.quality_type)
+            )
 
     def _update_one(
         self,
         conn: Connection,
-        enterprise_number: str,
+        qid: QualityId,
         *,
         only_if: sa.ColumnElement[bool],
         values: Mapping[str, object],
     ) -> None:
         reg_t = t.registrations
-        result = conn.execute(
-            reg_t.update()
-            .where(reg_t.c.enterprise_number == enterprise_number, only_if)
-            .values(dict(values))
-        )
+        result = conn.execute(reg_t.update().where(_is(reg_t, qid), only_if).values(dict(values)))
         if result.rowcount != 1:
             raise StaleState(
-                f"registration of quality {enterprise_number} is not in the state the plan "
-                "expected; plan again"
+                f"registration of quality {qid} is not in the state the plan expected; plan again"
             )
 
 
