@@ -179,8 +179,20 @@ def test_secrets_and_trial_roots_stay_out_of_units(host: Host) -> None:
     )  # fmt: skip
     assert done.returncode == 1 and "world-readable" in done.stderr
     assert "pw@db" not in done.stdout
-    done = host.cli("systemd", "examples", "--settings", "settings.yaml", "--root", "root")
-    assert done.returncode == 1 and "--root" in done.stderr
+
+
+def test_a_trial_root_gets_its_own_units_and_systemd_is_not_told(host: Host) -> None:
+    # Units installed under a --root (the operations quick start's test) stay under it.
+    done = host.cli(
+        "systemd", "examples", "--settings", "settings.yaml", "--root", "root", "--install"
+    )
+    assert done.returncode == 0, done.stderr
+    units = host.root / "etc/systemd/system"
+    assert sorted(p.name for p in units.iterdir()) == [systemd.SERVICE, systemd.TIMER]
+    assert "daemon-reload" not in done.stdout
+    service = directives((units / systemd.SERVICE).read_text())
+    assert f"-{host.root.resolve()}/srv/sftp" in service["ReadWritePaths"]
+    assert (host.root / "srv/sftp").is_dir()
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
