@@ -348,6 +348,25 @@ def _v4_quality_identity(conn: Connection) -> None:
         )
 
 
+def _v5_intake_names(conn: Connection) -> None:
+    # The intake gate's names already sent (anomaly 133): an accepted set claims each of its
+    # file names under this primary key, so that of two hosts sharing the database only one
+    # accepts a name. set_id ties the names of one set together: a run that finishes a set
+    # after a crash recognises its own claim.
+    md = sa.MetaData()
+    sa.Table(
+        "intake_names",
+        md,
+        sa.Column("name", sa.String(128), primary_key=True),
+        sa.Column("sender_number", sa.String(6), nullable=False),
+        sa.Column("set_id", sa.Text, nullable=False),
+        sa.Column("host", sa.Text),
+        sa.Column("claimed_at", UtcDateTime, nullable=False),
+        sa.Index("intake_names_set_id", "set_id"),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "registrations, username ledger, runs, notifications", _v1_initial),
     Migration(
@@ -364,6 +383,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "sender numbers without an account",
         _v4_quality_identity,
     ),
+    Migration(5, "names the intake gate accepted (anomaly 133)", _v5_intake_names),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

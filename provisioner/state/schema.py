@@ -141,3 +141,14 @@ host_channels = sa.Table(
     sa.Column("revision", sa.Text),
     sa.Column("applied_at", UtcDateTime, nullable=False),
 )
+
+# Names the intake gate accepted (anomaly 133: a name already sent), per set (schema v5).
+intake_names = sa.Table(
+    "intake_names",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("sender_number", sa.String(6), nullable=False),
+    sa.Column("set_id", sa.Text, nullable=False),
+    sa.Column("host", sa.Text),
+    sa.Column("claimed_at", UtcDateTime, nullable=False),
+)
