@@ -399,6 +399,22 @@ class HostSettings(BaseModel):
             "collector."
         ),
     )
+    # The ledger CI reads (`validate --ledger`): written after every run, next to the heartbeat.
+    ledger_file: AbsPath = Field(
+        Path("/var/lib/sftp-provisioner/ledger.json"),
+        description=(
+            "The ledger written after every run (JSON, mode 0644): per quality its sender "
+            "number, technical user and status, and every retired or reserved username, for "
+            "`provisioner validate --ledger` in the pull requests. No contact data, no keys."
+        ),
+    )
+    ledger_max_age: Annotated[str, Field(pattern=r"^[1-9][0-9]*[mhd]$")] = Field(
+        "2h",
+        description=(
+            "A ledger older than this (90m, 2h, 1d) is a warning where one is read: a run "
+            "writes it every reconcile_every, so an older one means the host stopped publishing."
+        ),
+    )
     # Notifications to the contacts: one .eml file each in the outbox ("outbox"), or sent
     # through an SMTP relay ("smtp"; the outbox then holds what could not be sent yet).
     notifications: bool = Field(
@@ -479,6 +495,48 @@ class HostSettings(BaseModel):
         5.0,
         description=(
             "The mass-removal guard's threshold as a percentage of the registered channels."
+        ),
+    )
+    # --- the intake gate (`provisioner intake`) ---------------------------------------------
+    # Sets move by rename, so both directories must be on the file system of chroot_base.
+    intake_dir: AbsPath = Field(
+        Path("/srv/sftp-intake"),
+        description=(
+            "Where the intake gate moves accepted file sets, one directory per environment "
+            "(R, T, S) holding one directory per set with its files and record.json; must be on "
+            "the file system of chroot_base."
+        ),
+    )
+    quarantine_dir: AbsPath = Field(
+        Path("/srv/sftp-quarantine"),
+        description=(
+            "Where the intake gate moves refused file sets (never deleted), one directory per "
+            "set with its files and record.json; must be on the file system of chroot_base."
+        ),
+    )
+    intake_set_max_age: Annotated[int, Field(ge=60)] = Field(
+        86400,
+        description=(
+            "Seconds a set without its GO file is left alone; after that it is refused "
+            "(anomaly 130) and moved to the quarantine."
+        ),
+    )
+    intake_max_file_size: Annotated[int, Field(ge=1)] = Field(
+        1 << 30,
+        description="The largest uploaded file the intake gate accepts, in bytes (anomaly 184).",
+    )
+    intake_stability: Annotated[float, Field(ge=0, le=3600)] = Field(
+        10.0,
+        description=(
+            "Seconds a file's size, modification and change times must have stood still "
+            "before the intake gate takes it: a file still being written is never taken."
+        ),
+    )
+    intake_poll_interval: Annotated[float, Field(gt=0, le=3600)] = Field(
+        5.0,
+        description=(
+            "Seconds between two scans of the upload directories in `provisioner intake "
+            "--poll` (network file systems, where file events are not seen)."
         ),
     )
     # SMTP credentials are never settings: they come from the environment only
