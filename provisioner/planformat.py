@@ -1,12 +1,25 @@
-"""Renderings of a plan: text for a terminal, JSON for tools, Markdown for a pull request."""
+"""Renderings of a plan: text for a terminal, JSON for tools, Markdown for a pull request.
+
+Every format has a summary form (`summary_only`): the counts and one line per channel that
+changes, without the path changes. Markdown is kept under `max_chars` (a pull-request comment
+holds 65,536 characters): what does not fit is left out, most important first kept (refused,
+removed, changed, then created channels; the host-wide files before the channels' files), and
+a note says what was left out and where the full plan is.
+"""
 
 from __future__ import annotations
 
+import html
 import json
+import re
+from collections.abc import Iterable
+from typing import Any
 
-from provisioner.plan import ChannelAction, PathAction, Plan
+from provisioner.plan import ChannelAction, ChannelPlan, PathAction, PathChange, Plan
 
 FORMATS = ("text", "json", "markdown")
+# Under GitHub's 65,536-character comment limit, with room for a header a CI job adds.
+MARKDOWN_LIMIT = 60_000
 
 _SYMBOL = {
     ChannelAction.CREATE: "+",
@@ -14,6 +27,14 @@ _SYMBOL = {
     ChannelAction.REMOVE: "-",
     ChannelAction.UNCHANGED: "=",
     ChannelAction.REFUSED: "!",
+}
+# What a reviewer must see first when not everything fits.
+_PRIORITY = {
+    ChannelAction.REFUSED: 0,
+    ChannelAction.REMOVE: 1,
+    ChannelAction.CHANGE: 2,
+    ChannelAction.CREATE: 3,
+    ChannelAction.UNCHANGED: 4,
 }
 
 
@@ -32,10 +53,39 @@ def summary(plan: Plan) -> str:
 UNIDENTIFIED = "Refused declarations (which quality they declare cannot be told):"
 
 
-def _channel_line(ch: object) -> str:
-    from provisioner.plan import ChannelPlan
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
-    assert isinstance(ch, ChannelPlan)
+
+def path_facts(change: PathChange) -> tuple[str, ...]:
+    """What a reviewer reads next to a path: the change's own details (owner or mode moving,
+    what is archived) and, for what is created or rewritten, the owner, group and mode it
+    gets. Numeric, as the host's passwd and group will resolve them."""
+    facts = change.details
+    after = change.after
+    wanted = change.action in (PathAction.CREATE, PathAction.UPDATE, PathAction.REPLACE)
+    if wanted and after is not None and not any(d.startswith(("owner", "mode")) for d in facts):
+        facts = (*facts, f"owner {after.owner}:{after.group}, mode {after.mode:04o}")
+    return facts
+
+
+def _changes_by_channel(plan: Plan) -> dict[str | None, list[PathChange]]:
+    out: dict[str | None, list[PathChange]] = {}
+    for change in plan.changes:
+        out.setdefault(change.channel, []).append(change)
+    return out
+
+
+def _listed(plan: Plan) -> list[ChannelPlan]:
+    """The channels a summary lists, most important first (stable within each kind)."""
+    shown = [c for c in plan.channels if c.action is not ChannelAction.UNCHANGED]
+    return sorted(shown, key=lambda c: _PRIORITY[c.action])
+
+
+# --- text ----------------------------------------------------------------------------------
+
+
+def _channel_line(ch: ChannelPlan) -> str:
     sender = ch.sender_number or "------"
     user = ch.technical_user or "?"
     line = (
@@ -46,7 +96,9 @@ def _channel_line(ch: object) -> str:
     return line
 
 
-def render_text(plan: Plan, *, diffs: bool = True, unchanged: bool = False) -> str:
+def render_text(
+    plan: Plan, *, diffs: bool = True, unchanged: bool = False, summary_only: bool = False
+) -> str:
     out = ["Channels:"]
     shown = [c for c in plan.channels if unchanged or c.action is not ChannelAction.UNCHANGED]
     for ch in shown:
@@ -58,18 +110,25 @@ def render_text(plan: Plan, *, diffs: bool = True, unchanged: bool = False) -> s
     if plan.unidentified:
         out.append(UNIDENTIFIED)
         out.extend(f"  ! {reason}" for reason in plan.unidentified)
-    if plan.changes:
+    if plan.changes and summary_only:
+        out.append("")
+        out.append(f"({_plural(len(plan.changes), 'path change')} on the host not shown)")
+    elif plan.changes:
         out.append("")
         out.append("Changes on the host:")
         for change in plan.changes:
-            details = f" ({'; '.join(change.details)})" if change.details else ""
+            facts = path_facts(change)
+            details = f" ({'; '.join(facts)})" if facts else ""
             out.append(f"  {change.action.value:<8} {change.kind:<4} {change.path}{details}")
         if diffs:
             for change in plan.changes:
                 if change.diff and change.action in (PathAction.CREATE, PathAction.UPDATE):
                     out.append("")
                     out.append(change.diff.rstrip("\n"))
-    if plan.unknown:
+    if plan.unknown and summary_only:
+        out.append("")
+        out.append(f"({_plural(len(plan.unknown), 'unknown file')} in managed directories)")
+    elif plan.unknown:
         out.append("")
         out.append("Unknown files in managed directories (reported, never deleted):")
         out.extend(f"  ? {path}" for path in plan.unknown)
@@ -83,61 +142,261 @@ def render_text(plan: Plan, *, diffs: bool = True, unchanged: bool = False) -> s
     return "\n".join(out) + "\n"
 
 
-def render_json(plan: Plan) -> str:
-    return json.dumps(plan.to_json(), indent=2, ensure_ascii=False) + "\n"
+# --- JSON ----------------------------------------------------------------------------------
 
 
-def render_markdown(plan: Plan) -> str:
-    """Fit for a pull-request comment: a table, then each diff folded away."""
-    out = [f"### sftp-provisioner plan: {summary(plan)}", ""]
-    # Unchanged channels are left out; with nothing else, no (empty) table at all.
-    listed = [c for c in plan.channels if c.action is not ChannelAction.UNCHANGED]
-    if listed:
-        out += [
-            "| | action | sender | technical user | enterprise number | declaration |",
-            "|---|---|---|---|---|---|",
-        ]
-        for ch in listed:
-            out.append(
-                f"| {_SYMBOL[ch.action]} | **{ch.action.value}** | "
-                f"{ch.sender_number or ''} | `{ch.technical_user or '?'}` | "
-                f"{ch.enterprise_number} | {_md_escape(ch.source or '')} |"
-            )
-        out.append("")
-    for ch in plan.refused:
-        out.append(f"- :no_entry: **{ch.technical_user or ch.enterprise_number}** refused:")
-        out.extend(f"  - {_md_escape(r)}" for r in ch.reasons)
-    if plan.unidentified:
-        out.append(f"- :no_entry: {UNIDENTIFIED}")
-        out.extend(f"  - {_md_escape(r)}" for r in plan.unidentified)
-    if plan.refused or plan.unidentified:
-        out.append("")
-    for change in plan.changes:
-        details = f" ({'; '.join(change.details)})" if change.details else ""
-        if change.diff:
-            fence = "````" if "```" in change.diff else "```"
-            out += [
-                "<details>",
-                f"<summary>{change.action.value} <code>{change.path}</code>{details}</summary>",
-                "",
-                f"{fence}diff",
-                change.diff.rstrip("\n"),
-                fence,
-                "",
-                "</details>",
-            ]
-        else:
-            out.append(f"- {change.action.value} `{change.path}`{details}")
-    if plan.unknown:
-        out += ["", "**Unknown files** (reported, never deleted):"]
-        out.extend(f"- `{p}`" for p in plan.unknown)
-    for note in plan.notes:
-        out.append(f"> {note}")
+def render_json(plan: Plan, *, summary_only: bool = False) -> str:
+    data = summary_json(plan) if summary_only else plan.to_json()
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def summary_json(plan: Plan) -> dict[str, Any]:
+    """The counts and the channels that change, without path changes: not a saved plan
+    (`apply --plan` needs the whole plan, which `--out` writes)."""
+    full = plan.to_json()
+    per_channel = _changes_by_channel(plan)
+    return {
+        "format": full["format"],
+        "summary": True,
+        "created_at": plan.created_at,
+        "root": plan.root,
+        "has_changes": plan.has_changes,
+        "counts": plan.counts(),
+        "path_changes": len(plan.changes),
+        "host_path_changes": len(per_channel.get(None, [])),
+        "unknown_files": len(plan.unknown),
+        "channels": [
+            {
+                "action": ch.action.value,
+                "enterprise_number": ch.enterprise_number,
+                "technical_user": ch.technical_user,
+                "sender_number": ch.sender_number,
+                "source": ch.source,
+                "reasons": list(ch.reasons),
+                "path_changes": len(per_channel.get(ch.enterprise_number, [])),
+            }
+            for ch in _listed(plan)
+        ],
+        "unidentified": list(plan.unidentified),
+        "notes": list(plan.notes),
+        "removal_guard": full["removal_guard"],
+        "owners_managed": plan.owners_managed,
+        "fingerprints": full["fingerprints"],
+    }
+
+
+# --- Markdown ------------------------------------------------------------------------------
+
+
+class _Budget:
+    """Lines of a Markdown document that must stay under a number of characters."""
+
+    def __init__(self, limit: int | None, reserve: int) -> None:
+        self.lines: list[str] = []
+        self.used = 0
+        self.limit = None if not limit else max(limit - reserve, 0)
+
+    def fits(self, lines: Iterable[str]) -> bool:
+        if self.limit is None:
+            return True
+        return self.used + sum(len(ln) + 1 for ln in lines) <= self.limit
+
+    def add(self, *lines: str) -> bool:
+        """Add all of `lines` if they fit (and say whether they did)."""
+        if not self.fits(lines):
+            return False
+        self.lines.extend(lines)
+        self.used += sum(len(ln) + 1 for ln in lines)
+        return True
+
+    def force(self, *lines: str) -> None:
+        self.lines.extend(lines)
+        self.used += sum(len(ln) + 1 for ln in lines)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _code(text: str) -> str:
+    """Inline code whatever the text holds (a run of backticks, a bar in a table)."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    ticks = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text.replace('|', '&#124;')}{pad}{ticks}"
+
+
+def _fence(text: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`{3,}", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _channel_row(ch: ChannelPlan) -> str:
+    return (
+        f"| {_SYMBOL[ch.action]} | **{ch.action.value}** | "
+        f"{ch.sender_number or ''} | `{ch.technical_user or '?'}` | "
+        f"{ch.enterprise_number} | {_md_escape(ch.source or '')} |"
+    )
+
+
+def _path_line(change: PathChange) -> str:
+    facts = path_facts(change)
+    details = f" ({_md_escape('; '.join(facts))})" if facts else ""
+    return f"- {change.action.value} {_code(change.path)}{details}"
+
+
+def _details_block(title: str, changes: list[PathChange], *, diffs: bool) -> list[str]:
+    lines = ["<details>", f"<summary>{title}</summary>", ""]
+    lines.extend(_path_line(c) for c in changes)
+    if diffs:
+        for change in changes:
+            if change.diff:
+                fence = _fence(change.diff)
+                lines += ["", f"{fence}diff", change.diff.rstrip("\n"), fence]
+    lines += ["", "</details>"]
+    return lines
+
+
+def _channel_title(ch: ChannelPlan, n: int) -> str:
+    who = html.escape(ch.technical_user or "?")
+    return (
+        f"{_SYMBOL[ch.action]} {ch.action.value} <code>{who}</code> "
+        f"{html.escape(ch.enterprise_number)}: {_plural(n, 'path change')}"
+    )
+
+
+def _where_full(full_plan: str | None) -> str:
+    if not full_plan:
+        return (
+            "for the full plan, run `provisioner plan` with `--format text`, or save it with "
+            "`--out PLAN.json`"
+        )
+    if re.match(r"https?://", full_plan):
+        return f"the full plan: [{_md_escape(full_plan)}]({full_plan.replace(')', '%29')})"
+    return f"the full plan (JSON, every diff): {_code(full_plan)}"
+
+
+def render_markdown(
+    plan: Plan,
+    *,
+    summary_only: bool = False,
+    diffs: bool = True,
+    max_chars: int | None = MARKDOWN_LIMIT,
+    full_plan: str | None = None,
+) -> str:
+    """Fit for a pull-request comment: the counts, a table of the channels that change, then
+    each channel's path changes (owners, modes, diffs) folded away in `<details>`.
+
+    `max_chars` (None or 0: no limit) bounds the whole text; `full_plan` says where the whole
+    plan is (a file written with `--out`, or the URL of a CI artifact) in the note that says
+    what was left out.
+    """
+    where = _where_full(full_plan)
+    budget = _Budget(max_chars, reserve=600 + len(where))
+    c = plan.counts()
+    budget.force(
+        f"### sftp-provisioner plan: {summary(plan)}",
+        "",
+        "| create | change | remove | unchanged | refused | path changes | unknown files |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {c['create']:,} | {c['change']:,} | {c['remove']:,} | {c['unchanged']:,} | "
+        f"{c['refused']:,} | {len(plan.changes):,} | {len(plan.unknown):,} |",
+        "",
+    )
     guard = _guard_line(plan)
     if guard:
         mark = ":no_entry: " if plan.removal_guard and plan.removal_guard.refused else ""
-        out.append(f"> {mark}**removal guard**: {guard}")
-    return "\n".join(out) + "\n"
+        budget.force(f"> {mark}**removal guard**: {_md_escape(guard)}", "")
+    for note in plan.notes:
+        # Notes are few; a long one (a list of files) is cut, the counts above stay exact.
+        text = note if len(note) <= 1_000 else note[:1_000] + " …"
+        budget.force(f"> {_md_escape(text)}", "")
+
+    left: dict[str, int] = {}
+
+    def omitted(what: str, n: int = 1) -> None:
+        left[what] = left.get(what, 0) + n
+
+    def share(fraction: float) -> _Budget:
+        # A part of what is left, so that one section cannot crowd out the next.
+        rest = None if budget.limit is None else int((budget.limit - budget.used) * fraction)
+        return _Budget(rest, 0)
+
+    # Why a quality is refused first: the exit code is 1 because of them.
+    part = share(0.5)
+    for ch in plan.refused:
+        lines = [f"- :no_entry: **{ch.technical_user or ch.enterprise_number}** refused:"]
+        lines.extend(f"  - {_md_escape(r)}" for r in ch.reasons)
+        if not (part.add(*lines) and budget.add(*lines)):
+            omitted("refusal")
+    if plan.unidentified:
+        budget.add(f"- :no_entry: {UNIDENTIFIED}")
+        for i, reason in enumerate(plan.unidentified):
+            line = f"  - {_md_escape(reason)}"
+            if not (part.add(line) and budget.add(line)):
+                omitted("refused declaration", len(plan.unidentified) - i)
+                break
+    if plan.refused or plan.unidentified:
+        budget.force("")
+
+    listed = _listed(plan)
+    if listed:
+        budget.force(
+            "| | action | sender | technical user | enterprise number | declaration |",
+            "|---|---|---|---|---|---|",
+        )
+        # With details to come, at most half of what is left: the host-wide files' diffs
+        # (the sshd configuration) and some channels' details must still fit.
+        table = share(1.0 if summary_only else 0.5)
+        for i, ch in enumerate(listed):
+            row = _channel_row(ch)
+            if not (table.add(row) and budget.add(row)):
+                omitted("channel", len(listed) - i)
+                break
+        budget.force("")
+
+    if not summary_only:
+        per_channel = _changes_by_channel(plan)
+        blocks: list[tuple[str, list[PathChange]]] = []
+        host = per_channel.pop(None, [])
+        if host:
+            blocks.append((f"host-wide files: {_plural(len(host), 'path change')}", host))
+        for ch in listed:
+            changes = per_channel.pop(ch.enterprise_number, [])
+            if changes:
+                blocks.append((_channel_title(ch, len(changes)), changes))
+        for en, changes in per_channel.items():  # a path of a channel the plan does not list
+            blocks.append((f"<code>{html.escape(str(en))}</code>", changes))
+        for title, changes in blocks:
+            if budget.add(*_details_block(title, changes, diffs=diffs)):
+                continue
+            # Without its diffs, a channel's owners and modes may still fit.
+            if diffs and budget.add(
+                *_details_block(title + " (diffs left out)", changes, diffs=False)
+            ):
+                omitted("diff", sum(1 for x in changes if x.diff))
+                continue
+            omitted("path change", len(changes))
+        if plan.unknown:
+            budget.force("", "**Unknown files** (reported, never deleted):")
+            for i, path in enumerate(plan.unknown):
+                if not budget.add(f"- {_code(path)}"):
+                    omitted("unknown file", len(plan.unknown) - i)
+                    break
+    elif plan.changes:
+        budget.force(f"_{_plural(len(plan.changes), 'path change')} not shown in this summary_")
+
+    if left:
+        parts = ", ".join(_plural(n, what) for what, n in left.items())
+        limit = f"{max_chars:,}" if max_chars else "its"
+        budget.force(
+            "",
+            f"> :scissors: **Shortened to stay under {limit} characters**: {parts} not shown "
+            f"(the counts above are complete); {where}.",
+        )
+    elif summary_only and plan.changes:
+        budget.force("", f"> {where[0].upper()}{where[1:]}.")
+    return "\n".join(budget.lines) + "\n"
 
 
 def _guard_line(plan: Plan) -> str | None:
@@ -150,13 +409,19 @@ def _guard_line(plan: Plan) -> str | None:
     return verdict(guard)
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def render(plan: Plan, fmt: str) -> str:
+def render(
+    plan: Plan,
+    fmt: str,
+    *,
+    diffs: bool = True,
+    summary_only: bool = False,
+    max_chars: int | None = MARKDOWN_LIMIT,
+    full_plan: str | None = None,
+) -> str:
     if fmt == "json":
-        return render_json(plan)
+        return render_json(plan, summary_only=summary_only)
     if fmt == "markdown":
-        return render_markdown(plan)
-    return render_text(plan)
+        return render_markdown(
+            plan, summary_only=summary_only, diffs=diffs, max_chars=max_chars, full_plan=full_plan
+        )
+    return render_text(plan, diffs=diffs, summary_only=summary_only)

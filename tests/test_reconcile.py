@@ -167,9 +167,14 @@ def test_markdown_is_fit_for_a_pull_request(busy: Host) -> None:
     # Reasons escaped: a table or HTML cannot be broken by a value from a declaration.
     reason = next(ln for ln in lines if ln.startswith("  - ") and "invalid-value" in ln)
     assert "<b>" not in reason and "&lt;b&gt;" in reason and "\\|" in reason
-    # Every diff folded away, balanced.
+    # Every diff folded away (one block per channel, and one for the host-wide files), balanced.
     assert md.count("<details>") == md.count("</details>") > 0
-    assert md.count("```diff") == md.count("<details>")
+    inside = 0
+    for line in lines:
+        inside += {"<details>": 1, "</details>": -1}.get(line, 0)
+        assert inside in (0, 1)
+        if line.startswith("```") and line.endswith("diff"):
+            assert inside == 1, "a diff outside a folded block"
     assert f"- archive `{busy.root}/srv/sftp/{USER_ONDERNEMING}` (1 files, 10 bytes kept)" in md
     assert "**Unknown files** (reported, never deleted):" in md
     assert f"- `{busy.root}/{KEYS}/stranger`" in md

@@ -59,6 +59,29 @@ def _revision(paths: tuple[Path, ...]) -> str | None:
     return head_revision(root)
 
 
+def _read_snapshot(settings: HostSettings) -> tuple[Any, str | None]:
+    """The state, read without creating anything; with the URL when there is no database yet.
+
+    An absent SQLite file is a host before its first apply: the plan starts from an empty
+    state (every channel new) rather than creating the file or its directory to look.
+    """
+    from provisioner.errors import SettingsError
+    from provisioner.state import StateError, StateMissing, StateSnapshot, StateStore
+
+    try:
+        store = StateStore.open(settings.state_url, create=False)
+    except StateMissing:
+        from provisioner.state import redact_url
+
+        return StateSnapshot.empty(), redact_url(settings.state_url)
+    except StateError as exc:
+        raise SettingsError(f"the state database cannot be opened: {exc}") from None
+    try:
+        return store.snapshot(), None
+    finally:
+        store.close()
+
+
 def _open_store(settings: HostSettings) -> Any:
     from provisioner.state import StateError, StateStore
 
@@ -84,6 +107,16 @@ no_cache = click.option(
     help="Check every declaration and compare every managed path in full, trusting no cache "
     "of earlier runs (same result, slower).",
 )
+summary_option = click.option(
+    "--summary",
+    "summary_only",
+    is_flag=True,
+    help="Only the counts and one line per channel that changes (every format); --out "
+    "still saves the whole plan.",
+)
+no_diff_option = click.option(
+    "--no-diff", is_flag=True, help="Text and Markdown: list path changes without their diffs."
+)
 # apply and reconcile: the mass-removal guard (see provisioner/guard.py).
 allow_removals_option = click.option(
     "--allow-removals",
@@ -105,7 +138,22 @@ allow_removals_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Save the plan (JSON) for `apply --plan`.",
 )
-@click.option("--no-diff", is_flag=True, help="Text format: list changes without diffs.")
+@no_diff_option
+@summary_option
+@click.option(
+    "--max-chars",
+    type=click.IntRange(min=0),
+    default=60_000,
+    show_default=True,
+    help="Markdown: shorten the plan to at most N characters (a pull-request comment holds "
+    "65,536), saying what was left out; 0: no limit.",
+)
+@click.option(
+    "--full-plan-url",
+    metavar="URL",
+    help="Markdown: where reviewers find the whole plan (a CI artifact), named when the plan "
+    "is shortened [default: the --out file].",
+)
 @no_cache
 def plan_command(
     paths: tuple[Path, ...],
@@ -115,9 +163,15 @@ def plan_command(
     fmt: str,
     out: Path | None,
     no_diff: bool,
+    summary_only: bool,
+    max_chars: int,
+    full_plan_url: str | None,
     no_cache: bool,
 ) -> int:
     """Show what apply would change: per channel, then file diffs, owners and modes.
+
+    Looking changes nothing: without a state database (SQLite) the plan starts from an empty
+    state, says so, and creates neither the database nor its directory.
 
     Exit 0 no changes, 2 changes, 1 when a quality is refused, when the mass-removal guard
     would refuse the plan, or on error.
@@ -128,20 +182,25 @@ def plan_command(
     one_shot()
     paths = paths or (Path(),)
     settings = settings_from(settings_file, root, state_url)
-    store = _open_store(settings)
-    try:
-        rec = compute(
-            settings, paths, store.snapshot(), revision=_revision(paths), use_cache=not no_cache
-        )
-    finally:
-        store.close()
+    snapshot, missing = _read_snapshot(settings)
+    rec = compute(settings, paths, snapshot, revision=_revision(paths), use_cache=not no_cache)
     plan = rec.plan
+    if missing is not None:
+        plan.notes.insert(0, f"no state yet at {missing}: every channel would be new")
     if out is not None:
         out.write_text(planformat.render_json(plan), "utf-8")
-    if fmt == "text":
-        click.echo(planformat.render_text(plan, diffs=not no_diff), nl=False)
-    else:
-        click.echo(planformat.render(plan, fmt), nl=False)
+    full_plan = full_plan_url or (str(out) if out is not None else None)
+    click.echo(
+        planformat.render(
+            plan,
+            fmt,
+            diffs=not no_diff,
+            summary_only=summary_only,
+            max_chars=max_chars,
+            full_plan=full_plan,
+        ),
+        nl=False,
+    )
     guard = plan.removal_guard
     if plan.has_refusals or (guard is not None and guard.refused):
         # The mass-removal guard would refuse this plan: apply would apply none of it.
@@ -159,6 +218,8 @@ def plan_command(
     help="Apply only if this saved plan still matches the host and declarations.",
 )
 @plan_format
+@no_diff_option
+@summary_option
 @no_cache
 @allow_removals_option
 def apply_command(
@@ -168,6 +229,8 @@ def apply_command(
     state_url: str | None,
     plan_file: Path | None,
     fmt: str,
+    no_diff: bool,
+    summary_only: bool,
     no_cache: bool,
     allow_removals: int | None,
 ) -> int:
@@ -216,8 +279,8 @@ def apply_command(
     for path in result.stale_staging:
         click.echo(f"removed {path}, the staging directory of an interrupted run", err=True)
     plan = result.plan
+    click.echo(planformat.render(plan, fmt, diffs=not no_diff, summary_only=summary_only), nl=False)
     if fmt == "text":
-        click.echo(planformat.render_text(plan, diffs=False), nl=False)
         if result.sshd_checked:
             click.echo("sshd -t: the staged configuration is valid")
         for src, dest, size in result.archived:
@@ -230,8 +293,6 @@ def apply_command(
         if result.reloaded:
             click.echo("sshd reloaded")
         click.echo(f"Applied {len(result.applied)} change(s).")
-    else:
-        click.echo(planformat.render(plan, fmt), nl=False)
     if result.aborted:
         # A rendering that does not read back as its validated keys is a bug, not bad input.
         return EXIT_INTERNAL
