@@ -101,3 +101,4 @@ def run() -> None:
 from provisioner.commands import declarations as _declarations  # noqa: E402, F401
 from provisioner.commands import host as _host  # noqa: E402, F401
 from provisioner.commands import ops as _ops  # noqa: E402, F401
+from provisioner.commands import registry as _registry  # noqa: E402, F401

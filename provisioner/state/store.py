@@ -554,6 +554,69 @@ class StateStore:
             )
             return True
 
+    def import_registrations(
+        self,
+        registrations: Iterable[Registration],
+        reserved: Iterable[str] = (),
+        *,
+        base_version: int,
+        now: datetime,
+    ) -> int:
+        """Many imported registrations and reserved names in one transaction, all or nothing.
+
+        Written only while the state is still at ``base_version``, the snapshot the caller
+        judged them against (`adoption.plan_import` checks every row against it and against
+        the other rows, case-insensitively): :class:`StaleState` otherwise, writing nothing.
+        The database's unique constraints stay the last guard. Each registration's technical
+        user goes into the username ledger, recorded at its registration date. The counters
+        move past the imported numbers (see :meth:`import_registration`); one version bump.
+        Returns how many rows (registrations and names) were written.
+        """
+        now = ensure_utc(now, "now")
+        regs = list(registrations)
+        names = sorted(set(reserved))
+        for reg in regs:
+            if reg.legacy:
+                raise ValueError("an imported registration must name its quality type")
+        with transaction(self._engine, write=True) as conn:
+            meta = self._lock_meta(conn)
+            if meta.version != base_version:
+                raise StaleState(
+                    f"state changed since the import was checked (checked against version "
+                    f"{base_version}, state is at version {meta.version}); run it again"
+                )
+            if not regs and not names:
+                return 0
+            if regs:
+                conn.execute(t.registrations.insert(), [_registration_values(r) for r in regs])
+            rows: list[dict[str, object]] = [
+                {
+                    "technical_user": r.technical_user,
+                    "enterprise_number": r.enterprise_number,
+                    "quality_type": r.quality_type,
+                    "recorded_at": r.registered_at,
+                }
+                for r in regs
+            ]
+            rows.extend(
+                {
+                    "technical_user": name,
+                    "enterprise_number": None,
+                    "quality_type": None,
+                    "recorded_at": now,
+                }
+                for name in names
+            )
+            conn.execute(t.username_ledger.insert(), rows)
+            uids = [r.uid for r in regs if r.uid is not None]
+            self._bump(
+                conn,
+                meta.version,
+                next_sender=max([meta.next_sender_number, *(r.sender_number + 1 for r in regs)]),
+                next_uid=max([meta.next_uid, *(u + 1 for u in uids)]) if uids else None,
+            )
+        return len(regs) + len(names)
+
     def reserve_usernames(self, names: Iterable[str], now: datetime) -> int:
         """Record names taken in the portal's access system by users that are no quality of
         ours: refused to every quality from now on, whatever their case. Returns how many
