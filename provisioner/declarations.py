@@ -22,6 +22,7 @@ from provisioner.certificates import CertificateInfo, CertificateProblem, load_c
 from provisioner.diagnostics import Diagnostic, Location, error, warning
 from provisioner.encoding import free_text_problem
 from provisioner.errormap import validation_diagnostics
+from provisioner.forge import identities
 from provisioner.keys import KeyProblem, PublicKey, parse_public_key
 from provisioner.models import Declaration, KeyEntry, field_table, from_list_problems
 from provisioner.safefile import (
@@ -287,7 +288,11 @@ def _facts(doc: SourceDocument, decl: Declaration) -> Facts:
         enterprise_number_at=doc.location(("quality", "enterprise_number")),
         technical_user=decl.structured_messages.technical_user,
         technical_user_at=doc.location((*sm, "technical_user")),
-        administrators=tuple(a.email.lower() for a in decl.administrators),
+        administrators=tuple(
+            i
+            for a in decl.administrators
+            for i in identities(a.email, {"github": a.github, "gitlab": a.gitlab})
+        ),
         administrators_at=doc.location(("administrators",), key=True),
     )
 
@@ -304,11 +309,13 @@ def partial_facts(doc: SourceDocument) -> Facts:
         compact = number.replace(".", "").replace(" ", "")
         digits = compact if compact.isdigit() and len(compact) == 10 else None
     admins = data.get("administrators") if isinstance(data, dict) else None
+    # Each administrator's e-mail and forge logins (`github:login`), as `--author` compares them.
     emails = (
         tuple(
-            a["email"].lower()
+            i
             for a in admins or []
             if isinstance(a, dict) and isinstance(a.get("email"), str)
+            for i in identities(a["email"], a)
         )
         if isinstance(admins, list)
         else ()

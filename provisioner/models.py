@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from provisioner.catalogue import load_catalogue
 from provisioner.encoding import free_text_problem
+from provisioner.forge import GITHUB_PATTERN, GITLAB_PATTERN, Forge, login_problem
 
 CHANNELS = ("sftp", "ftp", "mqlink", "wbs")
 ChannelName = Literal["sftp", "ftp", "mqlink", "wbs"]
@@ -261,6 +262,42 @@ QualityType = Annotated[
 ]
 
 
+def _forge_login(forge: Forge) -> Any:
+    def check(value: str) -> str:
+        problem = login_problem(forge, value)
+        if problem is not None:
+            raise _refuse(f"{forge}-login", problem)
+        return value
+
+    return check
+
+
+GitHubLogin = Annotated[
+    str,
+    AfterValidator(_forge_login("github")),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": GITHUB_PATTERN,
+            "maxLength": 39,
+            "description": "GitHub login: 1-39 letters, digits and single inner hyphens",
+        }
+    ),
+]
+GitLabLogin = Annotated[
+    str,
+    AfterValidator(_forge_login("gitlab")),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": GITLAB_PATTERN,
+            "maxLength": 255,
+            "description": "GitLab username: letters, digits and single inner '_', '.' or '-'",
+        }
+    ),
+]
+
+
 # sshd's from= (addrmatch.c, addr_pton_cidr) reads an address or `address/prefix-length` with a
 # decimal length; anything else is matched as a host-name pattern, which never matches an
 # address.
@@ -393,6 +430,10 @@ class Administrator(Model):
     name: Text
     email: Email
     role: Literal["local", "co_local"]
+    # Forge logins (optional): CODEOWNERS names the administrator by them, and `validate
+    # --author` accepts them, since a CI job knows a pull request's author by login only.
+    github: GitHubLogin | None = None
+    gitlab: GitLabLogin | None = None
 
 
 class Contact(Model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ import click
 
 from provisioner.catalogue import LANGUAGES
 from provisioner.cli import EXIT_INVALID, EXIT_OK, cli, default_cache_dir, echo_err
+from provisioner.forge import FORGES, Forge, resolve_author
 from provisioner.report import FORMATS, render, render_text
 from provisioner.validate import ValidateSettings, ValidationReport, validate
 
@@ -39,9 +41,10 @@ from provisioner.validate import ValidateSettings, ValidationReport, validate
 )
 @click.option(
     "--author",
-    metavar="EMAIL",
-    help="Refuse changes to qualities that do not name EMAIL as administrator "
-    "(needs --base, default HEAD).",
+    metavar="WHO",
+    help="Refuse changes to qualities that do not name WHO as administrator (needs --base, "
+    "default HEAD). WHO is an e-mail, github:LOGIN, gitlab:LOGIN, or a bare LOGIN of the "
+    "forge whose CI runs this (GITHUB_ACTIONS / GITLAB_CI).",
 )
 @click.option(
     "--cache/--no-cache",
@@ -80,7 +83,7 @@ def validate_command(
     settings = ValidateSettings(
         paths=paths or (Path(),),
         base=base,
-        author=author,
+        author=resolve_author(author, os.environ) if author is not None else None,
         cache_dir=(cache_dir or default_cache_dir()) if cache else None,
     )
     if as_of is not None:
@@ -235,10 +238,17 @@ def _registration(
     help="Exit 1 when --output had to be written (a pre-commit hook then stops the commit, "
     "even when the file is new).",
 )
+@click.option(
+    "--forge",
+    type=click.Choice(FORGES),
+    default="github",
+    show_default=True,
+    help="Whose CODEOWNERS: administrators with a login on this forge are named @login.",
+)
 def codeowners_command(
-    paths: tuple[Path, ...], output: Path | None, check: bool, exit_code: bool
+    paths: tuple[Path, ...], output: Path | None, check: bool, exit_code: bool, forge: Forge
 ) -> int:
-    """Write a GitHub CODEOWNERS file from the administrators of the declarations.
+    """Write a CODEOWNERS file (GitHub or GitLab) from the declarations' administrators.
 
     Each declaration file, and the key and certificate files it references, is owned by its
     local and co-local administrators. Exit 1 when a declaration names no administrator that
@@ -246,7 +256,7 @@ def codeowners_command(
     """
     from provisioner.codeowners import collect, render
 
-    owners = collect(paths or (Path(),))
+    owners = collect(paths or (Path(),), forge=forge)
     text = render(owners)
     for display, reason in owners.problems:
         echo_err(f"{display}: error: {reason}; it has no code owners (see `provisioner validate`)")
