@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisioner.fsutil import write_atomic
-from provisioner.state.model import CHANNEL_STATUSES
+from provisioner.state.model import CHANNEL_STATUSES, RUN_OUTCOMES
+
+if TYPE_CHECKING:
+    from provisioner.rules import FileSummary
 
 FORMAT = 1
 PREFIX = "sftp_provisioner_"
+# The channel actions of a plan (provisioner.plan.ChannelAction), each always written.
+PLAN_ACTIONS = ("change", "create", "refused", "remove", "unchanged")
 
 
 @dataclass(slots=True)
@@ -48,6 +54,10 @@ class Heartbeat:
     # The mass-removal guard refused the last run (nothing applied), and the removals it refused.
     removal_guard_tripped: bool = False
     removals_refused: int = 0
+    # Per SFTP login: when its certificate stops being valid, and when its first key with an
+    # `expires:` date stops working (Unix time); what the expiry alerts look at.
+    certificate_expiry: dict[str, float] = field(default_factory=dict)
+    key_expiry: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -213,6 +223,34 @@ def render_metrics(beat: Heartbeat) -> str:
         "Path changes the last run applied.",
         [({}, beat.applied_changes)],
     )
+    metric(
+        "last_run_outcome",
+        "gauge",
+        "1 for the outcome of the last run (ok, partial: a notification not delivered, "
+        "degraded: a refused file or quality or deferred removals, failed: nothing applied), "
+        "0 for the others.",
+        [({"outcome": o}, 1 if beat.outcome == o else 0) for o in sorted(RUN_OUTCOMES)],
+    )
+    metric(
+        "plan_channels",
+        "gauge",
+        "Channels per action in the last run's plan; refused: declarations the gate refused.",
+        [({"action": a}, beat.plan.get(a, 0)) for a in sorted(set(PLAN_ACTIONS) | set(beat.plan))],
+    )
+    if beat.certificate_expiry:
+        metric(
+            "certificate_expiry_timestamp_seconds",
+            "gauge",
+            "Unix time at which the signature certificate of the channel's quality expires.",
+            [({"user": u}, t) for u, t in sorted(beat.certificate_expiry.items())],
+        )
+    if beat.key_expiry:
+        metric(
+            "key_expiry_timestamp_seconds",
+            "gauge",
+            "Unix time at which the channel's first SSH key with an expires: date stops working.",
+            [({"user": u}, t) for u, t in sorted(beat.key_expiry.items())],
+        )
     if beat.notifications:
         metric(
             "notifications",
@@ -235,6 +273,26 @@ def render_metrics(beat: Heartbeat) -> str:
             [({}, beat.next_run.timestamp())],
         )
     return "\n".join(lines) + "\n"
+
+
+def expiries(summaries: Iterable[FileSummary]) -> tuple[dict[str, float], dict[str, float]]:
+    """Certificate and first key expiry per SFTP login, from the validated declarations.
+
+    Only valid declarations with an SFTP channel count: their technical user is checked, so a
+    label never carries a hostile value, and a refused file shows as `refused` already.
+    """
+    certificates: dict[str, float] = {}
+    keys: dict[str, float] = {}
+    for summary in summaries:
+        user = summary.facts.technical_user
+        if not summary.sftp or user is None:
+            continue
+        if summary.certificate is not None:
+            certificates[user] = summary.certificate.not_after.timestamp()
+        dated = [k.expires.timestamp() for k in summary.keys if k.expires is not None]
+        if dated:
+            keys[user] = min(dated)
+    return certificates, keys
 
 
 def write(beat: Heartbeat, status_file: Path, metrics_file: Path | None) -> None:

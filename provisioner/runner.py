@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from provisioner import logs
 from provisioner.errors import ProvisionerError, RemovalGuardError
-from provisioner.heartbeat import Heartbeat, carry_over, read_status, write
+from provisioner.heartbeat import Heartbeat, carry_over, expiries, read_status, write
 from provisioner.settings import HostSettings
 from provisioner.state import RunOutcome, RunRecord, StateError, StateSnapshot, StateStore
 from provisioner.state.model import CHANNEL_STATUSES
@@ -72,6 +72,9 @@ class RunReport:
     # another host sharing the state committed first).
     host: str | None = None
     attempts: int = 0
+    # Certificate and first key expiry per SFTP login (Unix time), for the metrics.
+    certificate_expiry: dict[str, float] = field(default_factory=dict)
+    key_expiry: dict[str, float] = field(default_factory=dict)
 
     @property
     def short_revision(self) -> str | None:
@@ -174,6 +177,10 @@ def run_once(
         report.applied = len(result.applied)
         report.attempts = result.attempts
         report.plan = result.plan.counts()
+        if result.reconciliation is not None:
+            report.certificate_expiry, report.key_expiry = expiries(
+                result.reconciliation.report.summaries
+            )
         _judge(result, report)
         after = store.snapshot()
         report.channels = channel_counts(after)
@@ -328,6 +335,8 @@ def _heartbeat(settings: HostSettings, report: RunReport, next_run: datetime | N
         deferred_by=list(report.deferred_by),
         removal_guard_tripped=report.removal_guard_tripped,
         removals_refused=report.removals_refused,
+        certificate_expiry=dict(report.certificate_expiry),
+        key_expiry=dict(report.key_expiry),
     )
     carry_over(beat, read_status(settings.status_file), success=report.succeeded)
     try:
