@@ -354,6 +354,7 @@ class Gate:
             "version": 1,
             "set_id": entry["set_id"],
             "status": "accepted" if accepted else "refused",
+            "set": str(key) if key else None,
             "user": user,
             "sender_number": channel.sender_number if channel else None,
             "quality": channel.quality if channel else None,
@@ -417,14 +418,7 @@ class Gate:
         record = entry["record"]
         channel = self.routing.by_user.get(record["user"])
         findings = [Finding(f["name"], f["code"], f["detail"]) for f in record["findings"]]
-        label = (
-            ".".join(str(record[k]) for k in ("purpose", "sender_number", "date", "sequence"))
-            if record["purpose"]
-            else "(file names not in the grammar)"
-        )
-        if record["purpose"]:
-            parsed = check_name(record["files"][0]["name"], today=self.clock().date()).parsed
-            label = str(parsed.key) if parsed else label
+        label = record.get("set") or "(a file name outside the grammar)"
         text = notices.render_notice(
             set_label=label,
             directory=record["directory"],

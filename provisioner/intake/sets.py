@@ -98,7 +98,9 @@ def survey(
             ready.append(UploadSet(listing.user, listing.directory, "td", key, td))
             if len(td) < len(items):
                 waiting += 1
-        elif now_ns - max(i.upload.moved_ns for i in items) >= max_age_ns:
+        # The age of a set is its newest write (mtime): unlike the stability window, an
+        # error here only refuses a set sooner, and a sender cannot set mtime (no setstat).
+        elif now_ns - max(i.upload.mtime_ns for i in items) >= max_age_ns:
             ready.append(UploadSet(listing.user, listing.directory, "no-go", key, tuple(items)))
         else:
             waiting += 1
