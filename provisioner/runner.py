@@ -212,6 +212,7 @@ def run_once(
     report.finished_at = started + timedelta(seconds=report.duration_seconds)
     _record(store, report)
     if store is not None:
+        _publish_ledger(settings, store, report, next_run)
         store.close()
     _heartbeat(settings, report, next_run)
     step("record")
@@ -315,6 +316,19 @@ def _record(store: StateStore | None, report: RunReport) -> None:
         report.recorded = True
     except (StateError, OSError) as exc:
         logs.error("run-not-recorded", str(exc))
+
+
+def _publish_ledger(
+    settings: HostSettings, store: StateStore, report: RunReport, next_run: datetime | None
+) -> None:
+    """The ledger CI reads (`validate --ledger`), from the state as this run left it."""
+    from provisioner.ledger import publish
+
+    assert report.finished_at is not None
+    try:
+        publish(store, settings, now=report.finished_at, next_sync=next_run)
+    except (ProvisionerError, StateError, OSError) as exc:
+        logs.error("ledger-not-written", str(exc), file=str(settings.ledger_file))
 
 
 def _heartbeat(settings: HostSettings, report: RunReport, next_run: datetime | None) -> None:

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisioner.cache import ResultCache, decode_text, encode, payload_of
 from provisioner.certificates import CertificateInfo
@@ -30,6 +30,9 @@ from provisioner.errors import DeclarationError
 from provisioner.gcpause import collecting, paused_gc
 from provisioner.rules import FileSummary, KeyFact, clock_rules, cross_file_rules
 from provisioner.safefile import OutsideRoot, confined_realpath, shown_name
+
+if TYPE_CHECKING:
+    from provisioner.ledger import Ledger
 
 YAML_SUFFIXES = (".yaml", ".yml")
 # Below this many files a process pool costs more than it saves.
@@ -55,6 +58,10 @@ class ValidateSettings:
     # Key fingerprint -> the quality that already has it (the reconciler passes the state's;
     # `base` adds the base revision's): see `rules.cross_file_rules`.
     key_owners: Mapping[str, str] | None = None
+    # The host's published ledger (`validate --ledger`): retired, reserved and immutable
+    # usernames judged in the pull request; older than `ledger_max_age` is a warning.
+    ledger: Ledger | None = None
+    ledger_max_age: timedelta = timedelta(hours=2)
 
 
 @dataclass(slots=True)
@@ -328,7 +335,7 @@ def _validate(settings: ValidateSettings, full: bool) -> ValidationReport:
     run_key = ""
     if cache.enabled and not full:
         run_key = cache.run_key(shown) if all(valid) else ""
-        memo = None if history else cache.get_memo(run_key)
+        memo = None if history or settings.ledger is not None else cache.get_memo(run_key)
         if memo is not None:
             replay = _replay(memo, settings.now)
             if replay is not None:
@@ -389,6 +396,14 @@ def _validate(settings: ValidateSettings, full: bool) -> ValidationReport:
         from provisioner.gitbase import history_rules
 
         diagnostics.extend(history_rules(root, files, summaries, settings))
+    if settings.ledger is not None:
+        from provisioner.ledger import declared_of, ledger_rules
+
+        diagnostics.extend(
+            ledger_rules(
+                declared_of(summaries), settings.ledger, settings.now, settings.ledger_max_age
+            )
+        )
 
     def load(indices: list[int]) -> list[FileResult]:
         hits = cache.results([files[i] for i in indices], FileResult)

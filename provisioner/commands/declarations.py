@@ -65,6 +65,21 @@ from provisioner.validate import ValidateSettings, ValidationReport, validate
     help="Judge certificate and key dates as on WHEN (ISO 8601 date or time, UTC unless "
     "given) instead of now: will the declarations still pass next month?",
 )
+@click.option(
+    "--ledger",
+    "ledger_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The ledger the SFTP host publishes (`provisioner ledger export`): refuse usernames "
+    "taken, retired or reserved, and changed technical users of known qualities.",
+)
+@click.option(
+    "--ledger-max-age",
+    metavar="AGE",
+    default="2h",
+    show_default=True,
+    envvar="SFTP_PROVISIONER_LEDGER_MAX_AGE",
+    help="A ledger written longer ago than AGE (90m, 2h, 1d) is a warning.",
+)
 def validate_command(
     paths: tuple[Path, ...],
     fmt: str,
@@ -75,6 +90,8 @@ def validate_command(
     cache_dir: Path | None,
     jobs: int | None,
     as_of: str | None,
+    ledger_file: Path | None,
+    ledger_max_age: str,
 ) -> int:
     """Validate declarations: files or directories (recursively *.yaml, *.yml).
 
@@ -90,6 +107,14 @@ def validate_command(
         settings = replace(settings, now=_moment(as_of))
     if jobs:
         settings = replace(settings, jobs=jobs)
+    if ledger_file is not None:
+        from provisioner.ledger import load_ledger, parse_age
+
+        try:
+            max_age = parse_age(ledger_max_age)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--ledger-max-age") from None
+        settings = replace(settings, ledger=load_ledger(ledger_file), ledger_max_age=max_age)
     report = validate(settings)
     if output is not None:
         output.write_text(render(report, fmt), "utf-8")
