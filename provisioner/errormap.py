@@ -86,9 +86,22 @@ def validation_diagnostics(
     """Map every error to the node at fault; one diagnostic per place."""
     out: list[Diagnostic] = []
     seen: set[YamlPath] = set()
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    # Per mapping, the unknown names in it: a required field that is missing because it was
+    # misspelt is said once, by the "did you mean" of the misspelling, not twice.
+    unknown: dict[YamlPath, list[str]] = {}
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            where, _ = _walk(doc.data, tuple(err["loc"]))
+            if where:
+                unknown.setdefault(where[:-1], []).append(str(where[-1]))
+    for err in errors:
         path, is_key = _walk(doc.data, tuple(err["loc"]))
         kind = err["type"]
+        if kind == "missing" and difflib.get_close_matches(
+            str(path[-1]) if path else "", unknown.get(path[:-1], []), n=1
+        ):
+            continue
         if path in seen:
             continue  # the other branches of a union say the same thing again
         seen.add(path)

@@ -297,20 +297,82 @@ def _decode(raw: bytes, display: str) -> tuple[str | None, Diagnostic | None]:
         )
 
 
+def _explained(exc: MarkedYAMLError, text: str) -> tuple[str, Any] | None:
+    """A sentence for the scanner and parser errors an editor makes, with the mark it is about.
+
+    The messages of libyaml (the C parser) and of ruamel's own parser differ in wording: both
+    are matched. None for anything else, which keeps the parser's words.
+    """
+    problem = (exc.problem or "").lower()
+    context = (exc.context or "").lower()
+    start = exc.context_mark
+    if "quoted scalar" in context and "end of stream" in problem and start is not None:
+        # The end of the file is where it was noticed; the opening quote is the mistake.
+        return "a quoted value starts here and is never closed: add the closing quote", start
+    for kind, opening, closing in (("sequence", "[", "]"), ("mapping", "{", "}")):
+        if f"flow {kind}" in context and start is not None:
+            what = "a list" if kind == "sequence" else "a mapping"
+            return (
+                f"{what} in {opening} {closing} starts here and is not closed: add the "
+                f"'{closing}' (or a ',' between its items)",
+                start,
+            )
+    if "mapping values are not allowed" in problem:
+        return (
+            "a ':' where no new key can start: this line is indented further than the key "
+            "above it, or the line above lacks its ':', or a value holds ': ' (put such a "
+            "value in quotes)",
+            exc.problem_mark,
+        )
+    if "block mapping" in context and start is not None and "expected" in problem:
+        at = exc.problem_mark
+        lines = text.splitlines()
+        if at is not None and at.line < len(lines) and lines[at.line].lstrip().startswith("- "):
+            return (
+                "this list item is not indented like the items above it: its '-' must be in "
+                "the same column as theirs",
+                at,
+            )
+        return (
+            "this line is not indented like the keys around it: the mapping it falls into "
+            f"(from line {start.line + 1}) has its keys in column {start.column + 1}; indent "
+            "each key like the other keys of its mapping, with spaces",
+            exc.problem_mark,
+        )
+    if ("block collection" in context or "block sequence" in context) and start is not None:
+        return (
+            "this line is not indented like the list around it: the items of the list from "
+            f"line {start.line + 1} start with '- ' in column {start.column + 1}",
+            exc.problem_mark,
+        )
+    if "simple key" in context and "':'" in problem and start is not None:
+        return "this key has no ':' after it (write 'key: value')", start
+    if "cannot start any token" in problem:
+        return (
+            "a value cannot start with this character ('@', '`' and '%' are reserved in YAML): "
+            "put the value in quotes",
+            exc.problem_mark,
+        )
+    return None
+
+
 def _yaml_error(exc: YAMLError, text: str, display: str) -> Diagnostic:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    line = getattr(mark, "line", 0) + 1 if mark is not None else 1
-    col = getattr(mark, "column", 0) + 1 if mark is not None else 1
     if isinstance(exc, MarkedYAMLError):
         problem = exc.problem or "invalid YAML"
         start = exc.context_mark
-        if exc.context and start is not None and mark is not None and start.line != mark.line:
+        explained = _explained(exc, text)
+        if explained is not None:
+            problem, mark = explained[0], explained[1] or mark
+        elif exc.context and start is not None and mark is not None and start.line != mark.line:
             # Where the construct began is usually where the mistake is (an unclosed quote).
             problem = f"{exc.context} on line {start.line + 1}: {problem}"
         elif exc.context:
             problem = f"{exc.context}: {problem}"
     else:
         problem = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+    line = getattr(mark, "line", 0) + 1 if mark is not None else 1
+    col = getattr(mark, "column", 0) + 1 if mark is not None else 1
     lines = text.splitlines()
     if 0 < line <= len(lines) and "\t" in lines[line - 1][: max(col, 1)]:
         problem = "a tab character is used for indentation; YAML allows only spaces there"
