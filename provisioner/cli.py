@@ -7,7 +7,9 @@ code. Exit codes: 0 valid / no changes, 1 invalid input or refused, 2 the plan h
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -58,7 +60,38 @@ def echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def summary(command: click.Command) -> str:
+    """A command's line in `--help`: its short_help, else the first sentence of its help.
+
+    Never cut to fit with "...", as click does: a summary that does not fit is wrapped.
+    """
+    if command.short_help:
+        return command.short_help
+    text = " ".join(inspect.cleandoc(command.help or "").split("\n\n", 1)[0].split())
+    return re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
+
+
+class SummaryGroup(click.Group):
+    """A group whose command list shows whole summaries (see `summary`)."""
+
+    # Subgroups made with @group.group() are of this class too.
+    group_class = type
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, summary(command)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(
+    cls=SummaryGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="provisioner")
 def cli() -> None:
     """GitOps provisioning of SFTP batch channels for a social-security file gateway."""

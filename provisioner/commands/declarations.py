@@ -19,7 +19,7 @@ from provisioner.report import FORMATS, render, render_text
 from provisioner.validate import ValidateSettings, ValidationReport, validate
 
 
-@cli.command("validate")
+@cli.command("validate", short_help="Check declarations and report every error with its place.")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--format",
@@ -98,7 +98,7 @@ def validate_command(
     Exit 0 when valid (warnings allowed), 1 when any error was found.
     """
     settings = ValidateSettings(
-        paths=paths or (Path(),),
+        paths=paths or _default_paths(),
         base=base,
         author=resolve_author(author, os.environ) if author is not None else None,
         cache_dir=(cache_dir or default_cache_dir()) if cache else None,
@@ -124,7 +124,7 @@ def validate_command(
     return EXIT_OK if report.ok else EXIT_INVALID
 
 
-@cli.command("schema")
+@cli.command("schema", short_help="Write the JSON Schema of a declaration.")
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -150,7 +150,7 @@ def schema_command(output: Path, check: bool) -> int:
     return EXIT_OK
 
 
-@cli.command("show")
+@cli.command("show", short_help="Show the overview the portal shows on its confirmation page.")
 @click.argument("target", metavar="FILE|USERNAME")
 @click.option(
     "--lang",
@@ -249,7 +249,7 @@ def _registration(
         store.close()
 
 
-@cli.command("codeowners")
+@cli.command("codeowners", short_help="Write a CODEOWNERS file from the administrators.")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--output",

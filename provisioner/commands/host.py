@@ -128,7 +128,7 @@ allow_removals_option = click.option(
 )
 
 
-@cli.command("plan")
+@cli.command("plan", short_help="Show what apply would change, channel by channel.")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @host_options
 @plan_format
@@ -208,7 +208,7 @@ def plan_command(
     return EXIT_CHANGES if plan.has_changes else EXIT_OK
 
 
-@cli.command("apply")
+@cli.command("apply", short_help="Reconcile the host with the declarations, safely.")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @host_options
 @click.option(
@@ -355,7 +355,7 @@ def next_sync(now: datetime, every: timedelta = timedelta(minutes=30)) -> dateti
     return next_slot(now, every)
 
 
-@cli.command("status")
+@cli.command("status", short_help="Show each channel: sender number, status, last and next sync.")
 @click.argument("username", required=False)
 @host_options
 @click.option(
