@@ -803,12 +803,15 @@ def run_import(
         reserved, more = read_reserved(reserved_path, str(reserved_path))
         problems.extend(more)
     try:
-        store = StateStore.open(state_url, create=commit)
+        store = StateStore.open(state_url, create=False)
     except StateMissing:
         from provisioner.state import redact_url
 
         plan = plan_import(str(csv_path), rows, reserved, held_of(StateSnapshot.empty()), problems)
-        return ImportOutcome(plan, missing_state=redact_url(state_url))
+        if not commit or not plan.ok or not plan.changed:
+            # Refused, or only looking: no database is created for that.
+            return ImportOutcome(plan, missing_state=redact_url(state_url))
+        store = StateStore.open(state_url, create=True)
     with store:
         snapshot = store.snapshot()
         plan = plan_import(str(csv_path), rows, reserved, held_of(snapshot), problems)
