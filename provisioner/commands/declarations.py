@@ -18,6 +18,26 @@ from provisioner.forge import FORGES, Forge, resolve_author
 from provisioner.report import FORMATS, render, render_text
 from provisioner.validate import ValidateSettings, ValidationReport, validate
 
+# Where a declarations repository keeps its files (the README's CI recipe validates it).
+DEFAULT_DECLARATIONS_DIR = Path("qualities")
+
+
+def _default_paths() -> tuple[Path, ...]:
+    """What `validate` checks without a PATH: ./qualities, else nothing but a hint.
+
+    The current directory is no default: in a checkout of anything else (this project's own,
+    with its test cases, catalogue and CI files) every YAML file would be read as a
+    declaration and refused.
+    """
+    if DEFAULT_DECLARATIONS_DIR.is_dir():
+        return (DEFAULT_DECLARATIONS_DIR,)
+    from provisioner.errors import DeclarationError
+
+    raise DeclarationError(
+        "which declarations? there is no qualities/ directory here: give the files or "
+        "directories to check (provisioner validate PATH...), e.g. provisioner validate ."
+    )
+
 
 @cli.command("validate", short_help="Check declarations and report every error with its place.")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))

@@ -40,7 +40,7 @@ def _log_option(fn: F) -> F:
     )(fn)
 
 
-@cli.command("reconcile")
+@cli.command("reconcile", short_help="Reconcile the host at :00 and :30 (or once), unattended.")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @host_options
 @click.option(
@@ -130,7 +130,7 @@ def reconcile_command(
     return EXIT_OK
 
 
-@cli.command("watch")
+@cli.command("watch", short_help="Re-validate and re-plan on every save; never applies.")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @host_options
 @click.option("--poll", is_flag=True, help="Poll instead of inotify (network file systems).")
@@ -172,7 +172,7 @@ def watch_command(
     return EXIT_OK
 
 
-@cli.command("systemd")
+@cli.command("systemd", short_help="Print or install the systemd service and timer.")
 @click.argument("declarations", required=False, type=click.Path(path_type=Path))
 @host_options
 @click.option("--every", metavar="INTERVAL", help="[default: the 'reconcile_every' setting]")
