@@ -299,9 +299,14 @@ def _names_from_objects(certificate: x509.Certificate) -> tuple[str, str, str, s
     )
 
 
+# Between RDNs, the portal writes ", " (`SERIALNUMBER=200803, CN=Citizen CA, C=BE`).
+NAME_SEPARATOR: Final = ", "
+
+
 def _format_name(name: x509.Name) -> str:
-    # RFC 4514 strings list RDNs last-first; the portal lists them in the certificate's order.
-    return ",".join(rdn.rfc4514_string(_ATTRIBUTE_NAMES) for rdn in name.rdns)
+    # RFC 4514 order: the last RDN of the DER first. A Belgian eID CA stores C=BE first, and
+    # the portal shows it last.
+    return NAME_SEPARATOR.join(rdn.rfc4514_string(_ATTRIBUTE_NAMES) for rdn in reversed(name.rdns))
 
 
 def _text(value: str | bytes) -> str:
@@ -391,7 +396,8 @@ def _names_from_der(der: bytes) -> tuple[str, str, str, str]:
 
 
 def _read_name(der: bytes, position: int, end: int) -> tuple[str, str | None, str | None]:
-    """(formatted name, first CN, first O) of a Name's content octets.
+    """(formatted name as `_format_name` writes it, first CN, first O) of a Name's content
+    octets (CN and O first in the DER order, as cryptography's get_attributes_for_oid finds).
 
     In a usual name every element is shorter than 128 bytes, so every header is two bytes; they
     are read inline, which halves the cost of reading a certificate. Longer ones take the slow
@@ -432,7 +438,7 @@ def _read_name(der: bytes, position: int, end: int) -> tuple[str, str | None, st
             inner = pair_end
         rdns.append("+".join(attributes))
         position = set_end
-    return ",".join(rdns), common_name, organization
+    return NAME_SEPARATOR.join(reversed(rdns)), common_name, organization
 
 
 def _escape(value: str) -> str:

@@ -7,9 +7,15 @@ secret: keys appear as algorithm, size, SHA256 fingerprint and comment, never th
 captions of ``labels.yaml``; :func:`render_json` gives the same data to tools.
 
 The sender number and the registration date do not exist when a declaration is validated: the
-reconciler assigns them. Until then the overview says "not yet assigned"; the reconciler's
-``status``/``show`` passes its registration (anything with ``sender_number``,
-``registered_at`` and ``status``, such as ``state.Registration``) to :func:`build_overview`.
+reconciler assigns them. Until then the overview says "not yet assigned"; `show` passes what
+the SFTP host knows (a :class:`Synchronisation`: the registration from the state or the
+ledger, anything with ``sender_number``, ``registered_at`` and ``status`` such as
+``state.Registration``, and the next sync) to :func:`build_overview`. A channel the host has
+not synchronised yet reads as the portal says it: the configuration is in progress, with the
+time of the next sync.
+
+Dates and times are shown on the Brussels wall clock (:mod:`provisioner.portaltime`); the JSON
+form keeps instants in UTC with their offset.
 
 Building and rendering are pure; only :func:`locate` (find a declaration by file or by technical
 user, and validate it) reads the disk.
@@ -18,15 +24,15 @@ user, and validate it) reads the disk.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
-from datetime import UTC, date, datetime, tzinfo
+from datetime import date, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, Final, Protocol
 
 import jinja2
 import phonenumbers
@@ -38,12 +44,12 @@ from provisioner.declarations import FileResult, ResolvedKey
 from provisioner.diagnostics import Diagnostic
 from provisioner.errors import DeclarationError
 from provisioner.models import Declaration, format_enterprise_number
+from provisioner.portaltime import in_portal_zone, portal_day
 from provisioner.resources import shipped
+from provisioner.safefile import within
 
 TEMPLATE = "overview/overview.txt.j2"
 JSON_VERSION = 1
-# The portal is Belgian: a registration made at 00:30 in Brussels is dated that day.
-PORTAL_TIMEZONE = "Europe/Brussels"
 _LABEL_GROUPS = ("labels", "titles", "languages", "connections", "statuses")
 
 
@@ -89,10 +95,24 @@ class RegistrationLike(Protocol):
     def sender_number(self) -> int | str: ...
 
     @property
-    def registered_at(self) -> datetime | date: ...
+    def registered_at(self) -> datetime | date | None: ...
 
     @property
     def status(self) -> str: ...
+
+
+# A removed channel that is declared again comes back at the next sync, as a new one does.
+PENDING_STATUSES: Final = frozenset({"pending", "removed"})
+
+
+@dataclass(frozen=True, slots=True)
+class Synchronisation:
+    """What the SFTP host knows of one quality (see `pending.synchronisation_from_state`)."""
+
+    registration: RegistrationLike | None  # None: never synchronised
+    next_sync: datetime | None  # timezone-aware; None when the source does not say
+    # The channel waits for a sync to be created (or to come back after a removal).
+    pending: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +148,9 @@ class TechnicalUserView:
     registration_date: date | None  # the calendar date the portal shows (Brussels time)
     status: str | None
     status_text: str | None
+    # Only when the host was asked (`show --state-url` / `--ledger`): "pending" until the
+    # channel's first sync, and when that sync is.
+    next_sync: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +170,7 @@ class CertificateView:
     company: str  # "Not specified" when the certificate names none, as the portal shows it
     issuer: str
     not_after: datetime
-    expiry_date: date  # UTC calendar date, the one the gate's messages name
+    expiry_date: date  # the calendar date in Brussels, as its owner reads it
     serial_decimal: str
     serial_hex: str
     sha256_fingerprint: str
@@ -186,7 +209,11 @@ class Overview:
 
 
 def overview_of(
-    result: FileResult, *, lang: str | None = None, registration: RegistrationLike | None = None
+    result: FileResult,
+    *,
+    lang: str | None = None,
+    registration: RegistrationLike | None = None,
+    synchronisation: Synchronisation | None = None,
 ) -> Overview:
     """The overview of a checked file; the caller has made sure it has no errors."""
     if result.declaration is None:
@@ -198,6 +225,7 @@ def overview_of(
         source=result.display,
         lang=lang,
         registration=registration,
+        synchronisation=synchronisation,
     )
 
 
@@ -209,8 +237,12 @@ def build_overview(
     source: str,
     lang: str | None = None,
     registration: RegistrationLike | None = None,
+    synchronisation: Synchronisation | None = None,
 ) -> Overview:
-    """Everything the portal's overview shows, in `lang` (default: the contact's language)."""
+    """Everything the portal's overview shows, in `lang` (default: the contact's language).
+
+    `synchronisation` (what the host knows) takes the place of `registration` when given.
+    """
     sm = declaration.structured_messages
     contact = sm.contact
     language = lang or contact.language
@@ -242,43 +274,45 @@ def build_overview(
             mobile=contact.mobile,
             emails=tuple(contact.emails),
         ),
-        technical_user=_technical_user(sm.technical_user, registration, labels, language),
+        technical_user=_technical_user(
+            sm.technical_user, registration, synchronisation, labels, language
+        ),
         channels=_channels(declaration, keys, certificate, labels, language),
         applications=_applications(declaration, language),
     )
 
 
 def _technical_user(
-    username: str, registration: RegistrationLike | None, labels: Labels, lang: str
+    username: str,
+    registration: RegistrationLike | None,
+    synchronisation: Synchronisation | None,
+    labels: Labels,
+    lang: str,
 ) -> TechnicalUserView:
+    next_sync = None
+    status = None
+    if synchronisation is not None:
+        registration = synchronisation.registration
+        if synchronisation.pending:
+            status = "pending"
+            next_sync = synchronisation.next_sync
     if registration is None:
-        return TechnicalUserView(username, None, None, None, None, None)
+        if status is None:
+            return TechnicalUserView(username, None, None, None, None, None)
+        text = labels.word("statuses", status, lang)
+        return TechnicalUserView(username, None, None, None, status, text, next_sync)
     number = registration.sender_number
     registered_at = registration.registered_at
+    status = status or registration.status
     return TechnicalUserView(
         username=username,
         sender_number=f"{number:06d}" if isinstance(number, int) else number,
         registered_at=registered_at,
-        registration_date=_portal_date(registered_at),
-        status=registration.status,
-        status_text=labels.word("statuses", registration.status, lang),
+        registration_date=None if registered_at is None else portal_day(registered_at),
+        status=status,
+        status_text=labels.word("statuses", status, lang),
+        next_sync=next_sync,
     )
-
-
-@cache
-def _portal_zone() -> tzinfo:
-    try:
-        return ZoneInfo(PORTAL_TIMEZONE)
-    except ZoneInfoNotFoundError:  # a host without a time zone database
-        return UTC
-
-
-def _portal_date(moment: datetime | date) -> date:
-    if not isinstance(moment, datetime):
-        return moment
-    if moment.tzinfo is None:
-        return moment.date()
-    return moment.astimezone(_portal_zone()).date()
 
 
 def _channels(
@@ -328,7 +362,7 @@ def _certificate(info: CertificateInfo) -> CertificateView:
         company=info.company,
         issuer=info.issuer,
         not_after=info.not_after,
-        expiry_date=info.not_after.astimezone(UTC).date(),
+        expiry_date=portal_day(info.not_after),
         serial_decimal=info.serial_decimal,
         serial_hex=info.serial_hex,
         sha256_fingerprint=info.sha256_fingerprint,
@@ -384,10 +418,17 @@ def printable(value: Any) -> Any:
 
 
 def portal_date(value: date | datetime | None) -> str:
-    """DD/MM/YYYY, as the portal writes dates."""
+    """DD/MM/YYYY, as the portal writes dates; an instant on its date in Brussels."""
     if value is None:
         return ""
-    return value.strftime("%d/%m/%Y")
+    return portal_day(value).strftime("%d/%m/%Y")
+
+
+def portal_time(value: datetime | None) -> str:
+    """DD/MM/YYYY HH:MM on the Brussels wall clock."""
+    if value is None:
+        return ""
+    return in_portal_zone(value).strftime("%d/%m/%Y %H:%M")
 
 
 def phone_display(value: str | None) -> str:
@@ -418,6 +459,7 @@ def _environment() -> jinja2.Environment:
         autoescape=False,  # noqa: S701 - terminal text, not HTML; see `printable`
     )
     env.filters["portal_date"] = portal_date
+    env.filters["portal_time"] = portal_time
     env.filters["phone"] = phone_display
     return env
 
@@ -476,7 +518,8 @@ def locate(target: str, declarations: Path, *, cwd: Path | None = None) -> Locat
     base = cwd or Path.cwd()
     as_path = Path(target) if Path(target).is_absolute() else base / target
     if as_path.is_file():
-        report = validate(ValidateSettings(paths=(as_path,), cwd=base), full=True)
+        root = _declarations_root(as_path, declarations, base)
+        report = validate(ValidateSettings(paths=(as_path,), cwd=base, root=root), full=True)
         if not report.results:  # unreachable for an existing file; kept for type safety
             raise DeclarationError(f"{target}: cannot be read as a declaration")
         result = report.results[0]
@@ -517,6 +560,22 @@ def locate(target: str, declarations: Path, *, cwd: Path | None = None) -> Locat
         )
     result = matches[0]
     return Located(result, _diagnostics_of(result, report.diagnostics), report.root)
+
+
+def _declarations_root(file: Path, declarations: Path, base: Path) -> Path | None:
+    """The root `validate` finds for the --declarations directory, when it holds `file`.
+
+    So that `show qualities/x.yaml` judges `../keys/a.pub` as `validate` does run from the
+    same directory, inside a Git work tree or not (outside one, `find_root` of the file alone
+    would be `qualities/`). None: the file is elsewhere, and its own root applies.
+    """
+    from provisioner.validate import find_root
+
+    directory = declarations if declarations.is_absolute() else base / declarations
+    if not directory.is_dir():
+        return None
+    root = find_root([directory])
+    return root if within(os.path.realpath(file), str(root)) else None
 
 
 def _diagnostics_of(result: FileResult, diagnostics: list[Diagnostic]) -> list[Diagnostic]:

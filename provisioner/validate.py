@@ -58,6 +58,9 @@ class ValidateSettings:
     # Key fingerprint -> the quality that already has it (the reconciler passes the state's;
     # `base` adds the base revision's): see `rules.cross_file_rules`.
     key_owners: Mapping[str, str] | None = None
+    # The declarations root when the caller found it already (`show FILE` takes the one
+    # `find_root` finds for its --declarations directory); None: `find_root` of `paths`.
+    root: Path | None = None
     # The host's published ledger (`validate --ledger`): retired, reserved and immutable
     # usernames judged in the pull request; older than `ledger_max_age` is a warning.
     ledger: Ledger | None = None
@@ -324,7 +327,7 @@ def validate(settings: ValidateSettings, *, full: bool = False) -> ValidationRep
 def _validate(settings: ValidateSettings, full: bool) -> ValidationReport:
     started_ns = time.time_ns()
     cwd = settings.cwd
-    root = find_root([p if p.is_absolute() else cwd / p for p in settings.paths])
+    root = settings.root or find_root([p if p.is_absolute() else cwd / p for p in settings.paths])
     files, problems = discover(settings.paths, cwd, root)
     shown = [(path, display_path(path, cwd)) for path in files]
     cache = ResultCache(

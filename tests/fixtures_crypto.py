@@ -220,10 +220,11 @@ def x509_name_rdns(rdns: Iterable[Sequence[tuple[x509.ObjectIdentifier, str]]]) 
     )
 
 
+# In the DER order of the real Belgian Citizen CA: C first (the portal shows it last).
 CITIZEN_CA = x509_name(
-    (NameOID.SERIAL_NUMBER, "200803"),
-    (NameOID.COMMON_NAME, "Citizen CA"),
     (NameOID.COUNTRY_NAME, "BE"),
+    (NameOID.COMMON_NAME, "Citizen CA"),
+    (NameOID.SERIAL_NUMBER, "200803"),
 )
 SIGNATURE_SUBJECT = x509_name(
     (NameOID.COUNTRY_NAME, "BE"),

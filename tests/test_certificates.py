@@ -78,10 +78,10 @@ def refused(data: bytes) -> CertificateProblem:
 DUPONT = CertificateInfo(
     owner="Marie Dupont (Signature)",
     company="Secrétariat Social Exemple",
-    issuer="SERIALNUMBER=200803,CN=Citizen CA,C=BE",
+    issuer="C=BE, CN=Citizen CA, SERIALNUMBER=200803",
     subject=(
-        "C=BE,O=Secrétariat Social Exemple,CN=Marie Dupont (Signature),SN=Dupont,GN=Marie,"
-        "SERIALNUMBER=71715100070"
+        "SERIALNUMBER=71715100070, GN=Marie, SN=Dupont, CN=Marie Dupont (Signature), "
+        "O=Secrétariat Social Exemple, C=BE"
     ),
     not_before=at(2026, 1, 1),
     not_after=at(2030, 12, 31),
@@ -98,9 +98,10 @@ DUPONT = CertificateInfo(
 EXPEDITORTEST = CertificateInfo(
     owner="Test Expeditortest (Signature)",
     company="Not specified",
-    issuer="SERIALNUMBER=200803,CN=Citizen CA,C=BE",
+    issuer="C=BE, CN=Citizen CA, SERIALNUMBER=200803",
     subject=(
-        "C=BE,CN=Test Expeditortest (Signature),SN=Expeditortest,GN=Test,SERIALNUMBER=71715100070"
+        "SERIALNUMBER=71715100070, GN=Test, SN=Expeditortest, CN=Test Expeditortest (Signature), "
+        "C=BE"
     ),
     not_before=at(2026, 3, 26),
     not_after=at(2031, 3, 26),
@@ -392,7 +393,7 @@ def test_unreadable_messages_explain_what_the_file_is() -> None:
 def test_owner_falls_back_to_the_subject_and_company_to_not_specified() -> None:
     subject = x509_name((NameOID.COUNTRY_NAME, "BE"), (NameOID.SERIAL_NUMBER, "0403170701"))
     info = load_certificate(der(make_certificate(subject=subject)))
-    assert info.owner == info.subject == "C=BE,SERIALNUMBER=0403170701"
+    assert info.owner == info.subject == "SERIALNUMBER=0403170701, C=BE"
     assert info.company == "Not specified"
 
 
@@ -406,19 +407,33 @@ def test_company_is_the_organisation() -> None:
     info = load_certificate(der(make_certificate(subject=subject)))
     assert info.company == "Dupont, Fils & Cie"
     assert info.owner == "EDI signing"
-    assert info.subject == r"C=BE,O=Dupont\, Fils & Cie,OU=Payroll,CN=EDI signing"
+    assert info.subject == r"CN=EDI signing, OU=Payroll, O=Dupont\, Fils & Cie, C=BE"
 
 
-def test_names_keep_the_certificate_order_and_short_names() -> None:
-    info = load_certificate(der(make_certificate()))
-    assert info.issuer == "SERIALNUMBER=200803,CN=Citizen CA,C=BE"
-    assert (
-        info.subject == "C=BE,CN=Jan Peeters (Signature),SN=Peeters,GN=Jan,SERIALNUMBER=85073003328"
+def test_names_are_shown_as_the_portal_shows_them() -> None:
+    # The DER order of the Belgian Citizen CA is C, CN, SERIALNUMBER; the portal shows RFC 4514
+    # order (last RDN first) with ", ", as x509.Name.rfc4514_string orders it.
+    assert [rdn.rfc4514_string() for rdn in CITIZEN_CA.rdns] == [
+        "C=BE",
+        "CN=Citizen CA",
+        "2.5.4.5=200803",
+    ]
+    certificate = make_certificate()
+    info = load_certificate(der(certificate))
+    assert info.issuer == "SERIALNUMBER=200803, CN=Citizen CA, C=BE"
+    assert info.issuer.replace(", ", ",") == certificate.issuer.rfc4514_string(
+        {NameOID.SERIAL_NUMBER: "SERIALNUMBER"}
+    )
+    assert info.subject == (
+        "SERIALNUMBER=85073003328, GN=Jan, SN=Peeters, CN=Jan Peeters (Signature), C=BE"
     )
     reverse = x509.Name(list(reversed(CITIZEN_CA.rdns)))
     assert load_certificate(der(make_certificate(issuer=reverse))).issuer == (
-        "C=BE,CN=Citizen CA,SERIALNUMBER=200803"
+        "C=BE, CN=Citizen CA, SERIALNUMBER=200803"
     )
+    # The serial: minimal unsigned big-endian bytes in hex, no DER sign byte.
+    assert info.serial_hex == "10 00 00 00 00 00 0b 7a 21 df 5c 29"
+    assert int(info.serial_hex.replace(" ", ""), 16) == int(info.serial_decimal)
 
 
 def test_other_attributes_and_multi_valued_names() -> None:
@@ -432,11 +447,11 @@ def test_other_attributes_and_multi_valued_names() -> None:
         ]
     )
     info = load_certificate(der(make_certificate(subject=subject)))
-    parts = info.subject.split(",")
-    assert parts[0] == "C=BE"
-    assert set(parts[1].split("+")) == {"CN=Jan", "UID=jpeeters"}
-    assert parts[2:4] == ["emailAddress=jan@example.be", "organizationIdentifier=NTRBE-0403170701"]
-    assert parts[4].startswith("1.3.6.1.4.1.99999.1=")
+    parts = info.subject.split(", ")
+    assert parts[4] == "C=BE"
+    assert set(parts[3].split("+")) == {"CN=Jan", "UID=jpeeters"}
+    assert parts[1:3] == ["organizationIdentifier=NTRBE-0403170701", "emailAddress=jan@example.be"]
+    assert parts[0].startswith("1.3.6.1.4.1.99999.1=")
     assert info.owner == "Jan"
     assert "2.5.4." not in info.subject
 
@@ -543,7 +558,7 @@ def test_long_and_unusual_attributes_take_the_exact_path() -> None:
     info = load_certificate(der(make_certificate(subject=subject)))
     assert info.company == long_company
     assert info.owner == "Jan"
-    assert info.subject == f"C=BE,O={long_company},CN=Jan,2.5.4.45=#000102"
+    assert info.subject == f"2.5.4.45=#000102, CN=Jan, O={long_company}, C=BE"
 
 
 def names_both_ways(subject: x509.Name) -> tuple[tuple[str, str, str, str] | None, tuple[str, ...]]:

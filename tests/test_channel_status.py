@@ -76,14 +76,17 @@ def test_status_heartbeat_and_metrics_show_each_of_the_five(host: Host) -> None:
     assert data[EN_SECSOC]["message"] is None
     assert data[waiting]["message"] == IN_PROGRESS
     degraded = data[EN_ONDERNEMING]
-    assert degraded["message"].startswith(DEGRADED + "2026-11-29 21:00 UTC because ")
+    # The sentence is for a person: Brussels time (21:00 UTC is 22:00 CET).
+    assert degraded["message"].startswith(DEGRADED + "2026-11-29 22:00 CET because ")
     assert "invalid-value" in degraded["message"] and "invalid-value" in degraded["reason"]
     assert degraded["status_since"] == later.isoformat()
-    assert degraded["last_sync"] is not None
+    # `changed_at`: when its configuration was last applied; `last_sync`: the host's last run.
+    assert degraded["changed_at"] is not None
+    assert degraded["last_sync"] == later.isoformat()
     failed = data[EN_THIRD]
     assert failed["message"].startswith("never applied: the declaration is refused since ")
-    assert "invalid-value" in failed["message"] and failed["last_sync"] is None
-    assert data[gone]["message"].startswith("removed since 2026-11-29 21:00 UTC")
+    assert "invalid-value" in failed["message"] and failed["changed_at"] is None
+    assert data[gone]["message"].startswith("removed since 2026-11-29 22:00 CET")
 
     text = host.run("status", "-d", "examples")
     assert text.returncode == 0, text.stderr
@@ -95,7 +98,7 @@ def test_status_heartbeat_and_metrics_show_each_of_the_five(host: Host) -> None:
         (waiting, "pending "),
     ):
         at = next(i for i, line in enumerate(lines) if en in line)
-        assert f"{en}  {status} registered" in lines[at], lines[at]
+        assert f"{en}  {status:<8}  " in lines[at], lines[at]  # a column, under a header
         assert lines[at + 1].strip() == data[en]["message"]
     assert "reason:" not in text.stdout  # the sentences say it, with since when
 
@@ -137,7 +140,7 @@ def test_refused_after_active_is_degraded_since_then_and_active_again_once_fixed
     reg = host.snapshot().registrations[EN_ONDERNEMING]
     assert (reg.status, reg.status_since) == ("degraded", first)
     assert "'yy'" in (reg.status_reason or "")
-    assert rows(host)[EN_ONDERNEMING]["message"].startswith(DEGRADED + "2026-11-29 21:00 UTC")
+    assert rows(host)[EN_ONDERNEMING]["message"].startswith(DEGRADED + "2026-11-29 22:00 CET")
 
     fixed = first + timedelta(hours=1)
     host.edit(EN_ONDERNEMING, "language: yy", "language: nl")

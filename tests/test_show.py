@@ -31,7 +31,7 @@ EXAMPLES = ROOT / "examples"
 ONDERNEMING = EXAMPLES / "qualities" / "0403170701.yaml"
 SECSOC = EXAMPLES / "qualities" / "0200065765.yaml"
 INLINE_KEY_BODY = "AAAAC3NzaC1lZDI1NTE5AAAAIPq7+feyI92PczJjNGhPAS4DdtZ+T8Tph+METQA1ZLfL"
-STATUSES = ("pending", "active", "failed", "removed")  # state.model.ChannelStatus
+STATUSES = ("pending", "active", "degraded", "failed", "removed")  # state.model.ChannelStatus
 
 # What the portal's overview shows for the canonical example, in Dutch: the captions are the
 # portal's own ("Naam", "Taalregime", "Reeksnummer (hexadecimaal formaat)"…); the figures are
@@ -73,7 +73,7 @@ Certificaat
 -----------
 Eigenaar van het certificaat       : Test Expeditortest (Signature)
 Naam van de onderneming            : Not specified
-Leverancier van het certificaat    : SERIALNUMBER=200803,CN=Citizen CA,C=BE
+Leverancier van het certificaat    : C=BE, CN=Citizen CA, SERIALNUMBER=200803
 Vervaldatum                        : 26/03/2031
 Reeksnummer (decimaal formaat)     : 1267650600228229414115885407273
 Reeksnummer (hexadecimaal formaat) : 10 00 00 00 00 00 00 0b 7a 21 df 5c 29
@@ -296,6 +296,7 @@ def test_json_is_the_same_data(capsys: pytest.CaptureFixture[str]) -> None:
         "registration_date": None,
         "status": None,
         "status_text": None,
+        "next_sync": None,  # only when the host was asked (--state-url, --ledger)
     }
     sftp, ftp = data["channels"]
     assert sftp["channel"] == "sftp"
@@ -378,6 +379,7 @@ def test_registration_from_the_reconciler_fills_sender_number_and_date() -> None
         "registration_date": "2010-11-05",
         "status": "active",
         "status_text": "Active",
+        "next_sync": None,
     }
 
 
@@ -427,7 +429,9 @@ def test_optional_fields_restrictions_and_the_nsso_number(
     assert lines[first + 1] == "                   second@onderneming.example"
     assert "      file: keys/expdemo-payroll-2026.pub" in lines
     assert "      only from: 192.0.2.0/24, 2001:db8::/32" in lines
-    assert "      expires on: 31/01/2030 23:59 UTC" in lines
+    # `expires: 2030-01-31` ends at 23:59 UTC (what sshd is told), which is 00:59 on
+    # 1 February on the Brussels clock the overview shows.
+    assert "      expires on: 01/02/2030 00:59" in lines
 
 
 def test_values_cannot_drive_the_terminal(capsys: pytest.CaptureFixture[str], repo: Path) -> None:

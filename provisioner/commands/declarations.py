@@ -204,6 +204,13 @@ def schema_command(output: Path, check: bool) -> int:
     help="As for plan/apply: read the state under DIR.",
 )
 @click.option("--state-url", help="Read the registration from this state database.")
+@click.option(
+    "--ledger",
+    "ledger_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the registration from the ledger the SFTP host publishes "
+    "(`provisioner ledger export`), e.g. in CI.",
+)
 def show_command(
     target: str,
     lang: str | None,
@@ -212,61 +219,59 @@ def show_command(
     settings_file: Path | None,
     root: Path | None,
     state_url: str | None,
+    ledger_file: Path | None,
 ) -> int:
     """Show the overview the portal shows on its confirmation page.
 
     FILE is a declaration; USERNAME a technical user (case-sensitive) declared under
     --declarations. The sender number and registration date read "not yet assigned" until the
-    reconciler has registered the channel. A declaration with errors is not shown: its
-    diagnostics are, and the exit code is 1.
+    reconciler has registered the channel; with the host's state (--settings, --root,
+    --state-url) or its ledger (--ledger), a channel not synchronised yet reads "the
+    configuration for the creation of the channel is in progress", with the time of the next
+    sync (Brussels time). A declaration with errors is not shown: its diagnostics are, and the
+    exit code is 1.
     """
     from provisioner.overview import locate, overview_of, render_json
     from provisioner.overview import render_text as render_overview
 
+    if ledger_file is not None and (settings_file or root or state_url):
+        raise click.UsageError("give either --ledger or the state (--settings/--root/--state-url)")
     found = locate(target, declarations)
     if found.diagnostics:
         report = ValidationReport(found.root, [found.result.display], found.diagnostics)
         click.echo(render_text(report, color=sys.stderr.isatty()), err=True, nl=False)
     if not found.ok:
         return EXIT_INVALID
-    registration = None
-    if settings_file or root or state_url:
-        registration = _registration(
-            found.result.facts.enterprise_number, settings_file, root, state_url
+    synchronisation = None
+    if ledger_file is not None or settings_file or root or state_url:
+        synchronisation = _synchronisation(
+            found.result, ledger_file, settings_file, root, state_url
         )
-    overview = overview_of(found.result, lang=lang, registration=registration)
+    overview = overview_of(found.result, lang=lang, synchronisation=synchronisation)
     click.echo(render_json(overview) if fmt == "json" else render_overview(overview), nl=False)
     return EXIT_OK
 
 
-def _registration(
-    enterprise_number: str | None,
+def _synchronisation(
+    result: Any,
+    ledger_file: Path | None,
     settings_file: Path | None,
     root: Path | None,
     state_url: str | None,
 ) -> Any:
-    """The quality's registration in the host's state, if it has one (read-only)."""
-    from sqlalchemy.engine import make_url
-
-    from provisioner.errors import SettingsError
+    """What the host knows of the shown quality: from its ledger, or its state (read-only)."""
+    from provisioner.pending import synchronisation_from_ledger, synchronisation_from_state
+    from provisioner.quality_id import QualityId
     from provisioner.settings import load_settings
-    from provisioner.state import StateError, StateStore
 
+    declaration = result.declaration
+    qid = QualityId(declaration.quality.enterprise_number, declaration.quality.type)
+    now = datetime.now(UTC)
+    if ledger_file is not None:
+        return synchronisation_from_ledger(ledger_file, qid, now=now)
     settings = load_settings(settings_file, root=root, overrides={"state_url": state_url})
-    url = make_url(settings.state_url)
-    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
-        return None  # nothing reconciled yet: showing must not create a database
-    try:
-        store = StateStore.open(settings.state_url)
-    except StateError as exc:
-        raise SettingsError(f"the state database cannot be opened: {exc}") from None
-    if enterprise_number is None:
-        store.close()
-        return None
-    try:
-        return store.snapshot().registrations.get(enterprise_number)
-    finally:
-        store.close()
+    has_sftp = declaration.structured_messages.channels.sftp is not None
+    return synchronisation_from_state(settings, qid, has_sftp=has_sftp, now=now)
 
 
 @cli.command("codeowners", short_help="Write a CODEOWNERS file from the administrators.")

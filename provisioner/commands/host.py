@@ -417,6 +417,9 @@ def status_command(
     now = datetime.now(UTC)
     upcoming = next_sync(now.astimezone(), parse_interval(settings.reconcile_every))
     waiting = pending_rows(settings, declared, snapshot, now, upcoming) if declared else {}
+    # The last run of this host, whatever it changed (runs before schema 3 name no host).
+    this_run = host_runs.get(settings.host_name) or host_runs.get(None)
+    this_sync = this_run.started_at.isoformat() if this_run is not None else None
     rows: list[dict[str, Any]] = []
     for reg in sorted(snapshot.registrations.values(), key=lambda r: r.technical_user):
         if username and reg.technical_user != username:
@@ -433,13 +436,19 @@ def status_command(
                 "status_since": reg.status_since.isoformat(),
                 "reason": reg.status_reason,
                 "revision": reg.revision,
-                "last_sync": reg.last_applied_at.isoformat() if reg.last_applied_at else None,
+                # When its configuration was last applied; "last_sync" is the host's last run.
+                "changed_at": reg.last_applied_at.isoformat() if reg.last_applied_at else None,
+                "last_sync": this_sync,
                 "next_sync": upcoming.isoformat(),
                 "message": status_message(reg.status, reg.status_since, reg.status_reason),
                 "hosts": served.get(reg.enterprise_number, []),
             }
         )
-    rows.extend(r for r in waiting.values() if not username or r["username"] == username)
+    rows.extend(
+        {**r, "last_sync": this_sync}
+        for r in waiting.values()
+        if not username or r["username"] == username
+    )
     if username and not rows:
         click.echo(f"no channel with the technical user '{username}'", err=True)
         return EXIT_INVALID
@@ -473,21 +482,15 @@ def status_command(
             )
         )
         return EXIT_OK
-    if not rows:
-        click.echo("no channels registered yet")
+    from provisioner.statusview import status_text
+
     several_hosts = len({h["host"] for hosts in served.values() for h in hosts}) > 1
-    for r in rows:
-        click.echo(
-            f"{r['sender_number'] or '------'}  {r['username']:<20} {r['enterprise_number']}  "
-            f"{r['status']:<8} registered {r['registered_at'][:10] if r['registered_at'] else 'at next sync'}  "
-            f"last sync {(r['last_sync'] or 'never')[:16]}  "
-            f"next {datetime.fromisoformat(r['next_sync']).astimezone():%H:%M}"
-        )
-        if r["reason"] and not r["message"]:
-            # degraded and failed say it in their sentence, with since when.
-            click.echo(f"        reason: {r['reason']}")
-        if several_hosts and r.get("hosts"):
-            click.echo(f"        served by {_served_text(r['hosts'])}")
-        if r["message"]:
-            click.echo(f"        {r['message']}")
+    text = status_text(
+        rows,
+        host=settings.host_name,
+        last_run=this_run,
+        next_sync=upcoming,
+        served_text=_served_text if several_hosts else None,
+    )
+    click.echo(text, nl=False)
     return EXIT_OK

@@ -19,6 +19,7 @@ import jinja2
 from provisioner.errors import SettingsError
 from provisioner.models import format_enterprise_number
 from provisioner.notify.events import Contact, Event
+from provisioner.portaltime import portal_day
 from provisioner.render import DOWNLOAD_DIRS, UPLOAD_DIRS, template_environment
 from provisioner.settings import HostSettings
 
@@ -37,7 +38,8 @@ def _date_formatter(language: str) -> Any:
         if value is None:
             return ""
         if isinstance(value, datetime):
-            value = value.date()
+            # The contact reads the date of the Brussels clock, not of UTC.
+            value = portal_day(value)
         return value.strftime(pattern)
 
     return fmt
