@@ -109,7 +109,9 @@ def identities(email: object, handles: Mapping[str, object]) -> tuple[str, ...]:
     login its forge would refuse is no identity at all.
     """
     out: list[str] = []
-    if isinstance(email, str):
+    # An e-mail identity always holds an @, which no login can: an invalid file's
+    # `email: "github:someone"` is nobody's identity, not a GitHub login.
+    if isinstance(email, str) and "@" in email:
         out.append(email.lower())
     for forge in FORGES:
         login = handles.get(forge)

@@ -35,6 +35,7 @@ from provisioner.errors import SettingsError
 from provisioner.forge import (
     github_login_problem,
     gitlab_login_problem,
+    identities,
     resolve_author,
 )
 from provisioner.validate import ValidateSettings, validate
@@ -199,6 +200,16 @@ def test_an_invalid_handle_at_the_base_grants_nothing(repo: Path) -> None:
     assert len(refused) == 2  # the login itself, and the author
     assert "error[gitlab-login]" not in refused[0]
     assert any("gitlab:mallory_x may not change" in line for line in refused)
+
+
+def test_an_email_field_never_stands_for_a_login() -> None:
+    """In raw YAML (an invalid file, a base revision) an `email:` shaped like a handle is not
+    that handle: e-mail identities hold an @, logins never do."""
+    assert identities("github:mallory", {}) == ()
+    assert identities("a@b.example", {"github": "Ok-1", "gitlab": "_bad"}) == (
+        "a@b.example",
+        "github:ok-1",
+    )
 
 
 def cli(repo: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
