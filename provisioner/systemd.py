@@ -24,6 +24,8 @@ from provisioner.settings import HostSettings
 
 SERVICE = "sftp-provisioner.service"
 TIMER = "sftp-provisioner.timer"
+# The intake gate: a long-running service of its own, next to the reconciler's timer.
+INTAKE_SERVICE = "sftp-provisioner-intake.service"
 UNIT_DIR = Path("/etc/systemd/system")
 ENVIRONMENT_FILE = Path("/etc/sftp-provisioner/environment")
 # Where a private home could hide the checkout or the program: then only read-only.
@@ -70,6 +72,8 @@ def _sqlite_dir(url: str) -> Path | None:
 _READ_ONLY = frozenset(
     {"shell", "sshd_binary", "templates_dir", "declarations", "smtp_ca_file", "root"}
 )
+# Written by the intake gate only: not in the reconciler's ReadWritePaths.
+_INTAKE_ONLY = frozenset({"intake_dir", "quarantine_dir"})
 
 
 def managed_dirs(settings: HostSettings) -> set[Path]:
@@ -79,7 +83,7 @@ def managed_dirs(settings: HostSettings) -> set[Path]:
     out = set()
     for name in type(settings).model_fields:
         value = getattr(settings, name)
-        if name in _READ_ONLY or not isinstance(value, Path):
+        if name in _READ_ONLY or name in _INTAKE_ONLY or not isinstance(value, Path):
             continue
         out.add(value if name.endswith(("_dir", "_base")) else value.parent)
     return out
@@ -144,10 +148,52 @@ def render_units(settings: HostSettings, options: UnitOptions) -> dict[str, str]
         "on_calendar": on_calendar(options.every),
         "service": SERVICE,
     }
+    intake = {
+        **context,
+        "exec_start": " ".join(quote(a) for a in intake_exec_start(options)),
+        "writable": intake_writable_paths(settings),
+        "protect_home": _protect_home(private[1:]),
+    }
     return {
         SERVICE: env.get_template("systemd/sftp-provisioner.service.j2").render(**context),
         TIMER: env.get_template("systemd/sftp-provisioner.timer.j2").render(**context),
+        INTAKE_SERVICE: env.get_template("systemd/sftp-provisioner-intake.service.j2").render(
+            **intake
+        ),
     }
+
+
+def intake_exec_start(options: UnitOptions) -> list[str]:
+    args = [*(options.command or program()), "intake"]
+    if options.settings_file is not None:
+        args += ["--settings", str(options.settings_file)]
+    if options.log_format != "text":
+        args += ["--log-format", options.log_format]
+    return args
+
+
+def intake_writable_paths(settings: HostSettings) -> list[Path]:
+    """What the intake gate writes: the exchange directories (sets leave IN*, notices go to
+    OUT*), the intake and quarantine directories, its journal, lock, metrics, audit log and
+    the state database's directory."""
+    wanted = {
+        settings.chroot_base,
+        settings.intake_dir,
+        settings.quarantine_dir,
+        settings.work_dir,
+        settings.lock_file.parent,
+        settings.metrics_file.parent,
+        settings.audit_log.parent,
+    }
+    state = _sqlite_dir(settings.state_url)
+    if state is not None:
+        wanted.add(state)
+    ordered = sorted(wanted, key=lambda p: (len(p.parts), str(p)))
+    kept: list[Path] = []
+    for path in ordered:
+        if not any(path.is_relative_to(k) for k in kept):
+            kept.append(path)
+    return sorted(kept)
 
 
 def install(settings: HostSettings, options: UnitOptions, unit_dir: Path = UNIT_DIR) -> list[str]:
@@ -163,8 +209,10 @@ def install(settings: HostSettings, options: UnitOptions, unit_dir: Path = UNIT_
     for name, text in render_units(settings, options).items():
         write_atomic(unit_dir / name, text.encode("utf-8"), 0o644)
         done.append(f"wrote {unit_dir / name}")
-    private = {settings.work_dir, settings.archive_dir}
-    for path in writable_paths(settings, options.declarations, options.pull):
+    private = {settings.work_dir, settings.archive_dir, settings.quarantine_dir}
+    every_path = set(writable_paths(settings, options.declarations, options.pull))
+    every_path |= set(intake_writable_paths(settings))
+    for path in sorted(every_path):
         if path not in (options.declarations, Path("/run/sshd")) and not path.exists():
             path.mkdir(parents=True, mode=0o700 if path in private else 0o755)
             done.append(f"created {path}")

@@ -160,7 +160,9 @@ def test_install_writes_the_units_and_creates_the_managed_directories(
         str(unit_dir),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in unit_dir.iterdir()) == [systemd.SERVICE, systemd.TIMER]
+    assert sorted(p.name for p in unit_dir.iterdir()) == sorted(
+        [systemd.SERVICE, systemd.TIMER, systemd.INTAKE_SERVICE]
+    )
     for sub in (
         "srv/sftp",
         "srv/sftp-archive",
@@ -188,11 +190,40 @@ def test_a_trial_root_gets_its_own_units_and_systemd_is_not_told(host: Host) -> 
     )
     assert done.returncode == 0, done.stderr
     units = host.root / "etc/systemd/system"
-    assert sorted(p.name for p in units.iterdir()) == [systemd.SERVICE, systemd.TIMER]
+    assert sorted(p.name for p in units.iterdir()) == sorted(
+        [systemd.SERVICE, systemd.TIMER, systemd.INTAKE_SERVICE]
+    )
     assert "daemon-reload" not in done.stdout
     service = directives((units / systemd.SERVICE).read_text())
     assert f"-{host.root.resolve()}/srv/sftp" in service["ReadWritePaths"]
     assert (host.root / "srv/sftp").is_dir()
+
+
+def test_the_intake_gate_runs_as_a_service_writing_only_its_directories(
+    host: Host, printed: dict[str, str]
+) -> None:
+    settings = load_settings(host.settings_file, environ={})
+    service = directives(printed[systemd.INTAKE_SERVICE])
+    command = service["ExecStart"][0].split()
+    assert command[-3:] == ["intake", "--settings", str(host.settings_file.absolute())]
+    assert service["Type"] == ["simple"] and service["Restart"] == ["on-failure"]
+    writable = [Path(p.removeprefix("-")) for p in service["ReadWritePaths"]]
+    for path in (
+        settings.chroot_base / "u" / "IN",
+        settings.intake_dir / "R",
+        settings.quarantine_dir,
+        settings.work_dir / "intake-journal",
+        settings.metrics_file,
+        settings.audit_log,
+    ):
+        assert any(path.is_relative_to(w) for w in writable), path
+    for private in (settings.keys_dir, settings.extrausers_dir, settings.sshd_dropin):
+        assert not any(private.is_relative_to(w) for w in writable), private
+    # ...and the reconciler does not write the gate's directories.
+    reconciler = [
+        Path(p.removeprefix("-")) for p in directives(printed[systemd.SERVICE])["ReadWritePaths"]
+    ]
+    assert not any(settings.intake_dir.is_relative_to(w) for w in reconciler)
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
