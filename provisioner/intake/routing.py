@@ -96,6 +96,14 @@ def _certificates(
     return tuple(found), tuple(problems)
 
 
+def _over_sftp(application: Mapping[str, Any]) -> bool:
+    """Whether the SFTP channel carries `application`: by its `channels` list when the table
+    gives one; a table without it (version 1 listed SFTP applications only; version 2 lists
+    every application of the quality) is taken at its word."""
+    carriers = application.get("channels")
+    return not isinstance(carriers, list) or "sftp" in carriers
+
+
 def load_routing(path: Path) -> Routing:
     """The channels of the routing table at `path`; an unreadable table is an IntakeError."""
     try:
@@ -116,7 +124,7 @@ def load_routing(path: Path) -> Routing:
         purposes = {
             str(code)
             for app in entry.get("applications") or ()
-            if isinstance(app, dict)
+            if isinstance(app, dict) and _over_sftp(app)
             for code in app.get("purpose_codes") or ()
         }
         certs, problems = _certificates(entry, path.parent)
