@@ -764,8 +764,8 @@ def registrations_of(plan: ImportPlan, now: datetime) -> list[Registration]:
                 uid=None,
                 registered_at=registered,
                 status="pending" if row.status == "active" else "removed",
-                status_since=registered if row.status == "active" else now,
-                status_reason="imported" if row.status == "removed" else None,
+                # Since the import: the portal's export says nothing of when a status began.
+                status_since=now,
             )
         )
     return out

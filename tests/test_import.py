@@ -134,7 +134,7 @@ def test_5000_rows_in_one_transaction_then_nothing(state_url: str, tmp_path: Pat
     }
     assert all(r.uid is None for r in snapshot.registrations.values())
     assert set(snapshot.usernames) == {u for _, u, _ in exported.values()}
-    registered = snapshot.registrations[QualityId("0200000043", "employer_nsso")].registered_at
+    registered = snapshot.registrations[QualityId("0300000016", "employer_nsso")].registered_at
     assert registered.isoformat() == "2019-02-28T23:00:00+00:00"  # 1 March in Brussels
 
     again = run_import(state_url, csv, commit=True, now=NOW)
@@ -280,7 +280,7 @@ def test_cli_dry_run_commit_and_again(tmp_path: Path) -> None:
     ]
     assert lines[2].split() == [
         "2",
-        "0200.000.043",
+        "0300.000.016",
         "employer_nsso",
         "100000",
         "PORTALSFTP000000",
@@ -359,3 +359,71 @@ def test_cli_state_options_like_the_host_commands(tmp_path: Path) -> None:
     done = cli("import", "export.csv", "--settings", str(settings), "--commit", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "other.db").is_file()
+
+
+# --- adoption, end to end: import, then the first apply --------------------------------------
+
+
+def test_import_5000_then_first_apply_keeps_every_number_and_username(tmp_path: Path) -> None:
+    """The adoption path: the export of 5,000 registrations (and the two example qualities,
+    with the numbers the portal gave them) is imported, then the first apply provisions the
+    declared ones: not one sender number or username changes, the removed ones stay removed
+    and keep theirs, and a quality new to the portal gets a number nobody held."""
+    import json
+
+    from conftest import (
+        EN_ONDERNEMING,
+        EN_SECSOC,
+        USER_ONDERNEMING,
+        USER_SECSOC,
+        Host,
+        add_third_quality,
+    )
+    from import_support import HEADER, rows, write_declarations
+
+    from provisioner.adoption import run_import
+
+    host = Host(tmp_path)
+    declared = write_declarations(host.decls / "qualities" / "imported", 5000)
+    assert declared == 4500
+    examples = [
+        f"{EN_ONDERNEMING},employer_nsso,123456,{USER_ONDERNEMING},2016-09-01,active",
+        f"{EN_SECSOC},employer_nsso,000777,{USER_SECSOC},2012-01-02,active",
+    ]
+    csv = tmp_path / "export.csv"
+    csv.write_text(HEADER + "\n" + "\n".join([*rows(5000), *examples]) + "\n", "utf-8")
+    url = host.settings().state_url
+    outcome = run_import(url, csv, commit=True, now=NOW)
+    assert outcome.written, render_diagnostics(outcome.plan.diagnostics)
+    before = host.snapshot()
+    assert len(before.registrations) == 5002
+
+    result = host.apply()
+    assert not result.plan.refused, [c.reasons for c in result.plan.refused]
+    after = host.snapshot()
+    for qid, reg in before.registrations.items():
+        now_reg = after.registrations[qid]
+        assert (now_reg.sender_number, now_reg.technical_user) == (
+            reg.sender_number,
+            reg.technical_user,
+        ), qid
+        expected = "removed" if reg.status == "removed" else "active"
+        assert now_reg.status == expected, (qid, now_reg.status)
+    # Only the SFTP qualities got an account, with the numbers of the portal.
+    passwd = (host.root / "var/lib/extrausers/passwd").read_text()
+    assert {line.split(":")[0] for line in passwd.splitlines()} >= {USER_ONDERNEMING, USER_SECSOC}
+    assert "PORTALSFTP" not in passwd
+    routing = json.loads((host.root / "var/lib/sftp-gateway/routing.json").read_text())
+    senders = routing["senders"]
+    assert senders["123456"]["username"] == USER_ONDERNEMING
+    assert senders["000777"]["username"] == USER_SECSOC
+    assert len(senders) == 4502  # every active quality, whatever its channels
+
+    add_third_quality(host)
+    host.apply()
+    third = host.snapshot()
+    newcomer = next(r for q, r in third.registrations.items() if q not in before.registrations)
+    held = {r.sender_number for r in before.registrations.values()}
+    assert newcomer.sender_number not in held
+    assert newcomer.sender_number > max(held)
+    assert len(third.registrations) == 5003
