@@ -25,6 +25,7 @@ __all__ = [
     "CertificateFinding",
     "CertificateInfo",
     "CertificateProblem",
+    "certificate_der",
     "check_certificate",
     "load_certificate",
 ]
@@ -129,6 +130,11 @@ def load_certificate(data: bytes) -> CertificateInfo:
         if not _is_pem(data):
             _diagnose_der(der)
         _unreadable("the certificate is damaged or not valid X.509")
+
+
+def certificate_der(data: bytes) -> bytes:
+    """The DER bytes of the certificate `load_certificate` reads from the same file."""
+    return _certificate_der(bytes(data))
 
 
 def check_certificate(

@@ -18,7 +18,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from provisioner.certificates import CertificateInfo, CertificateProblem, load_certificate
+from provisioner.certificates import (
+    CertificateInfo,
+    CertificateProblem,
+    certificate_der,
+    load_certificate,
+)
 from provisioner.diagnostics import Diagnostic, Location, error, warning
 from provisioner.encoding import free_text_problem
 from provisioner.errormap import validation_diagnostics
@@ -75,6 +80,12 @@ class FileResult:
     keys: list[ResolvedKey] = field(default_factory=list)
     certificate: CertificateInfo | None = None
     certificate_at: Location | None = None
+    # During a renewal, the certificate that follows (see `models.SftpChannel`).
+    next_certificate: CertificateInfo | None = None
+    next_certificate_at: Location | None = None
+    # The DER of each accepted certificate, in declaration order: what the reconciler
+    # installs for the intake gate. Only whole results carry it, never the summaries.
+    certificate_ders: tuple[bytes, ...] = ()
     facts: Facts = field(default_factory=Facts)
     # Referenced files and their content hashes: part of the cache key.
     refs: dict[str, str] = field(default_factory=dict)
@@ -123,6 +134,8 @@ def check_file(path: Path, display: str, root: Path) -> FileResult:
     if sftp is not None:
         _resolve_keys(doc, enumerate(sftp.ssh_keys), root, result)
         _resolve_certificate(doc, sftp.certificate, root, result)
+        if sftp.next_certificate is not None:
+            _resolve_certificate(doc, sftp.next_certificate, root, result, "next_certificate")
     return result
 
 
@@ -354,9 +367,10 @@ def _salvage_sftp(doc: SourceDocument, root: Path, result: FileResult) -> None:
             except ValidationError:
                 continue
     _resolve_keys(doc, entries, root, result)
-    certificate = data.get("certificate")
-    if isinstance(certificate, str) and certificate:
-        _resolve_certificate(doc, certificate, root, result)
+    for name in ("certificate", "next_certificate"):
+        certificate = data.get(name)
+        if isinstance(certificate, str) and certificate:
+            _resolve_certificate(doc, certificate, root, result, name)
 
 
 def _structure_rules(doc: SourceDocument, decl: Declaration) -> list[Diagnostic]:
@@ -643,8 +657,14 @@ def _resolve_keys(
         result.keys.append(ResolvedKey(key, from_, expires, at, source))
 
 
-def _resolve_certificate(doc: SourceDocument, ref: str, root: Path, result: FileResult) -> None:
-    at = doc.location(("structured_messages", "channels", "sftp", "certificate"))
+def _resolve_certificate(
+    doc: SourceDocument,
+    ref: str,
+    root: Path,
+    result: FileResult,
+    name: str = "certificate",
+) -> None:
+    at = doc.location(("structured_messages", "channels", "sftp", name))
     if not ref.lower().endswith(CERT_SUFFIXES):
         result.diagnostics.append(
             error(
@@ -662,18 +682,33 @@ def _resolve_certificate(doc: SourceDocument, ref: str, root: Path, result: File
     if data is None:
         return
     try:
-        result.certificate = load_certificate(data)
+        info = load_certificate(data)
     except CertificateProblem as problem:
         result.diagnostics.append(error(problem.code, problem.message, at))
         return
-    info = result.certificate
-    for what, name in (("subject", info.subject), ("issuer", info.issuer)):
+    for what, text in (("subject", info.subject), ("issuer", info.issuer)):
         # The names reach the overview and the notification mails, as free text does.
-        unfit = free_text_problem(name)
+        unfit = free_text_problem(text)
         if unfit is not None:
-            result.certificate = None
             result.diagnostics.append(
                 error("certificate-name-character", f"the certificate's {what}: {unfit}", at)
             )
             return
-    result.certificate_at = at
+    if name == "certificate":
+        result.certificate, result.certificate_at = info, at
+    else:
+        current = result.certificate
+        if current is not None and current.sha256_fingerprint == info.sha256_fingerprint:
+            result.diagnostics.append(
+                error(
+                    "certificate-duplicate",
+                    "next_certificate is the same certificate as certificate (SHA-256 "
+                    f"{info.sha256_fingerprint}): declare the renewed certificate here, or "
+                    "remove next_certificate",
+                    at,
+                    *([result.certificate_at] if result.certificate_at else []),
+                )
+            )
+            return
+        result.next_certificate, result.next_certificate_at = info, at
+    result.certificate_ders = (*result.certificate_ders, certificate_der(data))

@@ -476,6 +476,20 @@ class SftpChannel(OtherChannel):
     connection: Literal["internet"]
     ssh_keys: Annotated[list[KeyRef], Field(min_length=1)]
     certificate: Annotated[str, Field(min_length=1, description="path to a .cer/.crt/.pem file")]
+    # During a renewal: the certificate that follows `certificate`. Both are accepted until
+    # `certificate` expires; a separate key (not a list) keeps `certificate: path` the same
+    # contract and says which one is the renewal.
+    next_certificate: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                description="during a renewal, the next certificate (.cer/.crt/.pem): both "
+                "are accepted until `certificate` expires",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class Channels(Model):

@@ -38,6 +38,8 @@ class FileSummary:
     keys: list[KeyFact] = field(default_factory=list)
     certificate: CertificateInfo | None = None
     certificate_at: Location | None = None
+    next_certificate: CertificateInfo | None = None
+    next_certificate_at: Location | None = None
     # A valid declaration with an SFTP channel: what the reconciler provisions. Known here so
     # that an unchanged channel is recognised without loading its whole model.
     sftp: bool = False
@@ -54,6 +56,8 @@ class FileSummary:
             keys=[KeyFact(k.key.fingerprint, k.location, k.expires) for k in result.keys],
             certificate=result.certificate,
             certificate_at=result.certificate_at,
+            next_certificate=result.next_certificate,
+            next_certificate_at=result.next_certificate_at,
             sftp=decl is not None and decl.structured_messages.channels.sftp is not None,
         )
 
@@ -98,13 +102,7 @@ def summary_row(s: FileSummary) -> list[Any]:
     if diagnostics is None:
         raise TypeError("diagnostics that cannot be cached")
     f = s.facts
-    cert = s.certificate
-    cert_row = None
-    if cert is not None:
-        cert_row = [
-            getattr(cert, name).isoformat() if name in _CERT_DATES else getattr(cert, name)
-            for name in _CERT_FIELDS
-        ]
+    cert_row = _cert_row(s.certificate)
     return [
         s.display,
         s.digest,
@@ -126,25 +124,40 @@ def summary_row(s: FileSummary) -> list[Any]:
         ],
         cert_row,
         _loc_row(s.certificate_at, s.display),
+        _cert_row(s.next_certificate),
+        _loc_row(s.next_certificate_at, s.display),
         s.sftp,
     ]
+
+
+def _cert_row(cert: CertificateInfo | None) -> list[Any] | None:
+    if cert is None:
+        return None
+    return [
+        getattr(cert, name).isoformat() if name in _CERT_DATES else getattr(cert, name)
+        for name in _CERT_FIELDS
+    ]
+
+
+def _cert_of_row(cert: list[Any] | None) -> CertificateInfo | None:
+    if cert is None:
+        return None
+    values = dict(zip(_CERT_FIELDS, cert, strict=True))
+    for name in _CERT_DATES:
+        values[name] = datetime.fromisoformat(values[name])
+    return CertificateInfo(**values)
 
 
 def summary_from_row(row: list[Any]) -> FileSummary:
     """The summary of a `summary_row`; KeyError, TypeError or ValueError if it is not one."""
     from provisioner.cache import decode_text
 
-    if type(row) is not list or len(row) != 14:
+    if type(row) is not list or len(row) != 16:
         raise ValueError("not a summary row")
     (display, digest, refs, diags, en, en_at, user, user_at, admins, admins_at, keys, cert,
-     cert_at, sftp) = row  # fmt: skip
+     cert_at, next_cert, next_at, sftp) = row  # fmt: skip
     parse = datetime.fromisoformat
-    certificate = None
-    if cert is not None:
-        values = dict(zip(_CERT_FIELDS, cert, strict=True))
-        for name in _CERT_DATES:
-            values[name] = parse(values[name])
-        certificate = CertificateInfo(**values)
+    certificate = _cert_of_row(cert)
     diagnostics = decode_text(diags) if diags else []
     if not isinstance(refs, dict) or not isinstance(diagnostics, list):
         raise ValueError("not a summary row")
@@ -164,6 +177,8 @@ def summary_from_row(row: list[Any]) -> FileSummary:
         keys=[KeyFact(fp, _at(loc, display), parse(exp) if exp else None) for fp, loc, exp in keys],
         certificate=certificate,
         certificate_at=_loc(cert_at, display),
+        next_certificate=_cert_of_row(next_cert),
+        next_certificate_at=_loc(next_at, display),
         sftp=bool(sftp),
     )
 
@@ -173,11 +188,7 @@ _CERT_DATES = frozenset(f.name for f in fields(CertificateInfo) if f.type in ("d
 
 
 def clock_rules(summary: FileSummary, now: datetime) -> list[Diagnostic]:
-    out: list[Diagnostic] = []
-    if summary.certificate is not None and summary.certificate_at is not None:
-        for finding in check_certificate(summary.certificate, now, CERTIFICATE_WARNING_DAYS):
-            severity = Severity(finding.severity)
-            out.append(Diagnostic(severity, finding.code, finding.message, summary.certificate_at))
+    out: list[Diagnostic] = certificate_rules(summary, now)
     for key in summary.keys:
         if key.expires is None:
             continue
@@ -198,6 +209,56 @@ def clock_rules(summary: FileSummary, now: datetime) -> list[Diagnostic]:
                     key.location,
                 )
             )
+    return out
+
+
+def certificate_rules(summary: FileSummary, now: datetime) -> list[Diagnostic]:
+    """Each certificate judged at `now`, and the two of a renewal together: the current one
+    may expire while the next one is valid (then only a warning says to finish the renewal),
+    the next one may be declared before it is valid while the current one still is, and the
+    current one's expiry needs no warning once a next one outlasts it."""
+    current, at = summary.certificate, summary.certificate_at
+    following, next_at = summary.next_certificate, summary.next_certificate_at
+    if current is None or at is None:
+        return []
+    findings = check_certificate(current, now, CERTIFICATE_WARNING_DAYS)
+    if following is None or next_at is None:
+        return [Diagnostic(Severity(f.severity), f.code, f.message, at) for f in findings]
+    next_findings = check_certificate(following, now, CERTIFICATE_WARNING_DAYS)
+    next_valid = following.not_before <= now <= following.not_after
+    current_valid = current.not_before <= now <= current.not_after
+    out: list[Diagnostic] = []
+    for f in findings:
+        if f.code == "certificate-expired" and next_valid:
+            out.append(
+                warning(
+                    "certificate-renewal-due",
+                    f"the certificate expired on {current.not_after:%Y-%m-%d}: only "
+                    "next_certificate is accepted now; make it the certificate and remove "
+                    "next_certificate",
+                    at,
+                    next_at,
+                )
+            )
+        elif f.code == "certificate-expiring" and following.not_after > current.not_after:
+            continue  # the renewal is declared: nothing to do before the expiry
+        else:
+            out.append(Diagnostic(Severity(f.severity), f.code, f.message, at))
+    for f in next_findings:
+        if f.code == "certificate-not-yet-valid" and current_valid:
+            if following.not_before > current.not_after:
+                out.append(
+                    warning(
+                        "certificate-renewal-gap",
+                        f"next_certificate is valid only from {following.not_before:%Y-%m-%d}, "
+                        f"after the certificate expires ({current.not_after:%Y-%m-%d}): files "
+                        "signed in between are refused",
+                        next_at,
+                        at,
+                    )
+                )
+            continue  # declared ahead of its validity while the current one still signs
+        out.append(Diagnostic(Severity(f.severity), f.code, f.message, next_at))
     return out
 
 

@@ -466,7 +466,10 @@ def _memo(verdicts: list[Diagnostic], summaries: list[FileSummary]) -> dict[str,
             continue
         cert = _row(s.certificate) if s.certificate is not None else None
         at = _row(s.certificate_at) if s.certificate_at is not None else None
-        clock.append([s.display, cert, at, keys])
+        renewal = None
+        if s.next_certificate is not None and s.next_certificate_at is not None:
+            renewal = [_row(s.next_certificate), _row(s.next_certificate_at)]
+        clock.append([s.display, cert, at, keys, renewal])
     return {
         "verdicts": json.dumps([encode(d) for d in verdicts], separators=(",", ":")),
         "shape": _shape(),
@@ -495,11 +498,16 @@ def _replay(memo: dict[str, Any], now: datetime) -> list[Diagnostic] | None:
         out = list(decode_text(memo["verdicts"]))
         no_facts = Facts()
         parse = datetime.fromisoformat
-        for display, cert, at, keys in memo["clock"]:
+        for display, cert, at, keys, renewal in memo["clock"]:
             if cert is not None:
                 cert = list(cert)  # the memo itself stays JSON
                 for i in dates:
                     cert[i] = parse(cert[i])
+            following = None
+            if renewal is not None:
+                following = list(renewal[0])
+                for i in dates:
+                    following[i] = parse(following[i])
             summary = FileSummary(
                 display=display,
                 digest="",
@@ -509,6 +517,8 @@ def _replay(memo: dict[str, Any], now: datetime) -> list[Diagnostic] | None:
                 keys=[KeyFact(fp, Location(*loc), parse(expires)) for fp, loc, expires in keys],
                 certificate=CertificateInfo(*cert) if cert is not None else None,
                 certificate_at=Location(*at) if at is not None else None,
+                next_certificate=CertificateInfo(*following) if following is not None else None,
+                next_certificate_at=Location(*renewal[1]) if renewal is not None else None,
             )
             out.extend(clock_rules(summary, now))
         if not all(isinstance(d, Diagnostic) for d in out):

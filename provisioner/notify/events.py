@@ -196,18 +196,35 @@ def declaration_events(
             continue
         reg = after.registrations.get(en)
         base = _channel_facts(reg) if reg is not None else {}
-        cert = summary.certificate
-        if cert is not None:
-            facts = base | {
-                "certificate_owner": cert.owner,
-                "certificate_issuer": cert.issuer,
-                "certificate_serial": cert.serial_decimal,
-                "certificate_serial_hex": cert.serial_hex,
-                "certificate_fingerprint": cert.sha256_fingerprint,
-                "expires_on": cert.not_after,
-                "days_left": (cert.not_after.date() - now.date()).days,
-                "source": summary.display,
-            }
+        certificates = [summary.certificate, summary.next_certificate]
+        following = summary.next_certificate
+        # During a renewal each certificate is announced on its own (the event id carries the
+        # fingerprint); the current one's notice names the next one, already registered.
+        for cert in (c for c in certificates if c is not None):
+            renewal = (
+                {
+                    "renewal_serial": following.serial_decimal,
+                    "renewal_valid_from": following.not_before,
+                }
+                if following is not None
+                and cert is summary.certificate
+                and following.not_after > cert.not_after
+                else {}
+            )
+            facts = (
+                base
+                | renewal
+                | {
+                    "certificate_owner": cert.owner,
+                    "certificate_issuer": cert.issuer,
+                    "certificate_serial": cert.serial_decimal,
+                    "certificate_serial_hex": cert.serial_hex,
+                    "certificate_fingerprint": cert.sha256_fingerprint,
+                    "expires_on": cert.not_after,
+                    "days_left": (cert.not_after.date() - now.date()).days,
+                    "source": summary.display,
+                }
+            )
             if now > cert.not_after:
                 events.append(
                     Event(

@@ -286,6 +286,9 @@ def main() -> None:
         write(MATERIAL / "keys" / name, text.encode(), args.force)
     for name, data in certs().items():
         write(MATERIAL / "certs" / name, data, args.force)
+    # signature.cer as it was written, in PEM: the same certificate named twice in a renewal.
+    same = x509.load_der_x509_certificate((MATERIAL / "certs" / "signature.cer").read_bytes())
+    write(MATERIAL / "certs" / "signature-again.pem", pem(same), args.force)
 
 
 if __name__ == "__main__":
