@@ -53,6 +53,7 @@ from provisioner.plan import (
     Plan,
     compare,
 )
+from provisioner.progress import APPLY, ProgressCallback
 from provisioner.reconcile import Reconciliation, compute, unknown_in
 from provisioner.render import MEMO_ROLES, Channel, Desired, expected_keys
 from provisioner.settings import HostSettings
@@ -738,6 +739,7 @@ def apply(
     revision: str | None = None,
     cwd: Path | None = None,
     progress: Callable[[int, int, PathChange], None] | None = None,
+    report_progress: ProgressCallback | None = None,
     use_cache: bool = True,
     allow_removals: int | None = None,
     interrupt: Interruption | None = None,
@@ -746,7 +748,9 @@ def apply(
     `interrupt`: an installed `Interruption`, for the signal policy it describes.
     `use_cache=False`: compare everything in full, trusting no cache (see `compute`).
     `allow_removals`: how many removals over the mass-removal guard's threshold this run
-    accepts (see `provisioner.guard`); a plan over it raises before anything is committed."""
+    accepts (see `provisioner.guard`); a plan over it raises before anything is committed.
+    `report_progress(stage, done, total)`: the steps of the plan and of the changes, for a
+    progress bar or log (see `provisioner.progress`)."""
     now = now or datetime.now(UTC)
     with host_lock(settings.lock_file), paused_gc():
         if interrupt is not None:
@@ -762,6 +766,7 @@ def apply(
             cwd=cwd,
             write_cache=True,
             use_cache=use_cache,
+            progress=report_progress,
         )
         if saved_plan is not None:
             moved = _stale(saved_plan, rec.plan)
@@ -821,6 +826,8 @@ def apply(
                     )
                     if progress is not None:
                         progress(done, total, change)
+                    if report_progress is not None:
+                        report_progress(APPLY, done, total)
                 if interrupt is not None and interrupt.rollback:
                     raise ApplyInterrupted(interrupt.signum, rolled_back=True)
                 if rec.plan.changes and any(

@@ -43,6 +43,7 @@ from provisioner.plan import (
     digest_of,
     tree_changes,
 )
+from provisioner.progress import RENDER, ProgressCallback
 from provisioner.render import (
     MEMO_ROLES,
     Channel,
@@ -150,11 +151,15 @@ def compute(
     jobs: int | None = None,
     write_cache: bool = False,
     use_cache: bool = True,
+    progress: ProgressCallback | None = None,
 ) -> Reconciliation:
     """The plan. `use_cache=False` checks every declaration and renders and reads every path,
-    ignoring what earlier runs recorded (the result is the same, only slower)."""
+    ignoring what earlier runs recorded (the result is the same, only slower). `progress` is
+    called as declarations are checked and channels rendered (see provisioner.progress)."""
     with paused_gc():
-        return _compute(settings, paths, snapshot, now, revision, cwd, jobs, write_cache, use_cache)
+        return _compute(
+            settings, paths, snapshot, now, revision, cwd, jobs, write_cache, use_cache, progress
+        )
 
 
 def _compute(
@@ -167,6 +172,7 @@ def _compute(
     jobs: int | None,
     write_cache: bool,
     use_cache: bool,
+    progress: ProgressCallback | None = None,
 ) -> Reconciliation:
     now = now or datetime.now(UTC)
     regs = snapshot.registrations
@@ -188,6 +194,7 @@ def _compute(
         cache_dir=settings.cache_dir if use_cache else None,
         cache_write=write_cache and use_cache,
         key_owners=key_owners,
+        progress=progress,
     )
     if jobs:
         vsettings = replace(vsettings, jobs=jobs)
@@ -308,7 +315,9 @@ def _compute(
     owners = _owners_managed()
     context = context_key(settings, owners, openssh_version(settings))
     record = HostRecord.load(settings, context) if use_cache else HostRecord(context)
-    r = _render(settings, report, accepted, accepted_files, held, record, context)
+    r = _render(
+        settings, report, accepted, accepted_files, held, record, context, progress=progress
+    )
 
     removal_paths: dict[Path, str] = {}
     for reg in gone:
@@ -492,6 +501,7 @@ def _render(
     held: list[Registration],
     record: HostRecord,
     context: str,
+    progress: ProgressCallback | None = None,
 ) -> _Rendered:
     """The desired tree, rendering only what the record cannot vouch for (see hostrecord)."""
     summaries = report.summaries
@@ -561,10 +571,15 @@ def _render(
     for node in render_host(settings, registrations, by_sender, known_files):
         tree.add(node)
     channel_nodes: dict[str, list[Desired]] = {}
-    for channel in sorted(to_render, key=lambda c: c.user):
+    ordered = sorted(to_render, key=lambda c: c.user)
+    for done, channel in enumerate(ordered):
+        if progress is not None:
+            progress(RENDER, done, len(ordered))
         channel_nodes[channel.enterprise_number] = render_channel(settings, channel)
         for node in channel_nodes[channel.enterprise_number]:
             tree.add(node)
+    if progress is not None and ordered:
+        progress(RENDER, len(ordered), len(ordered))
     return _Rendered(tree, keys, unchanged, channel_nodes, routing, digests, host_keys, observed)
 
 

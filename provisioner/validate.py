@@ -28,6 +28,7 @@ from provisioner.declarations import (
 from provisioner.diagnostics import Diagnostic, Location, Severity, error, sort_diagnostics
 from provisioner.errors import DeclarationError
 from provisioner.gcpause import collecting, paused_gc
+from provisioner.progress import CHECK, ProgressCallback, report_all
 from provisioner.rules import FileSummary, KeyFact, clock_rules, cross_file_rules
 from provisioner.safefile import OutsideRoot, confined_realpath, shown_name
 
@@ -58,6 +59,8 @@ class ValidateSettings:
     # Key fingerprint -> the quality that already has it (the reconciler passes the state's;
     # `base` adds the base revision's): see `rules.cross_file_rules`.
     key_owners: Mapping[str, str] | None = None
+    # Called after each declaration checked (see provisioner.progress); never prints.
+    progress: ProgressCallback | None = field(default=None, compare=False)
     # The declarations root when the caller found it already (`show FILE` takes the one
     # `find_root` finds for its --declarations directory); None: `find_root` of `paths`.
     root: Path | None = None
@@ -292,19 +295,25 @@ def _worker_start() -> None:
     resolve_directories_once()
 
 
-def _map_parallel(fn: Any, jobs: list[tuple[Path, str, Path]], workers: int) -> list[Any]:
+def _map_parallel(
+    fn: Any,
+    jobs: list[tuple[Path, str, Path]],
+    workers: int,
+    progress: ProgressCallback | None = None,
+) -> list[Any]:
     # One call is one run: within it, each directory holding referenced files is resolved
     # once (see `declarations.directories_resolved_once`), in this process or in each worker,
     # which lives only as long as the pool.
     if workers <= 1 or len(jobs) < PARALLEL_THRESHOLD:
         with directories_resolved_once(), collecting():
-            return [fn(job) for job in jobs]
+            return report_all(progress, CHECK, (fn(job) for job in jobs), len(jobs))
     # Forked from a parent that has imported everything a check needs: workers start at once.
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=ctx, initializer=_worker_start
     ) as pool:
-        return list(pool.map(fn, jobs, chunksize=POOL_CHUNK))
+        results = pool.map(fn, jobs, chunksize=POOL_CHUNK)
+        return report_all(progress, CHECK, results, len(jobs))
 
 
 def check_files(files: Sequence[Path], root: Path, cwd: Path, workers: int) -> list[FileResult]:
@@ -365,10 +374,11 @@ def _validate(settings: ValidateSettings, full: bool) -> ValidationReport:
     fresh: list[tuple[Any, tuple[str, str] | None]]
     if cache.enabled:
         encoding = _check_full_encoded if full else _check_summary_encoded
-        fresh = _map_parallel(encoding, jobs, settings.jobs)
+        fresh = _map_parallel(encoding, jobs, settings.jobs, settings.progress)
     else:
         plain = _check_full if full else _check_summary
-        fresh = [(item, None) for item in _map_parallel(plain, jobs, settings.jobs)]
+        checked = _map_parallel(plain, jobs, settings.jobs, settings.progress)
+        fresh = [(item, None) for item in checked]
     whole: list[FileResult | None] = [None] * len(files) if full else []
     for (index, (path, display, _root)), (item, payload) in zip(todo, fresh, strict=True):
         if full:

@@ -15,6 +15,7 @@ import click
 from provisioner.catalogue import LANGUAGES
 from provisioner.cli import EXIT_INVALID, EXIT_OK, cli, default_cache_dir, echo_err
 from provisioner.forge import FORGES, Forge, resolve_author
+from provisioner.progress import progress_options, reporter
 from provisioner.report import FORMATS, render, render_text
 from provisioner.validate import ValidateSettings, ValidationReport, validate
 
@@ -100,6 +101,7 @@ def _default_paths() -> tuple[Path, ...]:
     envvar="SFTP_PROVISIONER_LEDGER_MAX_AGE",
     help="A ledger written longer ago than AGE (90m, 2h, 1d) is a warning.",
 )
+@progress_options
 def validate_command(
     paths: tuple[Path, ...],
     fmt: str,
@@ -112,6 +114,9 @@ def validate_command(
     as_of: str | None,
     ledger_file: Path | None,
     ledger_max_age: str,
+    progress_mode: str,
+    progress_every: float,
+    progress_delay: float,
 ) -> int:
     """Validate declarations: files or directories (recursively *.yaml, *.yml).
 
@@ -135,7 +140,8 @@ def validate_command(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--ledger-max-age") from None
         settings = replace(settings, ledger=load_ledger(ledger_file), ledger_max_age=max_age)
-    report = validate(settings)
+    with reporter(progress_mode, progress_every, progress_delay) as progress:
+        report = validate(replace(settings, progress=progress))
     if output is not None:
         output.write_text(render(report, fmt), "utf-8")
         click.echo(render_text(report, color=sys.stdout.isatty()), nl=False)

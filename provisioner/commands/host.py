@@ -16,6 +16,7 @@ import click
 from provisioner.cli import EXIT_CHANGES, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, cli
 from provisioner.errors import PlanError
 from provisioner.gcpause import one_shot
+from provisioner.progress import progress_options, reporter
 from provisioner.settings import HostSettings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -155,6 +156,7 @@ allow_removals_option = click.option(
     "is shortened [default: the --out file].",
 )
 @no_cache
+@progress_options
 def plan_command(
     paths: tuple[Path, ...],
     settings_file: Path | None,
@@ -167,6 +169,9 @@ def plan_command(
     max_chars: int,
     full_plan_url: str | None,
     no_cache: bool,
+    progress_mode: str,
+    progress_every: float,
+    progress_delay: float,
 ) -> int:
     """Show what apply would change: per channel, then file diffs, owners and modes.
 
@@ -183,7 +188,15 @@ def plan_command(
     paths = paths or (Path(),)
     settings = settings_from(settings_file, root, state_url)
     snapshot, missing = _read_snapshot(settings)
-    rec = compute(settings, paths, snapshot, revision=_revision(paths), use_cache=not no_cache)
+    with reporter(progress_mode, progress_every, progress_delay) as progress:
+        rec = compute(
+            settings,
+            paths,
+            snapshot,
+            revision=_revision(paths),
+            use_cache=not no_cache,
+            progress=progress,
+        )
     plan = rec.plan
     if missing is not None:
         plan.notes.insert(0, f"no state yet at {missing}: every channel would be new")
@@ -222,6 +235,7 @@ def plan_command(
 @summary_option
 @no_cache
 @allow_removals_option
+@progress_options
 def apply_command(
     paths: tuple[Path, ...],
     settings_file: Path | None,
@@ -233,6 +247,9 @@ def apply_command(
     summary_only: bool,
     no_cache: bool,
     allow_removals: int | None,
+    progress_mode: str,
+    progress_every: float,
+    progress_delay: float,
 ) -> int:
     """Reconcile the host with the declarations: one run at a time, atomic, restorable.
 
@@ -261,7 +278,10 @@ def apply_command(
     store = _open_store(settings)
     interrupt = Interruption(notice=_notice)
     try:
-        with interrupt.installed():
+        with (
+            interrupt.installed(),
+            reporter(progress_mode, progress_every, progress_delay) as progress,
+        ):
             result = apply(
                 settings,
                 paths,
@@ -271,6 +291,7 @@ def apply_command(
                 use_cache=not no_cache,
                 allow_removals=allow_removals,
                 interrupt=interrupt,
+                report_progress=progress,
             )
     except ApplyInterrupted as stop:
         return _interrupted(stop)
