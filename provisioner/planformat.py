@@ -76,6 +76,22 @@ def _changes_by_channel(plan: Plan) -> dict[str | None, list[PathChange]]:
     return out
 
 
+def _keys_of(ch: ChannelPlan) -> tuple[str, ...]:
+    """The names a channel's path changes may carry: its quality identity as text
+    (`0403170701/employer_nsso`), or its enterprise number (plans of earlier releases)."""
+    qid = getattr(ch, "qid", None)
+    return (str(qid), ch.enterprise_number) if qid is not None else (ch.enterprise_number,)
+
+
+def _pop_changes(
+    per_channel: dict[str | None, list[PathChange]], ch: ChannelPlan
+) -> list[PathChange]:
+    out: list[PathChange] = []
+    for key in _keys_of(ch):
+        out.extend(per_channel.pop(key, []))
+    return out
+
+
 def _listed(plan: Plan) -> list[ChannelPlan]:
     """The channels a summary lists, most important first (stable within each kind)."""
     shown = [c for c in plan.channels if c.action is not ChannelAction.UNCHANGED]
@@ -155,6 +171,7 @@ def summary_json(plan: Plan) -> dict[str, Any]:
     (`apply --plan` needs the whole plan, which `--out` writes)."""
     full = plan.to_json()
     per_channel = _changes_by_channel(plan)
+    counted = {id(ch): len(_pop_changes(per_channel, ch)) for ch in plan.channels}
     return {
         "format": full["format"],
         "summary": True,
@@ -173,7 +190,7 @@ def summary_json(plan: Plan) -> dict[str, Any]:
                 "sender_number": ch.sender_number,
                 "source": ch.source,
                 "reasons": list(ch.reasons),
-                "path_changes": len(per_channel.get(ch.enterprise_number, [])),
+                "path_changes": counted[id(ch)],
             }
             for ch in _listed(plan)
         ],
@@ -362,7 +379,7 @@ def render_markdown(
         if host:
             blocks.append((f"host-wide files: {_plural(len(host), 'path change')}", host))
         for ch in listed:
-            changes = per_channel.pop(ch.enterprise_number, [])
+            changes = _pop_changes(per_channel, ch)
             if changes:
                 blocks.append((_channel_title(ch, len(changes)), changes))
         for en, changes in per_channel.items():  # a path of a channel the plan does not list
