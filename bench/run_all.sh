@@ -20,9 +20,9 @@ fi
 if [[ ! -x "$BIN/check-jsonschema" ]]; then
   "$PY" -m pip install --quiet check-jsonschema
 fi
-sizes=1000,10000 runs=3 n=10000
+sizes=1000,10000 runs=3 n=10000 intake_sets=1000
 if [[ "${1:-}" == "--quick" ]]; then
-  sizes=1000 runs=1 n=1000
+  sizes=1000 runs=1 n=1000 intake_sets=100
 fi
 mkdir -p bench/out
 out="bench/out/results-$(date -u +%Y%m%dT%H%M%SZ).md"
@@ -36,5 +36,7 @@ code=$(cd / && "$PY" -c 'import provisioner, pathlib; print(pathlib.Path(provisi
   "$PY" bench/validate_bench.py --sizes "$sizes" --runs "$runs"
   echo
   "$PY" bench/reconcile_bench.py --n "$n" --runs "$runs"
+  echo
+  "$PY" bench/intake_bench.py --sets "$intake_sets" --runs "$runs"
 } | tee "$out"
 echo "written to $out" >&2

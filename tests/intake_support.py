@@ -55,7 +55,10 @@ class Signer:
             pkcs7.PKCS7SignatureBuilder()
             .set_data(data)
             .add_signer(self.certificate, self.key, hashes.SHA256())
-            .sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.DetachedSignature])
+            .sign(
+                serialization.Encoding.DER,
+                [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary],
+            )
         )
         return base64.encodebytes(der).replace(b"\n", b"\r\n")
 

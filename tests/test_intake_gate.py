@@ -22,10 +22,9 @@ from typing import Any
 
 import pytest
 
-from provisioner.apply import host_lock
 from provisioner.errors import LockError
 from provisioner.intake import moves, notices
-from provisioner.intake.gate import lock_file, metrics_file, run_once
+from provisioner.intake.gate import lock_file, metrics_file, run_lock, run_once
 from provisioner.intake.names import check_name
 from tests.intake_support import IntakeHost, make_host, sender_channel
 
@@ -157,7 +156,7 @@ def test_a_set_without_go_waits(host: IntakeHost) -> None:
 
 def test_one_run_at_a_time(host: IntakeHost) -> None:
     host.add(sender_channel("ACMEPAYROLL", "100000"))
-    with host_lock(lock_file(host.settings)), pytest.raises(LockError, match="holds the lock"):
+    with run_lock(lock_file(host.settings)), pytest.raises(LockError, match="holds the lock"):
         run_once(host.settings)
 
 
@@ -212,7 +211,7 @@ CRASH_POINTS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
     "half the files moved": _half_staged,
     "all files moved": lambda mp: _crash_after(moves, "stage_files", mp),
     "record written": lambda mp: _crash_after(moves, "write_record", mp),
-    "verdict journalled": lambda mp: _crash_after(moves, "write_journal", mp, skip=1),
+    "notice journalled": lambda mp: _crash_after(moves, "write_journal", mp, skip=1),
     "set in its final place": lambda mp: _crash_after(moves, "finalize", mp),
     "notice written": lambda mp: _crash_after(notices, "write_notice", mp),
     "journal dropped": lambda mp: _crash_after(moves, "drop_journal", mp),
@@ -225,7 +224,8 @@ CRASH_POINTS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
         pytest.param(point, refused, id=f"{point}-{'refused' if refused else 'accepted'}")
         for point in CRASH_POINTS
         for refused in (False, True)
-        if refused or point != "notice written"  # an accepted set gets no notice
+        # An accepted set gets no notice.
+        if refused or point not in ("notice written", "notice journalled")
     ],
 )
 def test_a_crash_at_any_step_loses_and_doubles_nothing(

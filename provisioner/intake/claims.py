@@ -101,3 +101,10 @@ def claimed_by(engine: Engine, set_id: str) -> list[str]:
     with transaction(engine, write=False) as conn:
         rows = conn.execute(sa.select(intake_names.c.name).where(intake_names.c.set_id == set_id))
         return sorted(r[0] for r in rows)
+
+
+def release(engine: Engine, set_id: str) -> None:
+    """Drop the claims of a set that ends refused (decided again after a crash, say), so
+    that the sender's corrected set may use the names."""
+    with transaction(engine, write=True) as conn:
+        conn.execute(intake_names.delete().where(intake_names.c.set_id == set_id))

@@ -10,6 +10,7 @@ set, log events and a Prometheus textfile next to the reconciler's.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ import secrets
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from provisioner import logs
-from provisioner.errors import ProvisionerError
+from provisioner.errors import LockError, ProvisionerError
 from provisioner.fsutil import write_atomic
 from provisioner.intake import claims, moves, notices, rules
 from provisioner.intake.anomalies import Finding
@@ -81,6 +82,32 @@ def layout_of(settings: HostSettings) -> moves.Layout:
     )
 
 
+@contextlib.contextmanager
+def run_lock(path: Path) -> Iterator[None]:
+    """One run at a time per host: an exclusive flock; a second run is told who holds it.
+    (The reconciler's lock, in a file of the gate's own: the two never wait for each other.)"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "r+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = fh.read().strip() or "an unknown process"
+            raise LockError(f"another intake run holds the lock {path}: {holder}") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(
+            f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}\n"
+        )
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _default_verify() -> rules.Verify:
     from provisioner.intake.signature import verify_detached
 
@@ -108,9 +135,7 @@ class Gate:
 
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> RunSummary:
-        from provisioner.apply import host_lock
-
-        with host_lock(lock_file(self.settings)):
+        with run_lock(lock_file(self.settings)):
             try:
                 self._run()
             finally:
@@ -136,6 +161,7 @@ class Gate:
         self._check_one_file_system()
         self._engine = claims.open_state(self.settings.state_url)
         for entry in moves.read_journals(self.layout):
+            entry["recovered"] = True
             self._finish(entry)
             self.summary.recovered += 1
         try:
@@ -238,39 +264,44 @@ class Gate:
 
     # -- one set, from the journal -------------------------------------------------------------
     def _finish(self, entry: dict[str, Any], *, upload_fd: int | None = None) -> None:
+        """Take the set of a journal entry from wherever a killed run left it to its end.
+
+        The verdict lives in the set's record.json, written into the staging directory before
+        the set moves to its final place: a staged set with a record was decided; a final
+        directory means only the notice and the journal entry may be left to do.
+        """
         set_id: str = entry["set_id"]
         user: str = entry["user"]
         directory: str = entry["directory"]
         if directory not in UPLOAD_DIRS or not set_id.replace(".", "").replace("T", "").isalnum():
             raise IntakeError(f"journal entry {set_id!r} is not this gate's")
-        if entry.get("phase") in ("decided", "noticed") and self._is_final(entry):
-            self._after_final(entry)
+        final = self._final_record(set_id)
+        if final is not None:
+            self._after_final(entry, final)
             return
         with moves.opened_dir(self.layout.staging_dir) as staging_fd:
             moves.make_dir(set_id, staging_fd)
             with moves.opened_dir(set_id, dir_fd=staging_fd) as set_fd:
-                moves.make_dir(moves.FILES, set_fd)
-                with moves.opened_dir(moves.FILES, dir_fd=set_fd) as files_fd:
-                    names = list(entry["names"])
-                    if upload_fd is not None:
-                        staged = moves.stage_files(upload_fd, files_fd, names)
-                    else:
-                        staged = self._restage(user, directory, files_fd, names)
-                    if not staged and entry.get("phase") == "moving":
-                        # The sender deleted the whole set before it moved: nothing to keep.
-                        os.rmdir(moves.FILES, dir_fd=set_fd)
-                        os.rmdir(set_id, dir_fd=staging_fd)
-                        moves.drop_journal(self.layout, set_id)
-                        return
-                    if entry.get("phase") == "moving":
-                        entry.update(self._decide(entry, staged, files_fd))
-                        entry["phase"] = "decided"
-                        moves.write_record(set_fd, entry["record"])
-                        moves.write_journal(self.layout, entry)
-            dest = self._destination(entry)
-            with moves.opened_dir(dest) as dest_fd:
+                record = moves.read_record(set_fd)
+                if record is None:
+                    moves.make_dir(moves.FILES, set_fd)
+                    with moves.opened_dir(moves.FILES, dir_fd=set_fd) as files_fd:
+                        names = list(entry["names"])
+                        if upload_fd is not None:
+                            staged = moves.stage_files(upload_fd, files_fd, names)
+                        else:
+                            staged = self._restage(user, directory, files_fd, names)
+                        if not staged:
+                            # The sender deleted the whole set before it moved: nothing to keep.
+                            os.rmdir(moves.FILES, dir_fd=set_fd)
+                            os.rmdir(set_id, dir_fd=staging_fd)
+                            moves.drop_journal(self.layout, set_id)
+                            return
+                        record = self._decide(entry, staged, files_fd)
+                    moves.write_record(set_fd, record)
+            with moves.opened_dir(self._destination(record)) as dest_fd:
                 moves.finalize(staging_fd, set_id, dest_fd)
-        self._after_final(entry)
+        self._after_final(entry, record)
 
     def _restage(self, user: str, directory: str, files_fd: int, names: list[str]) -> list[str]:
         try:
@@ -283,12 +314,20 @@ class Gate:
         except FileNotFoundError:
             return [n for n in names if moves.exists(n, files_fd)]
 
-    def _is_final(self, entry: dict[str, Any]) -> bool:
-        return bool((self._destination(entry) / entry["set_id"]).is_dir())
+    def _final_record(self, set_id: str) -> dict[str, Any] | None:
+        for top in (
+            *(self.layout.accepted_dir(e) for e in ("R", "T", "S")),
+            self.layout.quarantine_dir,
+        ):
+            path = top / set_id / moves.RECORD
+            if path.is_file():
+                record: dict[str, Any] = json.loads(path.read_text("ascii"))
+                return record
+        return None
 
-    def _destination(self, entry: dict[str, Any]) -> Path:
-        if entry.get("accepted"):
-            return self.layout.accepted_dir(entry["record"]["environment"])
+    def _destination(self, record: dict[str, Any]) -> Path:
+        if record["status"] == "accepted":
+            return self.layout.accepted_dir(record["environment"])
         return self.layout.quarantine_dir
 
     def _decide(self, entry: dict[str, Any], staged: list[str], files_fd: int) -> dict[str, Any]:
@@ -334,6 +373,8 @@ class Gate:
             if taken:
                 accepted = False
                 findings += [Finding(n, 133, "already accepted before") for n in taken]
+        if not accepted and entry.get("recovered"):
+            claims.release(self._engine, entry["set_id"])
         hashes = []
         for f in files:
             digest = (
@@ -374,13 +415,12 @@ class Gate:
             "checked_at": now.isoformat(),
             "host": self.host,
         }
-        return {"accepted": accepted, "record": record}
+        return record
 
-    def _after_final(self, entry: dict[str, Any]) -> None:
-        record = entry["record"]
-        accepted = bool(entry.get("accepted"))
+    def _after_final(self, entry: dict[str, Any], record: dict[str, Any]) -> None:
+        accepted = record["status"] == "accepted"
         if not accepted and entry.get("phase") != "noticed":
-            self._notify(entry)
+            self._notify(entry["set_id"], record)
             entry["phase"] = "noticed"
             moves.write_journal(self.layout, entry)
         moves.drop_journal(self.layout, entry["set_id"])
@@ -413,9 +453,8 @@ class Gate:
             }
         )
 
-    def _notify(self, entry: dict[str, Any]) -> None:
+    def _notify(self, set_id: str, record: dict[str, Any]) -> None:
         assert self.routing is not None
-        record = entry["record"]
         channel = self.routing.by_user.get(record["user"])
         findings = [Finding(f["name"], f["code"], f["detail"]) for f in record["findings"]]
         label = record.get("set") or "(a file name outside the grammar)"
@@ -427,7 +466,7 @@ class Gate:
             checked_at=datetime.fromisoformat(record["checked_at"]),
         )
         name = notices.notice_name(
-            entry["set_id"], record["directory"], datetime.fromisoformat(record["checked_at"])
+            set_id, record["directory"], datetime.fromisoformat(record["checked_at"])
         )
         try:
             with (
@@ -437,8 +476,8 @@ class Gate:
             ):
                 notices.write_notice(out_fd, name, text)
         except OSError as exc:
-            self.summary.errors.append(f"notice for {entry['set_id']} not written: {exc.strerror}")
-            logs.error("intake-notice-failed", f"set {entry['set_id']}: {exc.strerror}")
+            self.summary.errors.append(f"notice for {set_id} not written: {exc.strerror}")
+            logs.error("intake-notice-failed", f"set {set_id}: {exc.strerror}")
 
     # -- outputs ---------------------------------------------------------------------------
     def _write_audit(self) -> None:

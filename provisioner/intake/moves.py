@@ -8,14 +8,16 @@ directory (``<intake_dir>/<ENV>/<set>/`` or ``<quarantine_dir>/<set>/``). The or
    set's user, directory and file names, before the first file moves;
 2. each file is renamed from the upload directory into the staging directory (out of the
    sender's reach: the sender can no longer replace or rename it), and the directory fsynced;
-3. the set is checked on the staged files, the names claimed in the state if it passes, the
-   record written into the staging directory and the journal updated with the verdict;
+3. the set is checked on the staged files, the names claimed in the state if it passes, and
+   the record (the verdict) written into the staging directory (fsync);
 4. the staging directory is renamed to its final place in one rename;
 5. a refused set's notice is written to the sender's ``OUT*``; then the journal entry goes.
 
 A run that finds journal entries (a run killed midway) finishes them first, under the lock:
-files still in the upload directory are moved on, the verdict recorded in the journal is
-reused, and a final directory that already exists means only the notice may be missing.
+files still in the upload directory are moved on, a staged record is the verdict (the claim
+in the state is the set's own, so deciding again would find it too), and a final directory
+that already exists means only the notice may be missing (its name is derived from the set,
+so writing it again replaces it instead of adding a second one).
 """
 
 # Descriptor-relative os calls on purpose (dir_fd, O_NOFOLLOW).
@@ -115,13 +117,10 @@ def read_journals(layout: Layout) -> list[dict[str, Any]]:
 
 
 def drop_journal(layout: Layout, set_id: str) -> None:
+    # No fsync: an entry that comes back after a power loss finds its set final and only
+    # writes its (deterministic) notice again.
     with contextlib.suppress(FileNotFoundError):
         journal_path(layout, set_id).unlink()
-    fd = os.open(layout.journal_dir, DIR_FLAGS)
-    try:
-        fsync_dir(fd)
-    finally:
-        os.close(fd)
 
 
 # --- moves -----------------------------------------------------------------------------
@@ -141,7 +140,6 @@ def stage_files(upload_fd: int, files_fd: int, names: list[str]) -> list[str]:
             continue
         staged.append(name)
     fsync_dir(files_fd)
-    fsync_dir(upload_fd)
     return staged
 
 
@@ -160,8 +158,20 @@ def write_record(set_fd: int, record: dict[str, Any]) -> None:
     fsync_dir(set_fd)
 
 
+def read_record(set_fd: int) -> dict[str, Any] | None:
+    """The verdict of a set staged by a run that was killed after deciding it, if any."""
+    try:
+        fd = os.open(RECORD, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=set_fd)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        record: dict[str, Any] = json.loads(fh.read())
+    return record
+
+
 def finalize(staging_fd: int, set_id: str, dest_fd: int) -> None:
     """One rename of the whole staged set into its final directory."""
     os.rename(set_id, set_id, src_dir_fd=staging_fd, dst_dir_fd=dest_fd)
+    # One fsync: the rename is one entry of the destination; a journal entry replayed after a
+    # power loss that finds the set still staged just renames it again.
     fsync_dir(dest_fd)
-    fsync_dir(staging_fd)
