@@ -133,5 +133,6 @@ def run() -> None:
 # Importing the command modules registers them on `cli`.
 from provisioner.commands import declarations as _declarations  # noqa: E402, F401
 from provisioner.commands import host as _host  # noqa: E402, F401
+from provisioner.commands import intake as _intake  # noqa: E402, F401
 from provisioner.commands import ops as _ops  # noqa: E402, F401
 from provisioner.commands import registry as _registry  # noqa: E402, F401
