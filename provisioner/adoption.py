@@ -639,7 +639,10 @@ def plan_import(
             )
             continue
         similar = folded.get(name.username.lower())
-        if similar is not None and similar[1] is not None:
+        if similar is not None and similar[1] is None:
+            kept.append(name)  # reserved already, in another case: one is enough
+            continue
+        if similar is not None:
             out.append(
                 error(
                     "reserved-username-taken",

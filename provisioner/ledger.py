@@ -337,7 +337,8 @@ def ledger_rules(
             )
             out.append(
                 error(
-                    "technical-user-taken",
+                    # As the host judges it: a reserved name is refused whatever its case.
+                    "technical-user-reserved" if state == "reserved" else "technical-user-taken",
                     f"'{user}' differs only in case from '{other}', the username of {whose}; "
                     "the portal's access system does not tell them apart",
                     d.at,

@@ -20,7 +20,7 @@ def username(i: int) -> str:
 def rows(n: int, *, first_sender: int = 100000, removed_every: int = 10) -> list[str]:
     """`n` rows; every `removed_every`-th quality has left (status removed). Every 7th
     enterprise holds a second quality, of another type, with its own number and user."""
-    out = []
+    out: list[str] = []
     qualities = ("employer_nsso", "employer_provincial_local")
     i = 0
     enterprise = 0

@@ -25,6 +25,7 @@ import pytest
 from provisioner.adoption import (
     Held,
     ImportPlan,
+    ReservedName,
     plan_import,
     read_import,
     read_reserved,
@@ -64,7 +65,7 @@ def run_case(case: Path) -> tuple[ImportPlan, str]:
     os.chdir(case)
     try:
         rows, problems = read_import(Path("import.csv"), "import.csv", today=TODAY)
-        reserved = []
+        reserved: list[ReservedName] = []
         if Path("reserved.txt").exists():
             reserved, more = read_reserved(Path("reserved.txt"), "reserved.txt")
             problems.extend(more)
@@ -427,3 +428,82 @@ def test_import_5000_then_first_apply_keeps_every_number_and_username(tmp_path: 
     assert newcomer.sender_number not in held
     assert newcomer.sender_number > max(held)
     assert len(third.registrations) == 5003
+
+
+# --- properties of the reader ---------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.binary(max_size=400))
+def test_any_bytes_get_diagnostics_never_an_exception(tmp_path: Path, data: bytes) -> None:
+    """Whatever the file holds, the reader answers with rows or located diagnostics."""
+    path = tmp_path / "export.csv"
+    path.write_bytes(
+        b"enterprise_number,quality_type,sender_number,technical_user,registered_on,status\n" + data
+    )
+    rows, problems = read_import(path, "export.csv", today=TODAY)
+    lines = data.count(b"\n") + 2
+    for d in problems:
+        assert d.location.file == "export.csv"
+        assert 0 <= d.location.line <= lines
+        assert "\n" not in d.message
+    plan = plan_import("export.csv", rows, [], Held(), problems)
+    assert plan.ok == (not problems and bool(rows) and not plan.diagnostics)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    delimiter=st.sampled_from([",", ";"]),
+    quote=st.lists(st.booleans(), min_size=6, max_size=6),
+    pad=st.lists(st.sampled_from(["", " ", "  "]), min_size=6, max_size=6),
+    crlf=st.booleans(),
+    bom=st.booleans(),
+    order=st.permutations(list(range(6))),
+)
+def test_quoting_spacing_order_and_line_ends_do_not_change_the_row(
+    tmp_path: Path,
+    delimiter: str,
+    quote: list[bool],
+    pad: list[str],
+    crlf: bool,
+    bom: bool,
+    order: list[int],
+) -> None:
+    """What a spreadsheet may do to an export (quotes, padding, column order, CRLF, a BOM,
+    semicolons) reads as the same registration."""
+    from provisioner.adoption import COLUMNS
+
+    values = [
+        "0403.170.701",
+        "employer_nsso",
+        "000123",
+        "EXPDEMOONDERNEMING",
+        "2019-03-01",
+        "removed",
+    ]
+
+    def cell(i: int, text: str) -> str:
+        return pad[i] + (f'"{text}"' if quote[i] else text) + pad[i]
+
+    end = "\r\n" if crlf else "\n"
+    header = delimiter.join(cell(i, COLUMNS[i]) for i in order)
+    row = delimiter.join(cell(i, values[i]) for i in order)
+    path = tmp_path / "export.csv"
+    path.write_bytes(("\ufeff" if bom else "").encode() + (header + end + row + end).encode())
+    rows, problems = read_import(path, "export.csv", today=TODAY)
+    assert not problems, render_diagnostics(problems)
+    (got,) = rows
+    assert (got.qid, got.sender, got.technical_user, str(got.registered_on), got.status) == (
+        QualityId("0403170701", "employer_nsso"),
+        "000123",
+        "EXPDEMOONDERNEMING",
+        "2019-03-01",
+        "removed",
+    )
