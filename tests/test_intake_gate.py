@@ -15,6 +15,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ import pytest
 
 from provisioner.errors import LockError
 from provisioner.intake import moves, notices
-from provisioner.intake.gate import lock_file, metrics_file, run_lock, run_once
+from provisioner.intake.gate import lock_file, metrics_file, run_lock, run_once, serve
 from provisioner.intake.names import check_name
 from tests.intake_support import IntakeHost, make_host, sender_channel
 
@@ -319,3 +320,31 @@ def test_kill_9_at_random_points_over_200_sets_loses_and_doubles_nothing(host: I
     assert len(sent_back) == len(refused) == 20  # one each, never two
     assert list(host.settings.intake_dir.joinpath(".staging").iterdir()) == []
     assert list((host.settings.work_dir / "intake-journal").glob("*.json")) == []
+
+
+# --- the long-running modes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("poll", [False, True], ids=["watch", "poll"])
+def test_the_service_takes_a_set_that_arrives_while_it_runs(tmp_path: Path, poll: bool) -> None:
+    host = make_host(tmp_path / "h", intake_poll_interval=0.5)
+    ch = host.add(sender_channel("ACMEPAYROLL", "100000"))
+    stop = threading.Event()
+    runs: list[int] = []
+    service = threading.Thread(
+        target=lambda: runs.append(serve(host.settings, poll=poll, stop=stop)), daemon=True
+    )
+    service.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not metrics_file(host.settings).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the first run, on an empty IN, is over
+        host.upload_set(ch, 9)
+        deadline = time.monotonic() + 30
+        while not host.records() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [r["status"] for r in host.records()] == ["accepted"]
+    finally:
+        stop.set()
+        service.join(timeout=30)
+    assert not service.is_alive() and runs and runs[0] >= 2
