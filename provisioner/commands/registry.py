@@ -11,7 +11,7 @@ from provisioner.cli import EXIT_INVALID, EXIT_OK, cli, echo_err
 from provisioner.commands.host import host_options, settings_from
 
 
-@cli.command("import")
+@cli.command("import", short_help="Bring the portal's registrations into the state.")
 @click.argument("csv_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
 @host_options
 @click.option(
@@ -75,12 +75,12 @@ def import_command(
     return EXIT_OK
 
 
-@cli.group("ledger")
+@cli.group("ledger", short_help="Export the ledger of numbers and usernames for CI.")
 def ledger_group() -> None:
     """The ledger of sender numbers and usernames, published for CI (`validate --ledger`)."""
 
 
-@ledger_group.command("export")
+@ledger_group.command("export", short_help="Write the ledger (JSON) to FILE or standard output.")
 @host_options
 @click.option(
     "--out",
