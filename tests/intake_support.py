@@ -62,8 +62,9 @@ class Signer:
         )
         return base64.encodebytes(der).replace(b"\n", b"\r\n")
 
-    def sign_openssl(self, data: bytes) -> bytes:
-        """`openssl smime -sign -outform PEM`, armour stripped, CRLF line ends."""
+    def sign_openssl(self, data: bytes, *, binary: bool = True) -> bytes:
+        """`openssl smime -sign -outform PEM`, armour stripped, CRLF line ends; without
+        `binary`, the text mode the field's documentation shows (it signs CRLF line ends)."""
         with tempfile.TemporaryDirectory() as tmp:
             t = Path(tmp)
             (t / "key.pem").write_bytes(
@@ -80,7 +81,7 @@ class Signer:
                     "openssl",
                     "smime",
                     "-sign",
-                    "-binary",
+                    *(["-binary"] if binary else []),
                     "-md",
                     "sha256",
                     "-outform",

@@ -6,7 +6,8 @@ case.yaml starts with a comment saying accepted/refused and why, then:
   (-2 years), ``<sender>`` (the uploader's sender number, 100000) and ``<other>`` (another
   channel's, 100001)); an entry may be a mapping ``{name, size, signature, content}`` where
   ``signature`` (on an FS) is ``valid`` (default: the FI of the same numbering signed with the
-  uploader's registered certificate), ``openssl`` (the same, by `openssl smime -sign`),
+  uploader's registered certificate), ``openssl`` (the same, by `openssl smime -sign
+  -binary`), ``openssl-text`` (`openssl smime -sign` in its default text mode),
   ``next`` (by the channel's second, renewal certificate), ``tampered`` (the FI changed after
   signing), ``wrong`` (an unregistered certificate), ``expired`` (a registered certificate
   expired before the upload) or ``garbage``;
@@ -97,6 +98,8 @@ def _upload(
             sig = signers["valid"].sign(fi[:-1] + b"!")
         elif how == "openssl":
             sig = signers["valid"].sign_openssl(fi)
+        elif how == "openssl-text":
+            sig = signers["valid"].sign_openssl(fi, binary=False)
         else:
             sig = signers[how].sign(fi)
         host.put(user, directory, name, sig, age=age)

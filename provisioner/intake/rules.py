@@ -14,6 +14,7 @@ field gives a family of numbers:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from provisioner.intake.sets import SetFile, UploadSet
 from provisioner.intake.uploads import DIRECTORY_OF
 
 _WRONG_DIRECTORY = {"R": 118, "T": 119, "S": 257}
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class Verdict(Protocol):
@@ -159,7 +161,15 @@ def signatures(
         if fi is None or max(fi.upload.size, fs.upload.size) > max_file_size:
             continue  # 124 / 184 already say why
         at = datetime.fromtimestamp(fi.upload.mtime_ns / 1e9, tz=UTC)
-        verdict = verify(read(fs), read(fi), uploader.certificates, at)
+        content = read(fi)
+        verdict = verify(read(fs), content, uploader.certificates, at)
+        if not verdict.ok and b"\n" in content:
+            # `openssl smime -sign` without -binary (the field's documented command) signs the
+            # S/MIME canonical form, CRLF line ends; `openssl smime -verify` checks that form.
+            canonical = _BARE_LF.sub(b"\r\n", content)
+            if canonical != content:
+                second = verify(read(fs), canonical, uploader.certificates, at)
+                verdict = second if second.ok else verdict
         if verdict.ok and verdict.fingerprint:
             used.append(verdict.fingerprint)
         else:
