@@ -54,6 +54,7 @@ from provisioner.plan import (
     compare,
 )
 from provisioner.progress import APPLY, ProgressCallback
+from provisioner.quality_id import QualityId
 from provisioner.reconcile import Reconciliation, compute, unknown_in
 from provisioner.render import MEMO_ROLES, Channel, Desired, expected_keys
 from provisioner.settings import HostSettings
@@ -577,8 +578,7 @@ def _abort_misrendered(rec: Reconciliation) -> list[str]:
     """
     aborted: list[str] = []
     for channel in list(rec.accepted):
-        en = channel.enterprise_number
-        for node in rec.channel_nodes.get(en, []):
+        for node in rec.channel_nodes.get(channel.qid, []):
             if node.role != "authorized-keys" or node.content is None:
                 continue
             try:
@@ -595,24 +595,25 @@ def _abort_misrendered(rec: Reconciliation) -> list[str]:
 
 
 def _take_out(rec: Reconciliation, channel: Channel, reason: str) -> None:
-    en = channel.enterprise_number
-    for node in rec.channel_nodes.pop(en, []):
+    qid = channel.qid
+    for node in rec.channel_nodes.pop(qid, []):
         rec.tree.nodes.pop(node.path, None)
-    rec.plan.changes = [c for c in rec.plan.changes if c.channel != en]
+    rec.plan.changes = [c for c in rec.plan.changes if c.channel != channel.key]
     rec.accepted.remove(channel)
     # Its keys were not applied: recording them would give them to a channel that never had them.
-    rec.channel_keys.pop(en, None)
-    rec.refusals[en] = [reason]
+    rec.channel_keys.pop(qid, None)
+    rec.refusals[qid] = [reason]
     rec.plan.channels = [
         ChannelPlan(
-            en,
+            qid.enterprise_number,
             channel.user,
             channel.registration.sender,
             ChannelAction.REFUSED,
             channel.display,
             (reason,),
+            quality_type=qid.quality_type,
         )
-        if p.enterprise_number == en
+        if p.qid == qid
         else p
         for p in rec.plan.channels
     ]
@@ -877,13 +878,15 @@ def apply(
                 raise
         _record_success(store, rec, revision, now, committed)
         # Which channel has which key now: a quality that declares one of them later is refused.
-        store.record_channel_keys(rec.channel_keys, rec.allocation.removed, now=now)
+        # A quality that keeps only its other channels has no keys here any more.
+        released = [*rec.allocation.removed, *(c.qid for c in rec.routed)]
+        store.record_channel_keys(rec.channel_keys, released, now=now)
         # Which revision this host serves per channel (`status` shows it for every host);
         # held and deferred channels still serve what they served, the rest is gone.
         store.record_host_channels(
             settings.host_name,
-            {c.enterprise_number: revision for c in rec.accepted},
-            keep={*rec.refusals, *(r.enterprise_number for r in (*rec.held, *rec.deferred))},
+            {c.qid: revision for c in (*rec.accepted, *rec.routed)},
+            keep={*rec.refusals, *(r.qid for r in (*rec.held, *rec.deferred))},
             now=now,
         )
         _audit(settings, _audit_entries(rec, result, revision, now))
@@ -915,10 +918,10 @@ def _remember(rec: Reconciliation, applied: Sequence[PathChange]) -> None:
     owners = rec.plan.owners_managed
     old = rec.record.channels
     new = HostRecord(rec.record.context)
-    changed = set(old) != {c.enterprise_number for c in rec.accepted}
+    changed = set(old) != {c.key for c in rec.accepted}
     restamped = 0
     for channel in rec.accepted:
-        en = channel.enterprise_number
+        en = channel.qid
         unknown, listing = rec.chroot_unknown.get(en, ([], None))
         kept = rec.unchanged.get(en)
         if kept is not None:
@@ -927,7 +930,7 @@ def _remember(rec: Reconciliation, applied: Sequence[PathChange]) -> None:
             if (unknown, listing) != (kept.unknown, kept.listing):
                 restamped += 1
                 kept = replace(kept, unknown=unknown, listing=listing, raw=None)
-            new.channels[en] = kept
+            new.channels[channel.key] = kept
             continue
         nodes = rec.channel_nodes.get(en, [])
         chroot = str(rec.settings.chroot(channel.user))
@@ -954,12 +957,12 @@ def _remember(rec: Reconciliation, applied: Sequence[PathChange]) -> None:
                 unknown=unknown_in(chroot, frozenset(str(n.path) for n in nodes)),
                 listing=listing_stamp(chroot),
             )
-            before = old.get(en)
+            before = old.get(channel.key)
             if before is not None and _same_but_stamps(before, fresh):
                 restamped += 1
             else:
                 changed = True
-            new.channels[en] = fresh
+            new.channels[channel.key] = fresh
     for node in rec.tree:
         if node.role in MEMO_ROLES and node.kind == "file":
             state = PathState.of_desired(node)
@@ -986,8 +989,8 @@ def _same_but_stamps(a: ChannelRecord, b: ChannelRecord) -> bool:
 def _uncommitted(rec: Reconciliation) -> list[Registration]:
     """The registrations this run's commit moved (removed, returning) as they were before."""
     before = rec.snapshot.registrations
-    moved = [*rec.allocation.removed, *(r.enterprise_number for r in rec.allocation.returning)]
-    return [before[en] for en in moved if en in before]
+    moved = [*rec.allocation.removed, *(r.qid for r in rec.allocation.returning)]
+    return [before[q] for q in moved if q in before]
 
 
 def _record_failure(
@@ -997,21 +1000,21 @@ def _record_failure(
     # The rollback put back what was served before: a channel applied before serves its last
     # good configuration (`degraded`); `failed` is for a channel never applied.
     updates = {
-        channel.enterprise_number: StatusUpdate(
-            channel.enterprise_number,
-            _held_status(regs[channel.enterprise_number]),
+        channel.qid: StatusUpdate(
+            channel.qid,
+            _held_status(regs[channel.qid]),
             ROLLED_BACK + reason,
             revision,
         )
-        for channel in rec.accepted
-        if channel.enterprise_number in regs
+        for channel in (*rec.accepted, *rec.routed)
+        if channel.qid in regs
     }
     # The state already says "removed", but the rollback put the account, keys and chroot
     # back: say so. The next run, still not declared, removes it again.
-    for en in rec.allocation.removed:
-        if en in regs:
-            updates[en] = StatusUpdate(
-                en, _held_status(regs[en]), REMOVAL_ROLLED_BACK + reason, revision
+    for qid in rec.allocation.removed:
+        if qid in regs:
+            updates[qid] = StatusUpdate(
+                qid, _held_status(regs[qid]), REMOVAL_ROLLED_BACK + reason, revision
             )
     # One transaction for all of them: one per channel took 10 s for 10,000 channels.
     store.set_statuses(updates.values(), now=now)
@@ -1027,13 +1030,12 @@ def _record_success(
     # `known` is the state as this run left it; read it again only if another writer (a
     # second host sharing the database) moved it on since.
     regs = (known if store.version() == known.version else store.snapshot()).registrations
-    updates: dict[str, StatusUpdate] = {}
-    for channel in rec.accepted:
-        current = regs.get(channel.enterprise_number)
+    updates: dict[QualityId, StatusUpdate] = {}
+    # A quality without SFTP is live once its routing entry is.
+    for channel in (*rec.accepted, *rec.routed):
+        current = regs.get(channel.qid)
         if current is not None and (current.status != "active" or current.revision != revision):
-            updates[channel.enterprise_number] = StatusUpdate(
-                channel.enterprise_number, "active", None, revision
-            )
+            updates[channel.qid] = StatusUpdate(channel.qid, "active", None, revision)
     for en, reasons in rec.refusals.items():
         current = regs.get(en)
         reason = "; ".join(reasons)
@@ -1061,8 +1063,8 @@ def _held_status(reg: Registration) -> ChannelStatus:
 def _audit_entries(
     rec: Reconciliation, result: ApplyResult, revision: str | None, now: datetime
 ) -> list[dict[str, Any]]:
-    users = {c.enterprise_number: c.user for c in rec.accepted}
-    users.update({r.enterprise_number: r.technical_user for r in rec.removed})
+    users = {c.key: c.user for c in rec.accepted}
+    users.update({str(r.qid): r.technical_user for r in rec.removed})
     out = []
     for change in result.applied:
         out.append(
@@ -1084,7 +1086,7 @@ def _audit_entries(
                 {
                     "time": now.isoformat(),
                     "revision": revision,
-                    "channel": ch.enterprise_number,
+                    "channel": str(ch.qid),
                     "user": ch.technical_user,
                     "change": f"channel-{ch.action.value}",
                     "sender": ch.sender_number,

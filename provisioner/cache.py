@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from provisioner.declarations import FileResult
     from provisioner.rules import FileSummary
 
-FORMAT = 3
+FORMAT = 4
 Kind = Literal["summary", "full"]
 # A file whose mtime or ctime is this close to the start of the run is not stamped.
 RACY_NS = 2_000_000_000

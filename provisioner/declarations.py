@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from provisioner.errormap import validation_diagnostics
 from provisioner.forge import identities
 from provisioner.keys import KeyProblem, PublicKey, parse_public_key
 from provisioner.models import Declaration, KeyEntry, field_table, from_list_problems
+from provisioner.quality_id import QualityId
 from provisioner.safefile import (
     OutsideRoot,
     Refused,
@@ -44,6 +46,7 @@ from provisioner.safefile import (
 from provisioner.source import SourceDocument, YamlPath, parse_document, read_source
 
 _FIELDS = field_table()
+_QUALITY_TYPE_CODE = re.compile(r"[a-z0-9_]{1,64}")
 CERT_SUFFIXES = (".cer", ".crt", ".pem", ".der")
 MAX_REFERENCED_BYTES = 256 * 1024
 _KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-")
@@ -68,6 +71,16 @@ class Facts:
     technical_user_at: Location | None = None
     administrators: tuple[str, ...] = ()
     administrators_at: Location | None = None
+    # With the enterprise number, the quality's identity (provisioner.quality_id).
+    quality_type: str | None = None
+    quality_type_at: Location | None = None
+
+    @property
+    def qid(self) -> QualityId | None:
+        """The quality this file declares, when it says both parts of its identity."""
+        if self.enterprise_number is None or self.quality_type is None:
+            return None
+        return QualityId(self.enterprise_number, self.quality_type)
 
 
 @dataclass(slots=True)
@@ -307,6 +320,8 @@ def _facts(doc: SourceDocument, decl: Declaration) -> Facts:
             for i in identities(a.email, {"github": a.github, "gitlab": a.gitlab})
         ),
         administrators_at=doc.location(("administrators",), key=True),
+        quality_type=decl.quality.type,
+        quality_type_at=doc.location(("quality", "type")),
     )
 
 
@@ -317,6 +332,9 @@ def partial_facts(doc: SourceDocument) -> Facts:
     sm = data.get("structured_messages") if isinstance(data, dict) else None
     number = quality.get("enterprise_number") if isinstance(quality, dict) else None
     user = sm.get("technical_user") if isinstance(sm, dict) else None
+    kind = quality.get("type") if isinstance(quality, dict) else None
+    # Only a catalogue-shaped code can be an identity; anything else says nothing.
+    kind = kind if isinstance(kind, str) and _QUALITY_TYPE_CODE.fullmatch(kind) else None
     digits = None
     if isinstance(number, str):
         compact = number.replace(".", "").replace(" ", "")
@@ -342,6 +360,8 @@ def partial_facts(doc: SourceDocument) -> Facts:
         else None,
         administrators=emails,
         administrators_at=doc.location(("administrators",), key=True),
+        quality_type=kind,
+        quality_type_at=doc.location(("quality", "type")) if kind else None,
     )
 
 

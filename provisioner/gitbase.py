@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from provisioner.declarations import partial_facts
 from provisioner.diagnostics import Diagnostic, Location, error
 from provisioner.errors import GitError
+from provisioner.quality_id import QualityId
 from provisioner.safefile import confined_realpath, read_regular
 from provisioner.source import MAX_FILE_BYTES, parse_document
 
@@ -39,6 +40,12 @@ class BaseQuality:
     # Fingerprints of the keys the file declared (inline or in a referenced .pub file).
     keys: tuple[str, ...] = ()
     quality_type: str | None = None
+
+    @property
+    def qid(self) -> QualityId | None:
+        if self.enterprise_number is None or self.quality_type is None:
+            return None
+        return QualityId(self.enterprise_number, self.quality_type)
 
 
 def _git(root: Path, *args: str, input_: bytes | None = None) -> bytes:
@@ -225,20 +232,20 @@ def _prefixes(top: Path, settings: ValidateSettings) -> list[str]:
     return prefixes
 
 
-def base_key_owners(root: Path, settings: ValidateSettings) -> dict[str, str]:
-    """Key fingerprint -> the enterprise number of the quality whose file at `--base`
-    declared it. A key two qualities already shared there has no single owner: left out."""
+def base_key_owners(root: Path, settings: ValidateSettings) -> dict[str, QualityId]:
+    """Key fingerprint -> the quality whose file at `--base` declared it. A key two
+    qualities already shared there has no single owner: left out."""
     assert settings.base is not None
     top = work_tree(root)
     revision = resolve_revision(top, settings.base)
-    owners: dict[str, str | None] = {}
+    owners: dict[str, QualityId | None] = {}
     for quality in base_qualities(top, revision, _prefixes(top, settings)).values():
-        en = quality.enterprise_number
-        if en is None:
+        qid = quality.qid
+        if qid is None:
             continue
         for fp in quality.keys:
-            owners[fp] = en if owners.get(fp, en) == en else None
-    return {fp: en for fp, en in owners.items() if en is not None}
+            owners[fp] = qid if owners.get(fp, qid) == qid else None
+    return {fp: qid for fp, qid in owners.items() if qid is not None}
 
 
 def changed_paths(top: Path, revision: str, prefixes: list[str]) -> dict[str, str]:
@@ -338,7 +345,9 @@ def _identity_rules(
             )
         if before.quality_type is None:
             continue
-        now_type, at = _current_type(top, files[rel], summary.display)
+        now_type, at = facts.quality_type, facts.quality_type_at
+        if now_type is None:
+            now_type, at = _current_type(top, files[rel], summary.display)
         if now_type is not None and now_type != before.quality_type:
             out.append(
                 error(
@@ -375,7 +384,9 @@ def history_rules(
     revision = resolve_revision(top, ref)
     prefixes = _prefixes(top, settings)
     base = base_qualities(top, revision, prefixes)
-    by_number = {b.enterprise_number: b for b in base.values() if b.enterprise_number}
+    # A quality is its enterprise number and quality type: one enterprise's two qualities
+    # each keep their own technical user.
+    by_quality = {b.qid: b for b in base.values() if b.qid is not None}
     from provisioner.validate import display_path
 
     by_display = {s.display: s for s in summaries}
@@ -392,7 +403,7 @@ def history_rules(
         out.extend(_identity_rules(top, revision, ref, prefixes, base, current, current_files))
         for summary in summaries:
             f = summary.facts
-            before = by_number.get(f.enterprise_number or "")
+            before = by_quality.get(f.qid) if f.qid is not None else None
             if before is None or f.technical_user is None or before.technical_user is None:
                 continue
             if f.technical_user != before.technical_user and f.technical_user_at is not None:

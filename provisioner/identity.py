@@ -1,7 +1,7 @@
 """Who declared what: the file behind each quality, as the state remembers it.
 
-The reconciler knows a quality by the enterprise number its file declares. A file that is
-refused may not say that number any more (unparsable, a mistyped digit, another number
+The reconciler knows a quality by the identity its file declares: its enterprise number and
+quality type (provisioner.quality_id). A file that is refused may not say that identity any more (unparsable, a mistyped digit, another number
 altogether), and reading it as "this quality is no longer declared" cut off live channels.
 So the state records, per quality, the file that declared it at its last successful apply:
 its path relative to the declarations root (never as typed, never relative to the working
@@ -18,6 +18,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from provisioner.quality_id import QualityId
 from provisioner.safefile import confined_realpath, read_regular
 from provisioner.source import MAX_FILE_BYTES
 from provisioner.state import Registration
@@ -67,33 +68,33 @@ def blob_of(declared: DeclaredFile, root: Path, git: bool) -> str | None:
     return git_blob_id(data)
 
 
-def by_declared_path(registrations: Mapping[str, Registration]) -> dict[str, str]:
+def by_declared_path(registrations: Mapping[QualityId, Registration]) -> dict[str, QualityId]:
     """Declared path -> the live quality whose file it was at its last successful apply."""
     return {
-        reg.declared_path: en
-        for en, reg in sorted(registrations.items())
+        reg.declared_path: qid
+        for qid, reg in sorted(registrations.items())
         if reg.declared_path is not None and reg.status != "removed"
     }
 
 
 def to_record(
-    declared: Mapping[str, DeclaredFile],
-    registrations: Mapping[str, Registration],
+    declared: Mapping[QualityId, DeclaredFile],
+    registrations: Mapping[QualityId, Registration],
     root: Path,
-    unchanged: Collection[str] = (),
-) -> dict[str, tuple[str, str | None]]:
+    unchanged: Collection[QualityId] = (),
+) -> dict[QualityId, tuple[str, str | None]]:
     """(path, blob) per applied quality, for `StateStore.record_declared`.
 
     A channel the host record vouches for (`unchanged`: same content as at the last apply)
     whose path and blob are recorded already is not read again: in a Git checkout the blob
     id needs the file's bytes, and most runs change nothing."""
     git = in_git(root)
-    out: dict[str, tuple[str, str | None]] = {}
-    for en, found in declared.items():
-        reg = registrations.get(en)
+    out: dict[QualityId, tuple[str, str | None]] = {}
+    for qid, found in declared.items():
+        reg = registrations.get(qid)
         if reg is None:
             continue
-        if en in unchanged and reg.declared_path == found.path and reg.declared_blob:
+        if qid in unchanged and reg.declared_path == found.path and reg.declared_blob:
             continue
-        out[en] = (found.path, blob_of(found, root, git))
+        out[qid] = (found.path, blob_of(found, root, git))
     return out

@@ -71,7 +71,8 @@ def pending_rows(
     now: datetime,
     next_sync: datetime,
 ) -> dict[str, dict[str, Any]]:
-    """Status rows, by enterprise number, of the channels the next sync will create.
+    """Status rows, by quality identity (`str(QualityId)`), of the channels the next sync
+    will create.
 
     A quality that comes back after a removal keeps its sender number; a new one gets its
     number at the sync (numbers are handed out in order then, so none is promised here).
@@ -83,11 +84,12 @@ def pending_rows(
     for ch in rec.plan.channels:
         if ch.action is not ChannelAction.CREATE:
             continue
-        known = snapshot.registrations.get(ch.enterprise_number)
-        rows[ch.enterprise_number] = {
+        known = snapshot.registrations.get(ch.qid)
+        rows[str(ch.qid)] = {
             "sender_number": known.sender if known else None,
             "username": ch.technical_user,
             "enterprise_number": ch.enterprise_number,
+            "quality_type": ch.quality_type,
             "registered_at": known.registered_at.isoformat() if known else None,
             "status": "pending",
             "status_since": None,

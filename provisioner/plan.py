@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.observe import Observed
+from provisioner.quality_id import QualityId
 from provisioner.render import Desired, DesiredTree
 
 PLAN_FORMAT = 1
@@ -82,6 +83,13 @@ class ChannelPlan:
     action: ChannelAction
     source: str | None = None
     reasons: tuple[str, ...] = ()
+    # With the enterprise number, the quality's identity ('' for a registration from before
+    # quality types were recorded).
+    quality_type: str = ""
+
+    @property
+    def qid(self) -> QualityId:
+        return QualityId(self.enterprise_number, self.quality_type)
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,6 +186,7 @@ def summary_json(plan: Plan) -> dict[str, Any]:
             {
                 "action": ch.action.value,
                 "enterprise_number": ch.enterprise_number,
+                "quality_type": ch.quality_type,
                 "technical_user": ch.technical_user,
                 "sender_number": ch.sender_number,
                 "source": ch.source,

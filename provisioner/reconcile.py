@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ from provisioner.plan import (
     tree_changes,
 )
 from provisioner.progress import RENDER, ProgressCallback
+from provisioner.quality_id import QualityId
 from provisioner.render import (
     MEMO_ROLES,
     Channel,
@@ -57,7 +59,14 @@ from provisioner.render import (
 )
 from provisioner.rules import FileSummary
 from provisioner.settings import HostSettings
-from provisioner.state import Allocation, Registration, StateSnapshot, allocate
+from provisioner.state import (
+    Allocation,
+    Registration,
+    StateSnapshot,
+    adopt,
+    allocate,
+    legacy_adoptions,
+)
 from provisioner.validate import (
     ValidateSettings,
     ValidationReport,
@@ -86,29 +95,34 @@ class Reconciliation:
     tree: DesiredTree
     observed: dict[Path, Observed]
     plan: Plan
-    refusals: dict[str, list[str]] = field(default_factory=dict)
+    refusals: dict[QualityId, list[str]] = field(default_factory=dict)
     record: HostRecord | None = None
-    # Per channel (enterprise number): its key, and for unchanged ones the record that holds.
-    keys: dict[str, str] = field(default_factory=dict)
-    unchanged: dict[str, ChannelRecord] = field(default_factory=dict)
-    routing: dict[str, dict[str, Any]] = field(default_factory=dict)  # by enterprise number
+    # Per channel (quality): its key, and for unchanged ones the record that holds.
+    keys: dict[QualityId, str] = field(default_factory=dict)
+    unchanged: dict[QualityId, ChannelRecord] = field(default_factory=dict)
+    routing: dict[QualityId, dict[str, Any]] = field(default_factory=dict)
     # What each big host-wide file is made of, and each channel's routing entry (as digests).
     host_keys: dict[str, str] = field(default_factory=dict)
-    routing_digests: dict[str, str] = field(default_factory=dict)
+    routing_digests: dict[QualityId, str] = field(default_factory=dict)
     # The paths of each channel rendered in this run.
-    channel_nodes: dict[str, list[Desired]] = field(default_factory=dict)
+    channel_nodes: dict[QualityId, list[Desired]] = field(default_factory=dict)
     # Unknown paths in each channel's chroot, and the listing stamp they were read at.
-    chroot_unknown: dict[str, tuple[list[str], list[int] | None]] = field(default_factory=dict)
+    chroot_unknown: dict[QualityId, tuple[list[str], list[int] | None]] = field(
+        default_factory=dict
+    )
     # Per accepted channel, the fingerprints of its keys: recorded once it is applied, so
     # that a key stays with the channel that had it first.
-    channel_keys: dict[str, list[str]] = field(default_factory=dict)
+    channel_keys: dict[QualityId, list[str]] = field(default_factory=dict)
     # Registrations this run would have removed, but did not, because a file too broken to
     # say whose it is might still declare them; and those files.
     deferred: list[Registration] = field(default_factory=list)
     deferred_by: list[str] = field(default_factory=list)
     # Per accepted channel, the file that declares it: recorded once it is applied, so that
     # the file still says whose it was when it is refused later (see provisioner.identity).
-    declared: dict[str, DeclaredFile] = field(default_factory=dict)
+    declared: dict[QualityId, DeclaredFile] = field(default_factory=dict)
+    # Valid qualities without an SFTP channel: a sender number and a routing entry, no
+    # account, keys or chroot on this host.
+    routed: list[Channel] = field(default_factory=list)
 
     @property
     def degraded(self) -> bool:
@@ -178,9 +192,9 @@ def _compute(
     regs = snapshot.registrations
     # A key stays with the live channel the last apply put it on (see rules.cross_file_rules).
     key_owners = {
-        fp: en
-        for fp, en in snapshot.channel_keys.items()
-        if en in regs and regs[en].status != "removed"
+        fp: qid
+        for fp, qid in snapshot.channel_keys.items()
+        if qid in regs and regs[qid].status != "removed"
     }
     base = cwd or Path.cwd()
     # The paths as typed, made absolute; fingerprints name files relative to `decls_root`.
@@ -204,103 +218,129 @@ def _compute(
         problems = "; ".join(f"{d.location}: {d.message}" for d in report.diagnostics)
         raise DeclarationError(f"no declarations to reconcile ({problems or 'none found'})")
 
+    # Registrations made before quality types were recorded take the type of the file they
+    # belong to (see state.model.legacy_adoptions); the commit writes it.
+    claimed = {
+        q: s.facts.technical_user or "" for s in report.summaries if (q := s.facts.qid) is not None
+    }
+    snapshot = adopt(snapshot, legacy_adoptions(snapshot, claimed))
+    regs = snapshot.registrations
+
     errors_by_file: dict[str, list[Diagnostic]] = {}
     for d in report.diagnostics:
         if d.is_error:
             errors_by_file.setdefault(d.location.file, []).append(d)
 
-    accepted_files: dict[str, int] = {}  # enterprise number -> index in report.summaries
-    refusals: dict[str, list[str]] = {}
-    sources: dict[str, str] = {}
+    accepted_files: dict[QualityId, int] = {}  # quality -> index in report.summaries
+    routed_files: dict[QualityId, int] = {}  # the same, for qualities without SFTP
+    refusals: dict[QualityId, list[str]] = {}
+    sources: dict[QualityId, str] = {}
     identity_unknown: list[str] = []
     unidentified: list[str] = []
     # Who declared what at the last successful apply (see provisioner.identity).
     rel_paths = [root_relative(p, report.root) for p in report.paths]
     whose = by_declared_path(regs)
-    named = {s.facts.enterprise_number for s in report.summaries}
+    named = {q for s in report.summaries if (q := s.facts.qid) is not None}
     for index, summary in enumerate(report.summaries):
-        en = summary.facts.enterprise_number
+        qid = summary.facts.qid
         errors = errors_by_file.get(summary.display, [])
         prior = whose.get(rel_paths[index] or "") if rel_paths else None
-        if prior is not None and en != prior and prior not in named:
+        if prior is not None and qid != prior and prior not in named:
             # The file that declared `prior` still exists but no longer says so (unparsable,
-            # a mistyped number, another number): it holds `prior`, which keeps its last good
-            # configuration, and nothing else is deferred because of it.
+            # a mistyped number or type, another quality): it holds `prior`, which keeps its
+            # last good configuration, and nothing else is deferred because of it.
             sources[prior] = summary.display
             reasons = _reasons(errors)
-            if en is not None:
-                reasons.append(_identity_changed(summary, prior, en, regs[prior]))
-                if en in regs and regs[en].status != "removed":
-                    sources.setdefault(en, summary.display)
-                    refusals.setdefault(en, []).extend(reasons)
+            if qid is not None:
+                reasons.append(_identity_changed(summary, prior, qid, regs[prior]))
+                if qid in regs and regs[qid].status != "removed":
+                    sources.setdefault(qid, summary.display)
+                    refusals.setdefault(qid, []).extend(reasons)
             refusals.setdefault(prior, []).extend(reasons)
             continue
-        if en is None:
+        if qid is None:
             if errors:
                 identity_unknown.append(summary.display)
                 # Refused like any invalid declaration: its reasons shown, the exit code 1.
                 unidentified.extend(_reasons(errors))
             continue
-        sources[en] = summary.display
+        sources[qid] = summary.display
         if errors:
-            refusals.setdefault(en, []).extend(_reasons(errors))
+            refusals.setdefault(qid, []).extend(_reasons(errors))
             continue
         if not summary.sftp:
-            continue  # served by other channels only: nothing to provision on this host
-        accepted_files[en] = index
+            # Served by other channels only: a sender number and a routing entry, but
+            # nothing to provision on this host.
+            routed_files[qid] = index
+            continue
+        accepted_files[qid] = index
 
     summaries = report.summaries
-    for en, reasons in _host_names(settings, summaries, accepted_files).items():
-        refusals.setdefault(en, []).extend(reasons)
-        accepted_files.pop(en, None)
+    for qid, reasons in _host_names(settings, summaries, accepted_files).items():
+        refusals.setdefault(qid, []).extend(reasons)
+        accepted_files.pop(qid, None)
     while True:
-        declared = {en: summaries[i].facts.technical_user or "" for en, i in accepted_files.items()}
+        valid = {**accepted_files, **routed_files}
+        declared = {q: summaries[i].facts.technical_user or "" for q, i in valid.items()}
         # A quality whose file is refused keeps its registration: a typo must not cut off a
         # working channel. When a broken file cannot even say whose it is, nobody is removed.
-        held_ens = set(refusals) | (set(snapshot.registrations) if identity_unknown else set())
+        held_ids = set(refusals) | (set(snapshot.registrations) if identity_unknown else set())
         allocation = allocate(
             snapshot,
             declared,
             now=now,
             sender_start=settings.sender_start,
             uid_range=settings.uid_range,
-            held=held_ens,
+            held=held_ids,
+            sftp=set(accepted_files),
         )
         # A held channel keeps the keys it has: one who declares one of them is refused,
         # and that may hold another channel in turn (rarely more than one round).
-        refused_now = set(refusals) | {r.enterprise_number for r in allocation.refused}
+        refused_now = set(refusals) | {r.qid for r in allocation.refused}
         taken = _keys_taken(
             summaries, accepted_files, key_owners, refused_now, bool(identity_unknown), sources
         )
         if not taken:
             break
-        for en, reasons in taken.items():
-            refusals.setdefault(en, []).extend(reasons)
-            accepted_files.pop(en, None)
+        for qid, reasons in taken.items():
+            refusals.setdefault(qid, []).extend(reasons)
+            accepted_files.pop(qid, None)
     for refusal in allocation.refused:
-        en = refusal.enterprise_number
-        where = sources.get(en, en)
-        declared_at = (
-            summaries[accepted_files[en]].facts.technical_user_at if en in accepted_files else None
-        )
+        qid = refusal.qid
+        where = sources.get(qid, str(qid))
+        index_of = accepted_files.get(qid, routed_files.get(qid))
+        declared_at = summaries[index_of].facts.technical_user_at if index_of is not None else None
         if refusal.code.startswith("technical-user") and declared_at is not None:
             # Point at the line that declares the user, as the gate does for its own findings.
             where = str(declared_at)
-        refusals.setdefault(en, []).append(f"{where}: {refusal.code}: {refusal.message}")
-        accepted_files.pop(en, None)
+        refusals.setdefault(qid, []).append(f"{where}: {refusal.code}: {refusal.message}")
+        accepted_files.pop(qid, None)
+        routed_files.pop(qid, None)
 
-    fresh = {r.enterprise_number: r for r in (*allocation.new, *allocation.returning)}
+    fresh = {r.qid: r for r in (*allocation.new, *allocation.returning, *allocation.accounts)}
     accepted = []
-    for en, index in sorted(accepted_files.items()):
-        reg = fresh.get(en) or regs.get(en)
+    for qid, index in sorted(accepted_files.items()):
+        reg = fresh.get(qid) or regs.get(qid)
         if reg is None:  # pragma: no cover - allocate() registers every accepted quality
             continue
         accepted.append(Channel(reg, summaries[index].display, load=partial(report.result, index)))
+    routed = []
+    for qid, index in sorted(routed_files.items()):
+        reg = fresh.get(qid) or regs.get(qid)
+        if reg is None:  # pragma: no cover - allocate() registers every accepted quality
+            continue
+        routed.append(Channel(reg, summaries[index].display, load=partial(report.result, index)))
 
     notes: list[str] = []
-    held = [regs[en] for en in sorted(refusals) if en in regs and regs[en].status != "removed"]
-    accepted_ens = {c.enterprise_number for c in accepted}
-    gone = [r for en, r in sorted(regs.items()) if en not in accepted_ens and en not in refusals]
+    held = [regs[q] for q in sorted(refusals) if q in regs and regs[q].status != "removed"]
+    accepted_ids = {c.qid for c in accepted}
+    routed_ids = {c.qid for c in routed}
+    # Registrations whose account goes: no longer declared, or declared without SFTP now.
+    gone = [
+        r
+        for q, r in sorted(regs.items())
+        if q not in accepted_ids and q not in refusals and not (q in routed_ids and r.uid is None)
+    ]
     deferred: list[Registration] = []
     if identity_unknown:
         # A file too broken to tell whose it is might be any quality: remove nobody this run.
@@ -316,13 +356,13 @@ def _compute(
     context = context_key(settings, owners, openssh_version(settings))
     record = HostRecord.load(settings, context) if use_cache else HostRecord(context)
     r = _render(
-        settings, report, accepted, accepted_files, held, record, context, progress=progress
+        settings, report, accepted, accepted_files, held, record, context, routed, progress=progress
     )
 
     removal_paths: dict[Path, str] = {}
     for reg in gone:
-        removal_paths[settings.keys_file(reg.technical_user)] = reg.enterprise_number
-        removal_paths[settings.chroot(reg.technical_user)] = reg.enterprise_number
+        removal_paths[settings.keys_file(reg.technical_user)] = str(reg.qid)
+        removal_paths[settings.chroot(reg.technical_user)] = str(reg.qid)
     observed = r.observed
     observed.update(observe(p for p in (*r.tree.nodes, *removal_paths) if p not in observed))
     changes = tree_changes(r.tree, observed, owners=owners)
@@ -333,9 +373,27 @@ def _compute(
     }
     known = {str(p) for p in (*r.tree.nodes, *removal_paths, *held_paths)}
     unknown, chroot_unknown = _unknown(settings, known, accepted, r.unchanged)
+    stale, unknown_certificates = stale_certificates(settings, known, r.certificate_paths)
+    observed.update(observe(stale))
+    changes.extend(
+        PathChange(
+            str(p),
+            PathAction.DELETE,
+            "file",
+            PathState.of_observed(observed[p]),
+            None,
+            None,
+            "certificate",
+        )
+        for p in stale
+        if observed[p].kind == "file"
+    )
+    # Anything else under a certificate's name (a directory, a link) is reported, not touched.
+    unknown_certificates += [str(p) for p in stale if observed[p].kind != "file"]
+    unknown = sorted([*unknown, *unknown_certificates])
 
     channels = _channel_plans(
-        accepted, held, gone, refusals, allocation, changes, sources, snapshot
+        accepted, held, gone, refusals, allocation, changes, sources, snapshot, routed
     )
     if not owners:
         notes.append("not running as root: owners and groups are not compared or set")
@@ -379,72 +437,82 @@ def _compute(
         channel_nodes=r.channel_nodes,
         chroot_unknown=chroot_unknown,
         channel_keys={
-            c.enterprise_number: [
-                k.fingerprint for k in summaries[accepted_files[c.enterprise_number]].keys
-            ]
-            for c in accepted
+            c.qid: [k.fingerprint for k in summaries[accepted_files[c.qid]].keys] for c in accepted
         },
         deferred=deferred,
         deferred_by=identity_unknown,
-        declared=_declared_files(accepted, accepted_files, report, rel_paths),
+        declared=_declared_files(
+            [*accepted, *routed], {**accepted_files, **routed_files}, report, rel_paths
+        ),
+        routed=routed,
     )
 
 
 def _declared_files(
     accepted: list[Channel],
-    accepted_files: dict[str, int],
+    accepted_files: dict[QualityId, int],
     report: ValidationReport,
     rel_paths: list[str | None],
-) -> dict[str, DeclaredFile]:
+) -> dict[QualityId, DeclaredFile]:
     out = {}
     for channel in accepted:
-        index = accepted_files[channel.enterprise_number]
+        index = accepted_files[channel.qid]
         rel = rel_paths[index]
         if rel is not None:
-            out[channel.enterprise_number] = DeclaredFile(
+            out[channel.qid] = DeclaredFile(
                 rel, report.paths[index], report.summaries[index].digest
             )
     return out
 
 
-def _identity_changed(summary: FileSummary, prior: str, en: str, reg: Registration) -> str:
+def _shown(qid: QualityId) -> str:
+    # A registration from before quality types (see state.model.legacy_adoptions).
+    return qid.enterprise_number if not qid.quality_type else str(qid)
+
+
+def _identity_changed(
+    summary: FileSummary, prior: QualityId, qid: QualityId, reg: Registration
+) -> str:
     where = summary.facts.enterprise_number_at or summary.display
+    if qid.enterprise_number == prior.enterprise_number and summary.facts.quality_type_at:
+        where = summary.facts.quality_type_at
+    was, now = _shown(prior), _shown(qid)
     return (
-        f"{where}: identity-changed: this file declared quality {prior} (technical user "
+        f"{where}: identity-changed: this file declared quality {was} (technical user "
         f"'{reg.technical_user}', sender number {reg.sender}) at its last successful apply and "
-        f"now declares {en}; a file cannot change whose it is, so it is refused and {prior} "
-        f"keeps its last good configuration. A typo: put {prior} back. To move the "
-        f"registration: remove this file (quality {prior} is removed at the next apply), then "
-        f"add a file for {en} in a separate change"
+        f"now declares {now}; a file cannot change whose it is, so it is refused and {was} "
+        f"keeps its last good configuration. A typo: put {was} back. To move the "
+        f"registration: remove this file (quality {was} is removed at the next apply), then "
+        f"add a file for {now} in a separate change"
     )
 
 
 def _host_names(
-    settings: HostSettings, summaries: list[FileSummary], accepted_files: dict[str, int]
-) -> dict[str, list[str]]:
+    settings: HostSettings, summaries: list[FileSummary], accepted_files: dict[QualityId, int]
+) -> dict[QualityId, list[str]]:
     """Technical users the host already uses: the SFTP group's name, and any account or
     group of the host's own databases (ours, in the extrausers files, do not count)."""
     from provisioner.hostaccounts import HostNames
 
     users = {
-        en: (summaries[i].facts.technical_user, summaries[i].facts.technical_user_at)
-        for en, i in accepted_files.items()
+        q: (summaries[i].facts.technical_user, summaries[i].facts.technical_user_at)
+        for q, i in accepted_files.items()
     }
-    out: dict[str, list[str]] = {}
+    out: dict[QualityId, list[str]] = {}
     names = HostNames(settings)
-    for en, (user, at) in sorted(users.items()):
+    for q, (user, at) in sorted(users.items()):
         if not user:
             continue
-        where = str(at) if at is not None else summaries[accepted_files[en]].display
+        where = str(at) if at is not None else summaries[accepted_files[q]].display
         if user.lower() == settings.sftp_group.lower():
-            out[en] = [
+            out[q] = [
                 f"{where}: technical-user-reserved: '{user}' is the name of this host's SFTP "
                 "group (sftp_group); choose another technical user"
             ]
             continue
         hit = names.owner(user)
         if hit is not None:
-            out[en] = [
+            out[q] = [
                 f"{where}: technical-user-host-account: '{user}' is already {hit.describe()}; "
                 "the host's entry would win and the channel could never log in. Choose "
                 "another technical user"
@@ -454,26 +522,26 @@ def _host_names(
 
 def _keys_taken(
     summaries: list[FileSummary],
-    accepted_files: dict[str, int],
-    key_owners: dict[str, str],
-    refused: set[str],
+    accepted_files: dict[QualityId, int],
+    key_owners: dict[str, QualityId],
+    refused: set[QualityId],
     hold_all: bool,
-    sources: dict[str, str],
-) -> dict[str, list[str]]:
+    sources: dict[QualityId, str],
+) -> dict[QualityId, list[str]]:
     """Qualities declaring a key that stays on another channel this run: that channel is
     held (its file is refused, or removals are deferred) and keeps its keys. A key whose
     channel is accepted without it, or removed, is free again."""
-    out: dict[str, list[str]] = {}
-    for en, index in sorted(accepted_files.items()):
-        if en in refused:
+    out: dict[QualityId, list[str]] = {}
+    for qid, index in sorted(accepted_files.items()):
+        if qid in refused:
             continue
         for key in summaries[index].keys:
             owner = key_owners.get(key.fingerprint)
-            if owner is None or owner == en:
+            if owner is None or owner == qid:
                 continue
             if owner in refused or (hold_all and owner not in accepted_files):
-                shown = sources.get(owner, f"quality {owner}")
-                out.setdefault(en, []).append(
+                shown = sources.get(owner, f"quality {_shown(owner)}")
+                out.setdefault(qid, []).append(
                     f"{key.location}: key-taken: this key ({key.fingerprint}) is applied on the "
                     f"channel of {shown}, which keeps its last good configuration this run; "
                     "a key stays with the channel that had it first, so it is refused here"
@@ -484,57 +552,62 @@ def _keys_taken(
 @dataclass(slots=True)
 class _Rendered:
     tree: DesiredTree
-    keys: dict[str, str]
-    unchanged: dict[str, ChannelRecord]
-    channel_nodes: dict[str, list[Desired]]
-    routing: dict[str, dict[str, Any]]
-    routing_digests: dict[str, str]
+    keys: dict[QualityId, str]
+    unchanged: dict[QualityId, ChannelRecord]
+    channel_nodes: dict[QualityId, list[Desired]]
+    routing: dict[QualityId, dict[str, Any]]
+    routing_digests: dict[QualityId, str]
     host_keys: dict[str, str]
     observed: dict[Path, Observed]
+    # The certificate files the routing table names: kept, every other one is removed.
+    certificate_paths: set[str]
 
 
 def _render(
     settings: HostSettings,
     report: ValidationReport,
     accepted: list[Channel],
-    accepted_files: dict[str, int],
+    accepted_files: dict[QualityId, int],
     held: list[Registration],
     record: HostRecord,
     context: str,
+    routed: Sequence[Channel] = (),
     progress: ProgressCallback | None = None,
 ) -> _Rendered:
-    """The desired tree, rendering only what the record cannot vouch for (see hostrecord)."""
+    """The desired tree, rendering only what the record cannot vouch for (see hostrecord).
+    `routed`: valid qualities without an SFTP channel, in the routing table only."""
     summaries = report.summaries
-    keys: dict[str, str] = {}
-    unchanged: dict[str, ChannelRecord] = {}
+    keys: dict[QualityId, str] = {}
+    unchanged: dict[QualityId, ChannelRecord] = {}
     to_render: list[Channel] = []
     for channel in accepted:
-        en, reg = channel.enterprise_number, channel.registration
-        summary = summaries[accepted_files[en]]
-        keys[en] = channel_key(
+        qid, reg = channel.qid, channel.registration
+        summary = summaries[accepted_files[qid]]
+        keys[qid] = channel_key(
             context,
             summary.display,
             summary.digest,
             summary.refs,
-            (en, reg.technical_user, reg.uid, reg.sender),
+            (channel.key, reg.technical_user, reg.uid or 0, reg.sender),
         )
-        kept = record.channels.get(en)
-        if kept is not None and kept.key == keys[en] and kept.holds():
-            unchanged[en] = kept
+        kept = record.channels.get(channel.key)
+        if kept is not None and kept.key == keys[qid] and kept.holds():
+            unchanged[qid] = kept
         else:
             to_render.append(channel)
-    # Whole results are read back only for the channels rendered, in one go.
-    report.results_of([accepted_files[c.enterprise_number] for c in to_render])
+    # Whole results are read back only for the channels rendered, in one go; those of the
+    # qualities without SFTP, for their routing entries, too (they are few).
+    report.results_of([accepted_files[c.qid] for c in to_render])
 
-    routing = {en: unchanged[en].routing for en in unchanged}
-    routing.update({c.enterprise_number: routing_entry(c) for c in to_render})
-    digests = {en: unchanged[en].routing_digest for en in unchanged}
-    digests.update(
-        {c.enterprise_number: routing_digest(routing[c.enterprise_number]) for c in to_render}
-    )
-    held_routing = _held_routing(settings, {h.enterprise_number for h in held})
+    routing = {qid: unchanged[qid].routing for qid in unchanged}
+    routing.update({c.qid: routing_entry(c, settings) for c in to_render})
+    digests = {qid: unchanged[qid].routing_digest for qid in unchanged}
+    digests.update({c.qid: routing_digest(routing[c.qid]) for c in to_render})
+    routed_entries = {c.registration.sender: routing_entry(c, settings) for c in routed}
+    held_routing = _held_routing(settings, {h.sender for h in held})
     by_sender = dict(held_routing)
-    by_sender.update({c.registration.sender: routing[c.enterprise_number] for c in accepted})
+    by_sender.update(routed_entries)
+    by_sender.update({c.registration.sender: routing[c.qid] for c in accepted})
 
     # The big host-wide files are rendered only when something they are made of changed, or
     # when the live file is not what the last apply wrote. Accounts are made of the
@@ -543,8 +616,9 @@ def _render(
         [
             context,
             *sorted(
-                f"{reg.enterprise_number}|{reg.technical_user}|{reg.uid}"
+                f"{reg.qid}|{reg.technical_user}|{reg.uid}"
                 for reg in [*(c.registration for c in accepted), *held]
+                if reg.uid is not None
             ),
         ]
     )
@@ -552,7 +626,8 @@ def _render(
         [
             context,
             canonical_json(held_routing),
-            *sorted(f"{c.registration.sender}={digests[c.enterprise_number]}" for c in accepted),
+            canonical_json(routed_entries),
+            *sorted(f"{c.registration.sender}={digests[c.qid]}" for c in accepted),
         ]
     )
     host_keys = dict.fromkeys(MEMO_ROLES, accounts_key) | {"routing": routing_key}
@@ -567,43 +642,84 @@ def _render(
             known_files[role] = (memo[1], memo[2])
 
     tree = DesiredTree()
-    registrations = [c.registration for c in accepted] + held
+    # Accounts: the SFTP channels only (a held quality that never had one has no uid).
+    registrations = [c.registration for c in accepted] + [h for h in held if h.uid is not None]
     for node in render_host(settings, registrations, by_sender, known_files):
         tree.add(node)
-    channel_nodes: dict[str, list[Desired]] = {}
+    channel_nodes: dict[QualityId, list[Desired]] = {}
     ordered = sorted(to_render, key=lambda c: c.user)
     for done, channel in enumerate(ordered):
         if progress is not None:
             progress(RENDER, done, len(ordered))
-        channel_nodes[channel.enterprise_number] = render_channel(settings, channel)
-        for node in channel_nodes[channel.enterprise_number]:
+        channel_nodes[channel.qid] = render_channel(settings, channel)
+        for node in channel_nodes[channel.qid]:
             tree.add(node)
     if progress is not None and ordered:
         progress(RENDER, len(ordered), len(ordered))
-    return _Rendered(tree, keys, unchanged, channel_nodes, routing, digests, host_keys, observed)
+    return _Rendered(
+        tree,
+        keys,
+        unchanged,
+        channel_nodes,
+        routing,
+        digests,
+        host_keys,
+        observed,
+        _certificate_paths(by_sender),
+    )
+
+
+def _certificate_paths(by_sender: dict[str, dict[str, Any]]) -> set[str]:
+    """The PEM files the routing table names (held entries come from the live table)."""
+    paths: set[str] = set()
+    for entry in by_sender.values():
+        certificates = entry.get("certificates")
+        for c in certificates if isinstance(certificates, list) else ():
+            if isinstance(c, dict) and isinstance(c.get("pem_path"), str):
+                paths.add(c["pem_path"])
+    return paths
+
+
+_PEM_NAME = re.compile(r"[0-9a-f]{64}\.pem")
+
+
+def stale_certificates(
+    settings: HostSettings, known: set[str], referenced: set[str]
+) -> tuple[list[Path], list[str]]:
+    """PEM files in `certificates_dir` that no routing entry names any more (removed: the
+    gate must not accept a certificate the declarations dropped), and other entries nobody
+    declared (reported, never deleted)."""
+    stale: list[Path] = []
+    unknown: list[str] = []
+    for path in unknown_in(str(settings.certificates_dir), known | referenced):
+        if _PEM_NAME.fullmatch(Path(path).name):
+            stale.append(Path(path))
+        else:
+            unknown.append(path)
+    return stale, unknown
 
 
 def _unknown(
     settings: HostSettings,
     known: set[str],
     accepted: list[Channel],
-    unchanged: dict[str, ChannelRecord],
-) -> tuple[list[str], dict[str, tuple[list[str], list[int] | None]]]:
+    unchanged: dict[QualityId, ChannelRecord],
+) -> tuple[list[str], dict[QualityId, tuple[list[str], list[int] | None]]]:
     """Files in managed directories that nobody declared (reported, never deleted), and per
     channel those in its chroot with the listing stamp they were read at. A chroot whose
     entries did not change since the last apply listed it is not listed again."""
     for record in unchanged.values():
         known.update(record.paths())
-    chroot_unknown: dict[str, tuple[list[str], list[int] | None]] = {}
+    chroot_unknown: dict[QualityId, tuple[list[str], list[int] | None]] = {}
     for channel in accepted:
-        en = channel.enterprise_number
+        qid = channel.qid
         chroot = str(settings.chroot(channel.user))
-        kept = unchanged.get(en)
+        kept = unchanged.get(qid)
         if kept is not None and listing_holds(chroot, kept.listing):
-            chroot_unknown[en] = (kept.unknown, kept.listing)
+            chroot_unknown[qid] = (kept.unknown, kept.listing)
         else:
             stamp = listing_stamp(chroot)
-            chroot_unknown[en] = (unknown_in(chroot, known), stamp)
+            chroot_unknown[qid] = (unknown_in(chroot, known), stamp)
     unknown = [
         *unknown_in(str(settings.keys_dir), known),
         *unknown_in(str(settings.chroot_base), known),
@@ -616,8 +732,8 @@ def _unknown(
 
 def _observed_digest(
     observed: dict[Path, Observed],
-    channel_nodes: dict[str, list[Desired]],
-    unchanged: dict[str, ChannelRecord],
+    channel_nodes: dict[QualityId, list[Desired]],
+    unchanged: dict[QualityId, ChannelRecord],
     unknown: list[str],
 ) -> str:
     """What the plan saw of the host. The paths of a channel count as one fingerprint, so that
@@ -625,9 +741,9 @@ def _observed_digest(
     same either way."""
     in_channels = {n.path for nodes in channel_nodes.values() for n in nodes}
     prints = sorted(o.fingerprint() for p, o in observed.items() if p not in in_channels)
-    channel_prints = {en: kept.fingerprint for en, kept in unchanged.items()}
-    for en, nodes in channel_nodes.items():
-        channel_prints[en] = channel_fingerprint(observed[n.path].fingerprint() for n in nodes)
+    channel_prints = {str(q): kept.fingerprint for q, kept in unchanged.items()}
+    for q, nodes in channel_nodes.items():
+        channel_prints[str(q)] = channel_fingerprint(observed[n.path].fingerprint() for n in nodes)
     return digest_of(prints + sorted(f"{en}={fp}" for en, fp in channel_prints.items()) + unknown)
 
 
@@ -638,7 +754,8 @@ def unknown_in(directory: str, known: set[str] | frozenset[str]) -> list[str]:
 
 
 def _held_routing(settings: HostSettings, held: set[str]) -> dict[str, dict[str, Any]]:
-    """Routing entries of refused channels, carried over from the live table."""
+    """Routing entries of refused channels (by sender number), carried over from the live
+    table."""
     if not held:
         return {}
     current = observe_path(settings.routing_table)
@@ -648,11 +765,7 @@ def _held_routing(settings: HostSettings, held: set[str]) -> dict[str, dict[str,
         senders = json.loads(current.content)["senders"]
     except (ValueError, KeyError, TypeError):
         return {}
-    return {
-        k: v
-        for k, v in senders.items()
-        if isinstance(v, dict) and v.get("enterprise_number") in held
-    }
+    return {k: v for k, v in senders.items() if k in held and isinstance(v, dict)}
 
 
 def _removal_changes(paths: dict[Path, str], observed: dict[Path, Observed]) -> list[PathChange]:
@@ -689,21 +802,23 @@ def _channel_plans(
     accepted: list[Channel],
     held: list[Registration],
     gone: list[Registration],
-    refusals: dict[str, list[str]],
+    refusals: dict[QualityId, list[str]],
     allocation: Allocation,
     changes: list[PathChange],
-    sources: dict[str, str],
+    sources: dict[QualityId, str],
     snapshot: StateSnapshot,
+    routed: Sequence[Channel] = (),
 ) -> list[ChannelPlan]:
     touched = {c.channel for c in changes if c.channel}
-    fresh = {r.enterprise_number for r in (*allocation.new, *allocation.returning)}
+    fresh = {r.qid for r in (*allocation.new, *allocation.returning)}
+    held_ids = {h.qid for h in held}
     plans = []
     for ch in accepted:
-        en = ch.enterprise_number
+        qid = ch.qid
         why: tuple[str, ...] = ()
-        if en in fresh:
+        if qid in fresh:
             action = ChannelAction.CREATE
-        elif en in touched:
+        elif ch.key in touched:
             action = ChannelAction.CHANGE
         elif ch.registration.status != "active":
             # The files already match (a refused declaration put back, a retried failure):
@@ -712,26 +827,50 @@ def _channel_plans(
             why = (f"status {ch.registration.status} -> active (the files already match)",)
         else:
             action = ChannelAction.UNCHANGED
-        plans.append(ChannelPlan(en, ch.user, ch.registration.sender, action, ch.display, why))
-    for en, reasons in sorted(refusals.items()):
-        reg = snapshot.registrations.get(en)
-        keeps = (
-            " (keeps its last good configuration)"
-            if any(h.enterprise_number == en for h in held)
-            else ""
-        )
+        plans.append(_plan(qid, ch.user, ch.registration.sender, action, ch.display, why))
+    no_sftp = "no SFTP channel: a sender number and a routing entry, no account on this host"
+    for ch in routed:
+        qid = ch.qid
+        if qid in fresh:
+            action, why = ChannelAction.CREATE, (no_sftp,)
+        elif ch.key in touched:
+            action, why = ChannelAction.CHANGE, ("the SFTP channel is removed; " + no_sftp,)
+        elif ch.registration.status != "active":
+            action = ChannelAction.CHANGE
+            why = (f"status {ch.registration.status} -> active; {no_sftp}",)
+        else:
+            action, why = ChannelAction.UNCHANGED, ()
+        plans.append(_plan(qid, ch.user, ch.registration.sender, action, ch.display, why))
+    routed_ids = {c.qid for c in routed}
+    for qid, reasons in sorted(refusals.items()):
+        reg = snapshot.registrations.get(qid)
+        keeps = " (keeps its last good configuration)" if qid in held_ids else ""
         plans.append(
-            ChannelPlan(
-                en,
+            _plan(
+                qid,
                 reg.technical_user if reg else None,
                 reg.sender if reg else None,
                 ChannelAction.REFUSED,
-                sources.get(en),
+                sources.get(qid),
                 tuple(r + keeps for r in reasons[:1]) + tuple(reasons[1:]),
             )
         )
     for reg in gone:
-        en = reg.enterprise_number
-        if en in touched or reg.status != "removed":
-            plans.append(ChannelPlan(en, reg.technical_user, reg.sender, ChannelAction.REMOVE))
+        if reg.qid in routed_ids:
+            continue  # planned above: the quality stays, only its SFTP channel goes
+        if str(reg.qid) in touched or reg.status != "removed":
+            plans.append(_plan(reg.qid, reg.technical_user, reg.sender, ChannelAction.REMOVE))
     return sorted(plans, key=lambda p: (p.technical_user or "", p.enterprise_number))
+
+
+def _plan(
+    qid: QualityId,
+    user: str | None,
+    sender: str | None,
+    action: ChannelAction,
+    source: str | None = None,
+    reasons: tuple[str, ...] = (),
+) -> ChannelPlan:
+    return ChannelPlan(
+        qid.enterprise_number, user, sender, action, source, reasons, quality_type=qid.quality_type
+    )

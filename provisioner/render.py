@@ -7,11 +7,13 @@ owner and mode of each path.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from functools import cache, partial
 from pathlib import Path
 from typing import Any, Literal
@@ -21,9 +23,11 @@ import jinja2
 from provisioner import __version__
 from provisioner.authorized_keys import ExpectedKey
 from provisioner.catalogue import load_catalogue
+from provisioner.certificates import CertificateInfo
 from provisioner.declarations import FileResult, ResolvedKey
 from provisioner.encoding import register
 from provisioner.errors import SettingsError
+from provisioner.quality_id import QualityId
 from provisioner.resources import shipped
 from provisioner.settings import HostSettings
 from provisioner.state.model import Registration
@@ -47,7 +51,7 @@ class Desired:
     group: int
     mode: int
     content: bytes | None = None
-    # The channel (enterprise number) a path belongs to; None for host-wide files.
+    # The channel a path belongs to (`str` of its QualityId); None for host-wide files.
     channel: str | None = None
     role: str = ""
     # A file not rendered in this run because its inputs and the live file are as the last
@@ -93,6 +97,15 @@ class Channel:
     @property
     def enterprise_number(self) -> str:
         return self.registration.enterprise_number
+
+    @property
+    def qid(self) -> QualityId:
+        return self.registration.qid
+
+    @property
+    def key(self) -> str:
+        """The channel's name in paths, records and plans: its quality identity as text."""
+        return str(self.registration.qid)
 
 
 @dataclass(slots=True)
@@ -220,32 +233,78 @@ def expected_keys(keys: Sequence[ResolvedKey]) -> list[ExpectedKey]:
     ]
 
 
-def routing_entry(channel: Channel) -> dict[str, Any]:
+def routing_entry(channel: Channel, settings: HostSettings) -> dict[str, Any]:
+    """One sender of the routing table (version 2): every quality with structured messages,
+    whatever its channels; `username` is null for one without an SFTP channel, which has no
+    account on this host but sends files with its sender number all the same."""
     decl = channel.result.declaration
     assert decl is not None  # accepted channels always have a model
     catalogue = load_catalogue()
     sm = decl.structured_messages
     channels = sm.channels.declared()
-    sftp_apps = channels["sftp"].applications
     applications = []
-    for app in sftp_apps:
-        carriers = [name for name, ch in channels.items() if app in ch.applications]
-        preferred = sm.preferred_channels.get(app) or carriers[0]
-        applications.append(
-            {
-                "application": app,
-                "purpose_codes": [p.code for p in catalogue.applications[app].purpose_codes],
-                "preferred_channel": preferred,
-            }
-        )
+    seen: set[str] = set()
+    for carrier in channels.values():
+        for app in carrier.applications:
+            if app in seen:
+                continue
+            seen.add(app)
+            carriers = [name for name, ch in channels.items() if app in ch.applications]
+            preferred = sm.preferred_channels.get(app) or carriers[0]
+            applications.append(
+                {
+                    "application": app,
+                    "purpose_codes": [p.code for p in catalogue.applications[app].purpose_codes],
+                    "preferred_channel": preferred,
+                }
+            )
     return {
         "sender_number": channel.registration.sender,
-        "username": channel.user,
+        "username": channel.user if "sftp" in channels else None,
         "enterprise_number": channel.enterprise_number,
         "quality": decl.quality.name,
         "quality_type": decl.quality.type,
+        "channels": list(channels),
         "applications": applications,
+        "certificates": routing_certificates(channel, settings),
     }
+
+
+def routing_certificates(channel: Channel, settings: HostSettings) -> list[dict[str, Any]]:
+    """The certificates the intake gate checks this sender's signatures against:
+    `[{sha256, not_before, not_after, pem_path}]`, sha256 the lower-case hex of the DER, the
+    dates in UTC, pem_path the PEM file the reconciler installs (see `render_channel`)."""
+    return [
+        {
+            "sha256": sha256,
+            "not_before": _utc_text(info.not_before),
+            "not_after": _utc_text(info.not_after),
+            "pem_path": str(settings.certificate_file(sha256)),
+        }
+        for info, sha256, _der in channel_certificates(channel.result)
+    ]
+
+
+def channel_certificates(result: FileResult) -> list[tuple[CertificateInfo, str, bytes]]:
+    """(figures, SHA-256 of the DER, DER) of each certificate a channel registers: the
+    current one, and during a renewal the next one."""
+    infos = [c for c in (result.certificate, result.next_certificate) if c is not None]
+    ders = result.certificate_ders
+    if len(infos) != len(ders):
+        # Only an accepted declaration is rendered, and it has both or neither of each.
+        raise ValueError(f"{result.display}: certificates and their DER do not pair up")
+    return [
+        (info, hashlib.sha256(der).hexdigest(), der) for info, der in zip(infos, ders, strict=True)
+    ]
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _pem_lines(der: bytes) -> list[str]:
+    text = base64.b64encode(der).decode("ascii")
+    return [text[i : i + 64] for i in range(0, len(text), 64)]
 
 
 # Host-wide files whose size grows with the number of channels: rendering them is worth
@@ -318,9 +377,9 @@ def render_host(
     accounts = [
         _Account(
             r.technical_user,
-            r.uid,
+            _uid(r),
             settings.sftp_gid,
-            f"sftp-provisioner {r.enterprise_number}",
+            f"sftp-provisioner {r.qid}",
             "/",
             str(settings.shell),
         )
@@ -368,15 +427,28 @@ def render_host(
         nodes.append(file(paths["rsyslog"], 0o644, "rsyslog", rsyslog))
 
     nodes.append(Desired(settings.keys_dir, "dir", root, root, 0o755, role="keys-dir"))
+    # The intake gate reads the PEM files here; a file no routing entry names any more is
+    # removed (reconcile.stale_certificates).
+    nodes.append(
+        Desired(settings.certificates_dir, "dir", root, root, 0o755, role="certificates-dir")
+    )
     nodes.append(Desired(settings.chroot_base, "dir", root, root, 0o755, role="chroot-base"))
     return nodes
 
 
+def _uid(registration: Registration) -> int:
+    # Only qualities with an SFTP channel are rendered, and allocate gives each a uid.
+    if registration.uid is None:
+        raise ValueError(f"quality {registration.qid} has an SFTP channel but no uid")
+    return registration.uid
+
+
 def render_channel(settings: HostSettings, channel: Channel) -> list[Desired]:
-    """The paths of one channel: its authorized_keys file and its chroot."""
+    """The paths of one channel: its authorized_keys file, its certificates for the intake
+    gate and its chroot."""
     env = template_environment(settings)
     gateway_gid = settings.gateway_gid
-    user, uid, en = channel.user, channel.registration.uid, channel.enterprise_number
+    user, uid, en = channel.user, _uid(channel.registration), channel.key
     keys = _render(
         env,
         "authorized_keys.j2",
@@ -386,6 +458,11 @@ def render_channel(settings: HostSettings, channel: Channel) -> list[Desired]:
     )
     # Root-owned and not writable by the user: a technical user cannot add keys of its own.
     nodes = [Desired(settings.keys_file(user), "file", 0, 0, 0o644, keys, en, "authorized-keys")]
+    for _info, sha256, der in channel_certificates(channel.result):
+        # Named by fingerprint: two channels registering one certificate share its file.
+        pem = _render(env, "certificate.pem.j2", base64_lines=_pem_lines(der))
+        path = settings.certificate_file(sha256)
+        nodes.append(Desired(path, "file", 0, 0, 0o644, pem, en, "certificate"))
     chroot = settings.chroot(user)
     # sshd refuses a chroot that is not root-owned or that others can write.
     nodes.append(Desired(chroot, "dir", 0, 0, 0o755, channel=en, role="chroot"))

@@ -16,6 +16,7 @@ from provisioner.certificates import CertificateInfo, check_certificate
 from provisioner.declarations import Facts, FileResult
 from provisioner.diagnostics import Diagnostic, Location, Severity, error, warning
 from provisioner.models import format_enterprise_number
+from provisioner.quality_id import QualityId
 
 KEY_EXPIRY_WARNING = timedelta(days=14)
 CERTIFICATE_WARNING_DAYS = 60
@@ -127,6 +128,8 @@ def summary_row(s: FileSummary) -> list[Any]:
         _cert_row(s.next_certificate),
         _loc_row(s.next_certificate_at, s.display),
         s.sftp,
+        f.quality_type,
+        _loc_row(f.quality_type_at, s.display),
     ]
 
 
@@ -152,10 +155,10 @@ def summary_from_row(row: list[Any]) -> FileSummary:
     """The summary of a `summary_row`; KeyError, TypeError or ValueError if it is not one."""
     from provisioner.cache import decode_text
 
-    if type(row) is not list or len(row) != 16:
+    if type(row) is not list or len(row) != 18:
         raise ValueError("not a summary row")
     (display, digest, refs, diags, en, en_at, user, user_at, admins, admins_at, keys, cert,
-     cert_at, next_cert, next_at, sftp) = row  # fmt: skip
+     cert_at, next_cert, next_at, sftp, qtype, qtype_at) = row  # fmt: skip
     parse = datetime.fromisoformat
     certificate = _cert_of_row(cert)
     diagnostics = decode_text(diags) if diags else []
@@ -173,6 +176,8 @@ def summary_from_row(row: list[Any]) -> FileSummary:
             _loc(user_at, display),
             tuple(admins),
             _loc(admins_at, display),
+            qtype,
+            _loc(qtype_at, display),
         ),
         keys=[KeyFact(fp, _at(loc, display), parse(exp) if exp else None) for fp, loc, exp in keys],
         certificate=certificate,
@@ -263,29 +268,32 @@ def certificate_rules(summary: FileSummary, now: datetime) -> list[Diagnostic]:
 
 
 def cross_file_rules(
-    summaries: Iterable[FileSummary], key_owners: Mapping[str, str] | None = None
+    summaries: Iterable[FileSummary], key_owners: Mapping[str, QualityId] | None = None
 ) -> list[Diagnostic]:
-    """Rules across files. `key_owners` maps a key fingerprint to the enterprise number of
-    the quality that already has it: on the host, the channel the last apply put it on; in
+    """Rules across files. A quality is its enterprise number and quality type: two files
+    may declare one enterprise with two types, never the same pair. `key_owners` maps a key
+    fingerprint to the quality that already has it: on the host, the channel the last apply put it on; in
     CI, the quality whose file at the base revision declared it. That quality keeps the key
     and every other file declaring it is refused. A key nobody had yet is refused in every
     file that declares it: none of them has a better claim, whichever name sorts first."""
     out: list[Diagnostic] = []
-    numbers: dict[str, Location] = {}
+    numbers: dict[QualityId, Location] = {}
     users: dict[str, Location] = {}
     folded: dict[str, tuple[str, Location]] = {}
     keys: dict[str, list[tuple[FileSummary, Location]]] = {}
     for s in sorted(summaries, key=lambda s: s.display):
         f = s.facts
-        if f.enterprise_number and f.enterprise_number_at:
-            first = numbers.setdefault(f.enterprise_number, f.enterprise_number_at)
+        qid = f.qid
+        if qid is not None and f.enterprise_number_at:
+            first = numbers.setdefault(qid, f.enterprise_number_at)
             if first is not f.enterprise_number_at:
                 out.append(
                     error(
                         "duplicate-enterprise-number",
-                        "the enterprise number "
-                        f"{format_enterprise_number(f.enterprise_number)} is already declared in "
-                        f"{first.file}; a quality has one declaration file",
+                        f"the quality {qid.quality_type} of enterprise number "
+                        f"{format_enterprise_number(qid.enterprise_number)} is already declared "
+                        f"in {first.file}; a quality (enterprise number and quality type) has "
+                        "one declaration file",
                         f.enterprise_number_at,
                         first,
                     )
@@ -328,15 +336,23 @@ def cross_file_rules(
     return out
 
 
+def _owns(summary: FileSummary, owner: QualityId) -> bool:
+    # A registration from before quality types were recorded ('' type) is any quality of its
+    # enterprise until a reconcile adopts a type for it.
+    if not owner.quality_type:
+        return summary.facts.enterprise_number == owner.enterprise_number
+    return summary.facts.qid == owner
+
+
 def _duplicate_key(
     fingerprint: str,
     places: list[tuple[FileSummary, Location]],
-    owner: str | None,
+    owner: QualityId | None,
     *,
     history: bool,
 ) -> list[Diagnostic]:
     """One error per file that may not have the key (see `cross_file_rules`)."""
-    kept = [at for s, at in places if owner is not None and s.facts.enterprise_number == owner]
+    kept = [at for s, at in places if owner is not None and _owns(s, owner)]
     if kept:
         first = kept[0]
         return [

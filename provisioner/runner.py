@@ -277,7 +277,8 @@ def _judge(result: ApplyResult, report: RunReport) -> None:
     degraded = rec.degraded if rec is not None else plan.has_refusals
     report.outcome = "degraded" if degraded else "ok"
     for ch in plan.refused:
-        report.errors.append(f"quality {ch.enterprise_number} refused: {'; '.join(ch.reasons[:1])}")
+        who = ch.qid if ch.quality_type else ch.enterprise_number
+        report.errors.append(f"quality {who} refused: {'; '.join(ch.reasons[:1])}")
     for reason in plan.unidentified:
         report.errors.append(f"file refused: {reason}")
     if rec is not None and rec.deferred_by:

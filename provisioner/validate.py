@@ -29,6 +29,7 @@ from provisioner.diagnostics import Diagnostic, Location, Severity, error, sort_
 from provisioner.errors import DeclarationError
 from provisioner.gcpause import collecting, paused_gc
 from provisioner.progress import CHECK, ProgressCallback, report_all
+from provisioner.quality_id import QualityId
 from provisioner.rules import FileSummary, KeyFact, clock_rules, cross_file_rules
 from provisioner.safefile import OutsideRoot, confined_realpath, shown_name
 
@@ -58,7 +59,7 @@ class ValidateSettings:
     cwd: Path = field(default_factory=Path.cwd)
     # Key fingerprint -> the quality that already has it (the reconciler passes the state's;
     # `base` adds the base revision's): see `rules.cross_file_rules`.
-    key_owners: Mapping[str, str] | None = None
+    key_owners: Mapping[str, QualityId] | None = None
     # Called after each declaration checked (see provisioner.progress); never prints.
     progress: ProgressCallback | None = field(default=None, compare=False)
     # The declarations root when the caller found it already (`show FILE` takes the one

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from provisioner.apply import ApplyResult, apply
 from provisioner.plan import Plan
+from provisioner.quality_id import QualityId
 from provisioner.reconcile import Reconciliation, compute
 from provisioner.settings import HostSettings, load_settings
 from provisioner.state import StateSnapshot, StateStore
@@ -39,6 +40,10 @@ EN_SECSOC, USER_SECSOC = "0200065765", "secsocexemple01"
 EN_ONDERNEMING, USER_ONDERNEMING = "0403170701", "EXPDEMOONDERNEMING"
 # A third quality some tests add (valid enterprise number, its own user and key).
 EN_THIRD, USER_THIRD = "0202239951", "thirdquality01"
+# Their identities (enterprise number and quality type: see provisioner.quality_id).
+Q_SECSOC = QualityId(EN_SECSOC, "employer_nsso")
+Q_ONDERNEMING = QualityId(EN_ONDERNEMING, "employer_nsso")
+Q_THIRD = QualityId(EN_THIRD, "employer_nsso")
 
 
 def on_ci() -> bool:

@@ -19,6 +19,9 @@ from conftest import (
     EN_SECSOC,
     EN_THIRD,
     NOW,
+    Q_ONDERNEMING,
+    Q_SECSOC,
+    Q_THIRD,
     USER_ONDERNEMING,
     USER_SECSOC,
     USER_THIRD,
@@ -61,11 +64,11 @@ class TestFirstApply:
         assert result.plan.counts()["create"] == 2
         assert not result.plan.refused
         regs = host.snapshot().registrations
-        # Sender numbers and uids are handed out in enterprise-number order.
-        assert regs[EN_SECSOC].sender == "100000"
-        assert regs[EN_ONDERNEMING].sender == "100001"
-        assert (regs[EN_SECSOC].uid, regs[EN_ONDERNEMING].uid) == (200000, 200001)
-        for en, user in ((EN_SECSOC, USER_SECSOC), (EN_ONDERNEMING, USER_ONDERNEMING)):
+        # Sender numbers and uids are handed out in identity (enterprise-number) order.
+        assert regs[Q_SECSOC].sender == "100000"
+        assert regs[Q_ONDERNEMING].sender == "100001"
+        assert (regs[Q_SECSOC].uid, regs[Q_ONDERNEMING].uid) == (200000, 200001)
+        for en, user in ((Q_SECSOC, USER_SECSOC), (Q_ONDERNEMING, USER_ONDERNEMING)):
             reg = regs[en]
             assert reg.technical_user == user
             assert reg.registered_at == NOW
@@ -73,15 +76,15 @@ class TestFirstApply:
             assert reg.last_applied_at == NOW
             assert reg.revision == "0123abcd"
         assert host.snapshot().usernames == {
-            USER_SECSOC: EN_SECSOC,
-            USER_ONDERNEMING: EN_ONDERNEMING,
+            USER_SECSOC: Q_SECSOC,
+            USER_ONDERNEMING: Q_ONDERNEMING,
         }
 
     def test_sender_numbers_are_six_digits_from_sender_start(self, host: Host) -> None:
         host.write_settings(sender_start=6400)
         host.apply()
         regs = host.snapshot().registrations
-        assert (regs[EN_SECSOC].sender, regs[EN_ONDERNEMING].sender) == ("006400", "006401")
+        assert (regs[Q_SECSOC].sender, regs[Q_ONDERNEMING].sender) == ("006400", "006401")
         assert set(routing(host)) == {"006400", "006401"}
         assert routing(host)["006400"]["username"] == USER_SECSOC
 
@@ -139,10 +142,11 @@ class TestFirstApply:
                 digest = hashlib.sha256(Path(entry["path"]).read_bytes()).hexdigest()
                 assert entry["after"] == digest
         keys_entry = next(e for e in paths if e["path"].endswith(f"{KEYS}/{USER_SECSOC}"))
-        assert (keys_entry["channel"], keys_entry["user"]) == (EN_SECSOC, USER_SECSOC)
+        # A channel is named by its quality identity (enterprise number and quality type).
+        assert (keys_entry["channel"], keys_entry["user"]) == (str(Q_SECSOC), USER_SECSOC)
         created = {e["channel"]: e for e in entries if e["change"] == "channel-create"}
-        assert created[EN_SECSOC]["sender"] == "100000"
-        assert created[EN_ONDERNEMING]["user"] == USER_ONDERNEMING
+        assert created[str(Q_SECSOC)]["sender"] == "100000"
+        assert created[str(Q_ONDERNEMING)]["user"] == USER_ONDERNEMING
 
     def test_cli_first_apply_then_status(self, host: Host) -> None:
         changes = len(host.plan().changes)
@@ -386,9 +390,9 @@ class TestRemoval:
 
         # The ledger keeps the number and the name.
         snapshot = host.snapshot()
-        reg = snapshot.registrations[EN_ONDERNEMING]
+        reg = snapshot.registrations[Q_ONDERNEMING]
         assert (reg.status, reg.sender, reg.uid) == ("removed", "100001", 200001)
-        assert snapshot.usernames[USER_ONDERNEMING] == EN_ONDERNEMING
+        assert snapshot.usernames[USER_ONDERNEMING] == Q_ONDERNEMING
         assert any(e["change"] == "channel-remove" for e in host.audit())
         assert any(e["change"] == "archive" for e in host.audit())
         assert host.run("plan").returncode == 0
@@ -399,7 +403,7 @@ class TestRemoval:
         assert {c.enterprise_number: c.action for c in back.plan.channels}[
             EN_ONDERNEMING
         ] is ChannelAction.CREATE
-        reg = host.snapshot().registrations[EN_ONDERNEMING]
+        reg = host.snapshot().registrations[Q_ONDERNEMING]
         assert (reg.status, reg.sender, reg.uid) == ("active", "100001", 200001)
         assert f"{USER_ONDERNEMING}:x:200001:" in (root / PASSWD).read_text()
         assert routing(host)["100001"]["username"] == USER_ONDERNEMING
@@ -416,7 +420,7 @@ class TestRemoval:
         (refused,) = result.plan.refused
         assert refused.enterprise_number == EN_THIRD
         assert "technical-user-taken" in refused.reasons[0]
-        assert EN_THIRD not in host.snapshot().registrations
+        assert Q_THIRD not in host.snapshot().registrations
 
     def test_second_removal_does_not_nest_into_the_first_archive(self, host: Host) -> None:
         """Removed, back, removed again at the same second: two archives side by side."""

@@ -20,8 +20,10 @@ import pytest
 from conftest import (
     EN_ONDERNEMING,
     EN_SECSOC,
-    EN_THIRD,
     NOW,
+    Q_ONDERNEMING,
+    Q_SECSOC,
+    Q_THIRD,
     USER_ONDERNEMING,
     USER_SECSOC,
     USER_THIRD,
@@ -98,9 +100,9 @@ class TestRefused:
         assert senders(host)["100002"]["username"] == USER_THIRD
         regs = host.snapshot().registrations
         # Applied before and still served as it was: degraded (failed is for never applied).
-        assert regs[EN_ONDERNEMING].status == "degraded"
-        assert "invalid-value" in (regs[EN_ONDERNEMING].status_reason or "")
-        assert (regs[EN_SECSOC].status, regs[EN_THIRD].status) == ("active", "active")
+        assert regs[Q_ONDERNEMING].status == "degraded"
+        assert "invalid-value" in (regs[Q_ONDERNEMING].status_reason or "")
+        assert (regs[Q_SECSOC].status, regs[Q_THIRD].status) == ("active", "active")
         status = host.run("status")
         assert "degraded" in status.stdout
         assert "serving the last good configuration; the declaration is refused since" in (
@@ -116,7 +118,7 @@ class TestRefused:
         assert "status degraded -> active (the files already match)" in fixed.stdout
         assert "No changes" not in fixed.stdout
         assert host.run("apply").returncode == 0
-        assert host.snapshot().registrations[EN_ONDERNEMING].status == "active"
+        assert host.snapshot().registrations[Q_ONDERNEMING].status == "active"
         assert host.run("plan").returncode == 0
 
     def test_changing_the_technical_user_is_refused(self, host: Host) -> None:
@@ -140,10 +142,10 @@ class TestRefused:
             if USER_ONDERNEMING in rel:
                 assert after[rel] == before[rel], rel
         assert not (host.root / "srv/sftp/EXPDEMONEWNAME1").exists()
-        reg = host.snapshot().registrations[EN_ONDERNEMING]
+        reg = host.snapshot().registrations[Q_ONDERNEMING]
         assert (reg.technical_user, reg.status) == (USER_ONDERNEMING, "degraded")
         assert "EXPDEMONEWNAME1" not in host.snapshot().usernames
-        assert host.snapshot().registrations[EN_SECSOC].status == "active"
+        assert host.snapshot().registrations[Q_SECSOC].status == "active"
 
     def test_a_file_that_cannot_say_whose_it_is_removes_nobody_and_fails(self, host: Host) -> None:
         host.apply()
@@ -157,7 +159,7 @@ class TestRefused:
         assert f"refused   100001  {USER_ONDERNEMING}" in done.stdout
         assert "qualities/0403170701.yaml:" in done.stdout
         assert_unchanged(before, host.tree(), inodes=True)
-        assert host.snapshot().registrations[EN_ONDERNEMING].status == "degraded"
+        assert host.snapshot().registrations[Q_ONDERNEMING].status == "degraded"
 
     def test_plan_json_lists_the_refusal(self, host: Host) -> None:
         host.apply()
@@ -187,7 +189,7 @@ class TestStalePlan:
         out = self.saved(host)
         done = host.run("apply", "--plan", str(out))
         assert done.returncode == 0, done.stderr
-        assert host.snapshot().registrations[EN_SECSOC].status == "active"
+        assert host.snapshot().registrations[Q_SECSOC].status == "active"
 
     @pytest.mark.parametrize("what", ["declaration", "managed file", "settings", "state"])
     def test_refused_once_anything_moved_on(self, host: Host, what: str) -> None:
@@ -206,7 +208,7 @@ class TestStalePlan:
             expected = "the host settings changed"
         else:
             with host.store() as store:
-                store.set_status(EN_SECSOC, "pending", reason=None, revision=None, now=LATER)
+                store.set_status(Q_SECSOC, "pending", reason=None, revision=None, now=LATER)
             expected = "the state moved on"
         before = host.tree()
         version = host.snapshot().version
@@ -319,7 +321,7 @@ class TestFailureMidway:
         regs = host.snapshot().registrations
         # Rolled back: the channels applied before serve what they served (degraded, the
         # removed one too: its removal was undone); the new one was never applied (failed).
-        expected = {EN_SECSOC: "degraded", EN_THIRD: "failed", EN_ONDERNEMING: "degraded"}
+        expected = {Q_SECSOC: "degraded", Q_THIRD: "failed", Q_ONDERNEMING: "degraded"}
         for en, status in expected.items():
             assert regs[en].status == status, en
             assert "reloading sshd failed" in (regs[en].status_reason or ""), en
@@ -330,8 +332,8 @@ class TestFailureMidway:
         assert retried.returncode == 0, retried.stderr
         assert "sshd reloaded" in retried.stdout
         regs = host.snapshot().registrations
-        assert (regs[EN_SECSOC].status, regs[EN_THIRD].status) == ("active", "active")
-        assert regs[EN_ONDERNEMING].status == "removed"
+        assert (regs[Q_SECSOC].status, regs[Q_THIRD].status) == ("active", "active")
+        assert regs[Q_ONDERNEMING].status == "removed"
         assert host.run("plan").returncode == 0
 
     def test_rollback_restores_drift_too(self, host: Host) -> None:
@@ -382,9 +384,9 @@ class TestFailureMidway:
         finally:
             subprocess.run(["chattr", "-i", str(keys_dir)], check=True)
         assert_unchanged(before, host.tree(), inodes=False)
-        assert host.snapshot().registrations[EN_SECSOC].status == "degraded"
+        assert host.snapshot().registrations[Q_SECSOC].status == "degraded"
         host.apply(now=LATER)
-        assert host.snapshot().registrations[EN_SECSOC].status == "active"
+        assert host.snapshot().registrations[Q_SECSOC].status == "active"
 
 
 # --- sshd -t -------------------------------------------------------------------------------
@@ -413,7 +415,7 @@ class TestSshdCheck:
         assert "NoSuchKeyword" in done.stderr
         assert_unchanged(before, host.tree(), inodes=True)
         assert host.snapshot().version == version
-        assert EN_THIRD not in host.snapshot().registrations
+        assert Q_THIRD not in host.snapshot().registrations
 
 
 # --- without root --------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def tree(settings: HostSettings, root: Path) -> Tree:
 def statuses(settings: HostSettings) -> Statuses:
     with StateStore.open(settings.state_url) as store:
         regs = store.snapshot().registrations
-    return {en: reg.status for en, reg in regs.items()}
+    return {str(qid): reg.status for qid, reg in regs.items()}
 
 
 def _declare(all_decls: Path, decls: Path, names: list[str]) -> None:

@@ -13,7 +13,15 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import EN_ONDERNEMING, EN_SECSOC, USER_ONDERNEMING, USER_SECSOC, Host, ssh_key
+from conftest import (
+    EN_ONDERNEMING,
+    EN_SECSOC,
+    Q_ONDERNEMING,
+    USER_ONDERNEMING,
+    USER_SECSOC,
+    Host,
+    ssh_key,
+)
 
 from provisioner.authorized_keys import (
     AuthorizedKeysMismatch,
@@ -170,7 +178,7 @@ def test_apply_aborts_the_channel_and_writes_nothing_of_it(
     assert not (host.root / "srv/sftp" / USER_ONDERNEMING).exists()
     assert (host.root / KEYS / USER_SECSOC).exists()
     assert by_en[EN_SECSOC].action is ChannelAction.CREATE
-    assert host.snapshot().registrations[EN_ONDERNEMING].status == "failed"
+    assert host.snapshot().registrations[Q_ONDERNEMING].status == "failed"
     assert not any(c.channel == EN_ONDERNEMING for c in result.applied)
 
 

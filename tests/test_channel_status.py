@@ -17,6 +17,8 @@ from conftest import (
     EN_SECSOC,
     EN_THIRD,
     NOW,
+    Q_ONDERNEMING,
+    Q_THIRD,
     USER_ONDERNEMING,
     USER_THIRD,
     Host,
@@ -52,7 +54,7 @@ def test_status_heartbeat_and_metrics_show_each_of_the_five(host: Host) -> None:
     # THIRD refused while never applied: still failed; the others are applied now.
     host.edit(EN_THIRD, "language: fr", "language: xx")
     host.apply(now=NOW + timedelta(minutes=1))
-    assert host.snapshot().registrations[EN_THIRD].status == "failed"
+    assert host.snapshot().registrations[Q_THIRD].status == "failed"
 
     # Next run: ONDERNEMING refused after it was applied (degraded), one quality gone
     # (removed), SECSOC fine (active).
@@ -128,7 +130,7 @@ def test_refused_after_active_is_degraded_since_then_and_active_again_once_fixed
 
     first = NOW + timedelta(minutes=30)
     run(settings, [host.decls], host.base, now=first)
-    reg = host.snapshot().registrations[EN_ONDERNEMING]
+    reg = host.snapshot().registrations[Q_ONDERNEMING]
     assert (reg.status, reg.status_since) == ("degraded", first)
     assert "invalid-value" in (reg.status_reason or "")
     # Still served as it was.
@@ -137,7 +139,7 @@ def test_refused_after_active_is_degraded_since_then_and_active_again_once_fixed
     # Refused again, for another reason: since does not move on every run.
     host.edit(EN_ONDERNEMING, "language: xx", "language: yy")
     run(settings, [host.decls], host.base, now=first + timedelta(minutes=30))
-    reg = host.snapshot().registrations[EN_ONDERNEMING]
+    reg = host.snapshot().registrations[Q_ONDERNEMING]
     assert (reg.status, reg.status_since) == ("degraded", first)
     assert "'yy'" in (reg.status_reason or "")
     assert rows(host)[EN_ONDERNEMING]["message"].startswith(DEGRADED + "2026-11-29 22:00 CET")
@@ -148,7 +150,7 @@ def test_refused_after_active_is_degraded_since_then_and_active_again_once_fixed
     assert "status degraded -> active (the files already match)" in plan.stdout
     report = run(settings, [host.decls], host.base, now=fixed)
     assert report.outcome == "ok", report.errors
-    reg = host.snapshot().registrations[EN_ONDERNEMING]
+    reg = host.snapshot().registrations[Q_ONDERNEMING]
     assert (reg.status, reg.status_since, reg.status_reason) == ("active", fixed, None)
     assert rows(host)[EN_ONDERNEMING]["message"] is None
 
@@ -161,6 +163,6 @@ def test_a_never_applied_channel_refused_stays_failed(host: Host) -> None:
     host.write_settings(reload_command=[])
     host.edit(EN_THIRD, f"technical_user: {USER_THIRD}", "technical_user: thirdrenamed1")
     host.apply(now=NOW + timedelta(minutes=30))
-    reg = host.snapshot().registrations[EN_THIRD]
+    reg = host.snapshot().registrations[Q_THIRD]
     assert reg.status == "failed" and reg.last_applied_at is None
     assert "technical-user-immutable" in (reg.status_reason or "")

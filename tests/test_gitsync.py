@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import EN_ONDERNEMING, NOW, USER_ONDERNEMING, Host
+from conftest import EN_ONDERNEMING, NOW, Q_ONDERNEMING, USER_ONDERNEMING, Host
 from ops_support import SigningKey, clone, commit_all, declarations_repo, git, run
 
 from provisioner import gitsync
@@ -48,7 +48,7 @@ def test_pull_applies_the_new_revision_and_records_it(repo: tuple[Host, Path]) -
     assert BACKUP_KEY not in settings.keys_file(USER_ONDERNEMING).read_text()
     with host.store() as store:
         assert [r.revision for r in store.last_runs(2)] == [new, first.revision]
-        assert store.snapshot().registrations[EN_ONDERNEMING].revision == new
+        assert store.snapshot().registrations[Q_ONDERNEMING].revision == new
 
 
 def test_a_dirty_checkout_is_not_applied(repo: tuple[Host, Path]) -> None:

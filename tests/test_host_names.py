@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from conftest import EN_ONDERNEMING, EN_SECSOC, USER_SECSOC, Host, require, require_root
+from conftest import EN_ONDERNEMING, EN_SECSOC, Q_SECSOC, USER_SECSOC, Host, require, require_root
 
 from provisioner.hostaccounts import HostName, HostNames, listing_is_complete
 
@@ -90,7 +90,7 @@ def test_an_account_the_host_adds_later_holds_the_channel(host: Host) -> None:
     try:
         (why,) = refused(host)[EN_SECSOC]
         assert "technical-user-host-account" in why
-        assert host.snapshot().registrations[EN_SECSOC].status == "degraded"
+        assert host.snapshot().registrations[Q_SECSOC].status == "degraded"
         assert (host.root / KEYS / USER_SECSOC).exists()  # its last good configuration
     finally:
         subprocess.run([_tool("userdel"), USER_SECSOC], check=False, capture_output=True)

@@ -58,7 +58,14 @@ def portal_imports(store: StateStore, n: int) -> None:
     """Another writer registers a quality (a portal import): the state moves on every time."""
     store.import_registration(
         Registration(
-            f"09000000{n:02d}", f"Imported{n:04d}", 900000 + n, 290000 + n, NOW, "active", NOW
+            f"09000000{n:02d}",
+            f"Imported{n:04d}",
+            900000 + n,
+            290000 + n,
+            NOW,
+            "active",
+            NOW,
+            quality_type="employer_nsso",
         )
     )
 
@@ -173,8 +180,8 @@ def test_three_hosts_on_postgresql_apply_every_slot_and_render_the_same(
     with StateStore.open(postgres_url) as store:
         regs = store.snapshot().registrations
         served = store.host_channels()
-    live = {en for en, r in regs.items() if r.status == "active"}
+    live = {q for q, r in regs.items() if r.status == "active"}
     for name in cluster.names:
-        assert {h.enterprise_number for h in served if h.host == name} == live, name
+        assert {h.qid for h in served if h.host == name} == live, name
     # They did race: without the retry these runs would have failed.
     assert retried > 0

@@ -22,6 +22,9 @@ from conftest import (
     EN_SECSOC,
     EN_THIRD,
     EXAMPLES,
+    Q_ONDERNEMING,
+    Q_SECSOC,
+    Q_THIRD,
     USER_ONDERNEMING,
     USER_SECSOC,
     Host,
@@ -71,7 +74,7 @@ def refused(result: object) -> dict[str, tuple[str, ...]]:
 
 def test_the_channel_that_had_the_key_keeps_it_and_the_newcomer_is_refused(host: Host) -> None:
     host.apply()
-    assert host.snapshot().channel_keys[A_FP] == EN_ONDERNEMING
+    assert host.snapshot().channel_keys[A_FP] == Q_ONDERNEMING
 
     paste(host.quality(EN_SECSOC), f"{A_KEY} stolen")
     result = host.apply()
@@ -83,12 +86,12 @@ def test_the_channel_that_had_the_key_keeps_it_and_the_newcomer_is_refused(host:
     assert f"already belongs to the channel of examples/{A_FILE} (line 26)" in why
 
     regs = host.snapshot().registrations
-    assert regs[EN_ONDERNEMING].status == "active"
-    assert regs[EN_SECSOC].status == "degraded"
+    assert regs[Q_ONDERNEMING].status == "active"
+    assert regs[Q_SECSOC].status == "degraded"
     assert A_KEY in keys_of(host, USER_ONDERNEMING)
     # B keeps its last good configuration, without the stolen key.
     assert A_KEY not in keys_of(host, USER_SECSOC)
-    assert host.snapshot().channel_keys[A_FP] == EN_ONDERNEMING
+    assert host.snapshot().channel_keys[A_FP] == Q_ONDERNEMING
 
     # A's own later changes are not blocked.
     new = add_key(host, EN_ONDERNEMING, 41)
@@ -98,7 +101,7 @@ def test_the_channel_that_had_the_key_keeps_it_and_the_newcomer_is_refused(host:
         EN_ONDERNEMING
     ] == "change"
     assert new.split()[1] in keys_of(host, USER_ONDERNEMING)
-    assert host.snapshot().registrations[EN_ONDERNEMING].status == "active"
+    assert host.snapshot().registrations[Q_ONDERNEMING].status == "active"
 
 
 def test_the_owner_refused_for_another_reason_still_keeps_its_key(host: Host) -> None:
@@ -133,17 +136,17 @@ def test_a_key_its_channel_gave_up_may_move(host: Host) -> None:
     assert refused(result) == {}
     assert A_KEY in keys_of(host, USER_SECSOC)
     assert A_KEY not in keys_of(host, USER_ONDERNEMING)
-    assert host.snapshot().channel_keys[A_FP] == EN_SECSOC
+    assert host.snapshot().channel_keys[A_FP] == Q_SECSOC
 
 
 def test_a_removed_channel_releases_its_keys(host: Host) -> None:
     host.apply()
     host.quality(EN_ONDERNEMING).unlink()
     host.apply()
-    assert EN_ONDERNEMING not in host.snapshot().channel_keys.values()
+    assert Q_ONDERNEMING not in host.snapshot().channel_keys.values()
     paste(host.quality(EN_SECSOC), f"{A_KEY} reused")
     assert refused(host.apply()) == {}
-    assert host.snapshot().channel_keys[A_FP] == EN_SECSOC
+    assert host.snapshot().channel_keys[A_FP] == Q_SECSOC
 
 
 def test_two_new_declarations_of_one_key_are_both_refused(host: Host) -> None:
@@ -175,22 +178,20 @@ def test_record_channel_keys(backend: str, tmp_path: Path, request: pytest.Fixtu
     )
     now = datetime(2026, 11, 29, 20, 30, tzinfo=UTC)
     with StateStore.open(url) as store:
-        alloc = allocate(
-            store.snapshot(), {EN_SECSOC: "secsoc0001", EN_THIRD: "third00001"}, now=now
-        )
+        alloc = allocate(store.snapshot(), {Q_SECSOC: "secsoc0001", Q_THIRD: "third00001"}, now=now)
         store.commit(alloc, revision=None, now=now)
         assert (
-            store.record_channel_keys({EN_SECSOC: ["k1", "k2"], EN_THIRD: ["k3"]}, [], now=now) == 3
+            store.record_channel_keys({Q_SECSOC: ["k1", "k2"], Q_THIRD: ["k3"]}, [], now=now) == 3
         )
         version = store.version()
-        assert store.record_channel_keys({EN_SECSOC: ["k1", "k2"]}, [], now=now) == 0
+        assert store.record_channel_keys({Q_SECSOC: ["k1", "k2"]}, [], now=now) == 0
         assert store.version() == version  # nothing changed, nothing written
         # THIRD is held (not in this apply): its k3 is not handed to SECSOC.
-        store.record_channel_keys({EN_SECSOC: ["k1", "k3"]}, [], now=now)
-        assert dict(store.snapshot().channel_keys) == {"k1": EN_SECSOC, "k3": EN_THIRD}
-        store.record_channel_keys({}, [EN_THIRD], now=now)
-        store.record_channel_keys({EN_SECSOC: ["k1", "k3"]}, [], now=now)
-        assert dict(store.snapshot().channel_keys) == {"k1": EN_SECSOC, "k3": EN_SECSOC}
+        store.record_channel_keys({Q_SECSOC: ["k1", "k3"]}, [], now=now)
+        assert dict(store.snapshot().channel_keys) == {"k1": Q_SECSOC, "k3": Q_THIRD}
+        store.record_channel_keys({}, [Q_THIRD], now=now)
+        store.record_channel_keys({Q_SECSOC: ["k1", "k3"]}, [], now=now)
+        assert dict(store.snapshot().channel_keys) == {"k1": Q_SECSOC, "k3": Q_SECSOC}
 
 
 # --- in CI, from the base revision ----------------------------------------------------------

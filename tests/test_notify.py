@@ -14,6 +14,9 @@ from conftest import (
     EN_SECSOC,
     EN_THIRD,
     NOW,
+    Q_ONDERNEMING,
+    Q_SECSOC,
+    Q_THIRD,
     USER_ONDERNEMING,
     USER_SECSOC,
     Host,
@@ -372,7 +375,7 @@ def test_a_changed_contact_address_is_picked_up(host: Host, asked: list[str]) ->
     host.edit(EN_ONDERNEMING, "- batch@onderneming.example", "- payroll@onderneming.example")
     run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=30))
     assert asked == [ONDERNEMING_FILE]  # only the changed file
-    contact = contact_book(settings).get(EN_ONDERNEMING)
+    contact = contact_book(settings).get(str(Q_ONDERNEMING))
     assert contact is not None and contact.emails == ("payroll@onderneming.example",)
 
     # The quality removes its file: its removal goes to the address it declared last.
@@ -390,10 +393,13 @@ def test_an_older_contact_book_is_read_and_upgraded(
     run(settings, [host.decls], host.base, now=NOW)
     path = settings.work_dir / "contacts.json"
     book = json.loads(path.read_text("utf-8"))
-    assert set(book["digests"]) == {EN_SECSOC, EN_ONDERNEMING}
+    assert set(book["digests"]) == {str(Q_SECSOC), str(Q_ONDERNEMING)}
     # What an older run left: a stale address, and the contact of a quality removed since.
-    book["contacts"][EN_ONDERNEMING]["emails"] = ["old@onderneming.example"]
-    book["contacts"][EN_THIRD] = book["contacts"][EN_SECSOC] | {
+    book["contacts"][str(Q_ONDERNEMING)]["emails"] = ["old@onderneming.example"]
+    # The removed quality's entry as books had them before quality identities: keyed by its
+    # enterprise number, without a quality type.
+    secsoc = {k: v for k, v in book["contacts"][str(Q_SECSOC)].items() if k != "quality_type"}
+    book["contacts"][EN_THIRD] = secsoc | {
         "enterprise_number": EN_THIRD,
         "quality_name": "THIRD QUALITY",
         "emails": ["third@third.example"],
@@ -409,13 +415,16 @@ def test_an_older_contact_book_is_read_and_upgraded(
     # Every file counts as changed...
     assert sorted(asked) == [SECSOC_FILE, ONDERNEMING_FILE]
     upgraded = contact_book(settings)
-    onderneming = upgraded.get(EN_ONDERNEMING)
+    onderneming = upgraded.get(str(Q_ONDERNEMING))
     assert onderneming is not None
     assert onderneming.emails == ("batch@onderneming.example",)
     # ...the removed quality's contact is kept, and the book is in the new format.
-    third = upgraded.get(EN_THIRD)
+    third = upgraded.get(str(Q_THIRD))
     assert third is not None and third.emails == ("third@third.example",)
-    assert set(json.loads(path.read_text("utf-8"))["digests"]) == {EN_SECSOC, EN_ONDERNEMING}
+    assert set(json.loads(path.read_text("utf-8"))["digests"]) == {
+        str(Q_SECSOC),
+        str(Q_ONDERNEMING),
+    }
     asked.clear()
     run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=60))
     assert asked == []
@@ -434,6 +443,6 @@ def test_a_broken_later_file_of_a_quality_does_not_hide_its_contact(host: Host) 
     host.edit(EN_ONDERNEMING, "language: nl", "language: de")
     for minutes in (30, 60):
         run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=minutes))
-        contact = contact_book(settings).get(EN_ONDERNEMING)
+        contact = contact_book(settings).get(str(Q_ONDERNEMING))
         assert contact is not None
         assert (contact.language, contact.emails) == ("de", ("batch@onderneming.example",))

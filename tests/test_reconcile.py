@@ -17,6 +17,7 @@ from conftest import (
     EN_SECSOC,
     EN_THIRD,
     NOW,
+    Q_SECSOC,
     USER_ONDERNEMING,
     USER_SECSOC,
     Host,
@@ -75,7 +76,7 @@ def test_no_declarations_is_an_error_not_a_removal(host: Host) -> None:
     mistyped = host.cli("apply", "exmaples", "--root", "root", "--settings", "settings.yaml")
     assert mistyped.returncode == 1
     assert "no such file or directory" in mistyped.stderr
-    assert host.snapshot().registrations[EN_SECSOC].status == "active"
+    assert host.snapshot().registrations[Q_SECSOC].status == "active"
 
 
 # --- the plan as data ----------------------------------------------------------------------

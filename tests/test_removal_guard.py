@@ -47,7 +47,8 @@ def untouched(before: dict[str, Entry], after: dict[str, Entry], host: Host | No
 
 
 def live(host: Host) -> dict[str, str]:
-    return {en: r.status for en, r in host.snapshot().registrations.items()}
+    # One quality type per enterprise here: the enterprise number names the quality.
+    return {q.enterprise_number: r.status for q, r in host.snapshot().registrations.items()}
 
 
 def test_one_removal_over_the_threshold_removes_nothing_and_applies_nothing(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.quality_id import QualityId
 from provisioner.state import StateStore, UnknownRegistration, allocate
 from provisioner.state.store import StatusUpdate
 
@@ -17,9 +18,9 @@ NOW = datetime(2026, 11, 29, 20, 30, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=30)
 
 
-def enterprise_number(i: int) -> str:
+def enterprise_number(i: int) -> QualityId:
     base = 2_000_000 + i
-    return f"{base:08d}{97 - base % 97:02d}"
+    return QualityId(f"{base:08d}{97 - base % 97:02d}", "employer_nsso")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -29,7 +30,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("postgres_url"))
 
 
-def fill(url: str, n: int) -> list[str]:
+def fill(url: str, n: int) -> list[QualityId]:
     ens = [enterprise_number(i) for i in range(n)]
     with StateStore.open(url) as store:
         alloc = allocate(
@@ -83,9 +84,7 @@ def test_same_result_as_one_set_status_per_quality(
     ]
     for now, updates in rounds:
         for u in updates:
-            one.set_status(
-                u.enterprise_number, u.status, reason=u.reason, revision=u.revision, now=now
-            )
+            one.set_status(u.qid, u.status, reason=u.reason, revision=u.revision, now=now)
         assert bulk.set_statuses(updates, now=now) == len(updates)
         a, b = one.snapshot(), bulk.snapshot()
         assert a.registrations == b.registrations
@@ -113,7 +112,11 @@ def test_an_unknown_quality_writes_nothing(store_url: str) -> None:
         before = store.snapshot()
         with pytest.raises(UnknownRegistration, match="0999999947"):
             store.set_statuses(
-                [StatusUpdate(ens[0], "active"), StatusUpdate("0999999947", "active")], now=NOW
+                [
+                    StatusUpdate(ens[0], "active"),
+                    StatusUpdate(QualityId("0999999947", "employer_nsso"), "active"),
+                ],
+                now=NOW,
             )
         assert store.snapshot() == before
 
@@ -121,8 +124,11 @@ def test_an_unknown_quality_writes_nothing(store_url: str) -> None:
 @pytest.mark.parametrize(
     "updates",
     [
-        [StatusUpdate("0200000010", "bogus")],  # type: ignore[arg-type]
-        [StatusUpdate("0200000010", "active"), StatusUpdate("0200000010", "failed")],
+        [StatusUpdate(QualityId("0200000010", "employer_nsso"), "bogus")],  # type: ignore[arg-type]
+        [
+            StatusUpdate(QualityId("0200000010", "employer_nsso"), "active"),
+            StatusUpdate(QualityId("0200000010", "employer_nsso"), "failed"),
+        ],
     ],
 )
 def test_bad_updates_are_refused_before_anything_is_written(

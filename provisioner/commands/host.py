@@ -351,10 +351,11 @@ def _interrupted(stop: Any) -> int:
 
 
 def _served_by(store: Any) -> dict[str, list[dict[str, Any]]]:
-    """Per channel, which host serves which revision since when (hosts sharing the state)."""
+    """Per channel (`str` of its quality identity), which host serves which revision since
+    when (hosts sharing the state)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for row in store.host_channels():
-        out.setdefault(row.enterprise_number, []).append(
+        out.setdefault(str(row.qid), []).append(
             {"host": row.host, "revision": row.revision, "applied_at": row.applied_at.isoformat()}
         )
     return out
@@ -445,13 +446,16 @@ def status_command(
     for reg in sorted(snapshot.registrations.values(), key=lambda r: r.technical_user):
         if username and reg.technical_user != username:
             continue
-        if reg.enterprise_number in waiting:
+        if str(reg.qid) in waiting:
             continue  # removed, declared again: pending, shown below
         rows.append(
             {
                 "sender_number": reg.sender,
                 "username": reg.technical_user,
                 "enterprise_number": reg.enterprise_number,
+                # With the enterprise number, the quality's identity: one enterprise may
+                # hold several qualities ('' for one registered before types were recorded).
+                "quality_type": reg.quality_type,
                 "registered_at": reg.registered_at.isoformat(),
                 "status": reg.status,
                 "status_since": reg.status_since.isoformat(),
@@ -462,7 +466,7 @@ def status_command(
                 "last_sync": this_sync,
                 "next_sync": upcoming.isoformat(),
                 "message": status_message(reg.status, reg.status_since, reg.status_reason),
-                "hosts": served.get(reg.enterprise_number, []),
+                "hosts": served.get(str(reg.qid), []),
             }
         )
     rows.extend(

@@ -26,6 +26,7 @@ from provisioner.notify.events import (
     revive,
 )
 from provisioner.notify.message import compose
+from provisioner.quality_id import QualityId
 from provisioner.settings import HostSettings
 from provisioner.state import StateSnapshot, StateStore
 
@@ -79,7 +80,7 @@ def _deliver_one(
     report: NotifyReport,
 ) -> bool:
     """Put one event's message in the outbox; False when it could not be and is still owed."""
-    contact = book.get(event.enterprise_number)
+    contact = book.get(str(event.qid))
     if contact is None:
         # Not claimed: once a contact is known, a later run still tells them.
         report.skipped.append(event.key)
@@ -106,7 +107,7 @@ def _deliver_one(
     logs.event(
         "notification-queued",
         kind=event.kind,
-        quality=event.enterprise_number,
+        quality=str(event.qid),
         language=contact.language,
         to=",".join(contact.emails),
         file=path.name,
@@ -119,7 +120,7 @@ def notify_run(
     store: StateStore,
     *,
     report: ValidationReport,
-    refusals: Mapping[str, Sequence[str]],
+    refusals: Mapping[QualityId, Sequence[str]],
     before: StateSnapshot,
     after: StateSnapshot,
     now: datetime,

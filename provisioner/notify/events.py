@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from provisioner.cache import code_digest
 from provisioner.declarations import FileResult
 from provisioner.fsutil import write_atomic
+from provisioner.quality_id import QualityId
 from provisioner.state.model import Registration, StateSnapshot
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class Contact:
     last_name: str
     language: str
     emails: tuple[str, ...]
+    quality_type: str = ""
 
     @classmethod
     def of(cls, result: FileResult) -> Contact | None:
@@ -73,15 +75,23 @@ class Contact:
             last_name=c.last_name,
             language=c.language,
             emails=tuple(str(e) for e in c.emails),
+            quality_type=decl.quality.type,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
     kind: EventKind
+    # Names the quality by its identity (`str(QualityId)`): two qualities of one enterprise
+    # never share a key, so each contact hears of its own channel.
     key: str
     enterprise_number: str
     facts: Mapping[str, Any] = field(default_factory=dict)
+    quality_type: str = ""
+
+    @property
+    def qid(self) -> QualityId:
+        return QualityId(self.enterprise_number, self.quality_type)
 
 
 def _digest(*parts: str) -> str:
@@ -100,21 +110,23 @@ def _channel_facts(reg: Registration) -> dict[str, Any]:
     }
 
 
-def _active(en: str, reg: Registration) -> Event:
+def _active(qid: QualityId, reg: Registration) -> Event:
     return Event(
         "channel-active",
-        f"channel-active:{en}:{_stamp(reg.status_since)}",
-        en,
+        f"channel-active:{qid}:{_stamp(reg.status_since)}",
+        qid.enterprise_number,
         _channel_facts(reg) | {"active_since": reg.status_since},
+        qid.quality_type,
     )
 
 
-def _removed(en: str, reg: Registration) -> Event:
+def _removed(qid: QualityId, reg: Registration) -> Event:
     return Event(
         "channel-removed",
-        f"channel-removed:{en}:{_stamp(reg.status_since)}",
-        en,
+        f"channel-removed:{qid}:{_stamp(reg.status_since)}",
+        qid.enterprise_number,
         _channel_facts(reg) | {"removed_at": reg.status_since},
+        qid.quality_type,
     )
 
 
@@ -122,7 +134,10 @@ def state_events(before: StateSnapshot, after: StateSnapshot) -> list[Event]:
     """Channels that became active, and channels removed, in this run."""
     events: list[Event] = []
     for en, reg in sorted(after.registrations.items()):
-        old = before.registrations.get(en)
+        # A registration from before quality types was adopted by this run: the same channel.
+        old = before.registrations.get(en) or before.registrations.get(
+            QualityId(en.enterprise_number, "")
+        )
         if reg.status == "active" and (old is None or old.status != "active"):
             # A channel that was active before and only was held for a while (`degraded`: a
             # refused edit; `failed` with an apply date: written before `degraded` existed)
@@ -149,14 +164,17 @@ def revive(owed: Sequence[str], after: StateSnapshot) -> list[Event]:
     events = []
     for key in owed:
         kind, _, rest = key.partition(":")
-        en = rest.split(":", 1)[0]
-        reg = after.registrations.get(en)
+        try:
+            qid = QualityId.parse(rest.split(":", 1)[0])
+        except ValueError:
+            continue  # owed before keys named the quality type: no longer identifiable
+        reg = after.registrations.get(qid)
         if reg is None:
             continue
         if kind == "channel-active" and reg.status == "active":
-            event = _active(en, reg)
+            event = _active(qid, reg)
         elif kind == "channel-removed" and reg.status == "removed":
-            event = _removed(en, reg)
+            event = _removed(qid, reg)
         else:
             continue
         if event.key == key:
@@ -184,17 +202,17 @@ def declaration_events(
     expiring = [
         i
         for i, s in enumerate(summaries)
-        if s.facts.enterprise_number is not None
-        and any(_key_expiring(k.expires, now) for k in s.keys)
+        if s.facts.qid is not None and any(_key_expiring(k.expires, now) for k in s.keys)
     ]
     # One call for all of them: the loader checks missing cache entries again in parallel.
     whole = dict(zip(expiring, report.results_of(expiring), strict=True))
     events: list[Event] = []
     for i, summary in enumerate(summaries):
-        en = summary.facts.enterprise_number
-        if en is None:
+        qid = summary.facts.qid
+        if qid is None:
             continue
-        reg = after.registrations.get(en)
+        en, qtype = qid
+        reg = after.registrations.get(qid)
         base = _channel_facts(reg) if reg is not None else {}
         certificates = [summary.certificate, summary.next_certificate]
         following = summary.next_certificate
@@ -229,18 +247,20 @@ def declaration_events(
                 events.append(
                     Event(
                         "certificate-expired",
-                        f"certificate-expired:{en}:{cert.sha256_fingerprint}",
+                        f"certificate-expired:{qid}:{cert.sha256_fingerprint}",
                         en,
                         facts,
+                        qtype,
                     )
                 )
             elif cert.not_after - now <= CERTIFICATE_NOTICE:
                 events.append(
                     Event(
                         "certificate-expiring",
-                        f"certificate-expiring:{en}:{cert.sha256_fingerprint}",
+                        f"certificate-expiring:{qid}:{cert.sha256_fingerprint}",
                         en,
                         facts,
+                        qtype,
                     )
                 )
         result = whole.get(i)
@@ -251,7 +271,7 @@ def declaration_events(
             events.append(
                 Event(
                     "key-expiring",
-                    f"key-expiring:{en}:{fingerprint}:{key.expires:%Y-%m-%d}",
+                    f"key-expiring:{qid}:{fingerprint}:{key.expires:%Y-%m-%d}",
                     en,
                     base
                     | {
@@ -262,29 +282,31 @@ def declaration_events(
                         "days_left": (key.expires.date() - now.date()).days,
                         "source": summary.display,
                     },
+                    qtype,
                 )
             )
     return events
 
 
 def refusal_events(
-    refusals: Mapping[str, Sequence[str]],
+    refusals: Mapping[QualityId, Sequence[str]],
     summaries: Sequence[FileSummary],
     after: StateSnapshot,
 ) -> list[Event]:
     """A quality refused on the host, once per distinct set of reasons for one file content."""
-    digests = {s.facts.enterprise_number: (s.digest, s.display) for s in summaries}
+    digests = {s.facts.qid: (s.digest, s.display) for s in summaries}
     events: list[Event] = []
-    for en, reasons in sorted(refusals.items()):
-        digest, source = digests.get(en, ("", None))
-        reg = after.registrations.get(en)
+    for qid, reasons in sorted(refusals.items()):
+        digest, source = digests.get(qid, ("", None))
+        reg = after.registrations.get(qid)
         events.append(
             Event(
                 "quality-refused",
-                f"quality-refused:{en}:{_digest(digest, *reasons)}",
-                en,
+                f"quality-refused:{qid}:{_digest(digest, *reasons)}",
+                qid.enterprise_number,
                 (_channel_facts(reg) if reg is not None else {})
                 | {"reasons": list(reasons), "source": source},
+                qid.quality_type,
             )
         )
     return events
@@ -292,7 +314,7 @@ def refusal_events(
 
 def collect(
     report: ValidationReport,
-    refusals: Mapping[str, Sequence[str]],
+    refusals: Mapping[QualityId, Sequence[str]],
     before: StateSnapshot,
     after: StateSnapshot,
     now: datetime,
@@ -308,7 +330,7 @@ def collect(
 
 # How `Contact.of` reads a declaration: raise it when that changes, so that the contacts of
 # unchanged files are read again rather than trusted from the book.
-CONTACT_FORMAT = 1
+CONTACT_FORMAT = 2  # 2: contacts keyed by quality identity, no longer enterprise number
 
 
 def _contact_code() -> str:
@@ -333,8 +355,9 @@ class ContactBook:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Keyed by `str(QualityId)`: two qualities of one enterprise have contacts of their own.
         self.contacts: dict[str, Contact] = {}
-        # Enterprise number -> digest of the declaration its contact was taken from.
+        # Quality -> digest of the declaration its contact was taken from.
         self.digests: dict[str, str] = {}
         self.owed: list[str] = []
         try:
@@ -357,8 +380,17 @@ class ContactBook:
         owed = raw.get("owed", [])
         self.owed = [k for k in owed if isinstance(k, str)] if isinstance(owed, list) else []
 
-    def get(self, enterprise_number: str) -> Contact | None:
-        return self.contacts.get(enterprise_number)
+    def get(self, quality: str) -> Contact | None:
+        """The contact of `quality` (`str(QualityId)`). A book written before contacts were
+        kept per quality identity has them by enterprise number: such a contact is still
+        that quality's (the only one its enterprise had then)."""
+        found = self.contacts.get(quality)
+        if found is None:
+            number, _, quality_type = quality.partition("/")
+            older = self.contacts.get(number)
+            if older is not None and older.quality_type in ("", quality_type):
+                return older
+        return found
 
     def update(self, report: ValidationReport) -> None:
         """Take each declared quality's contact, as the last of its files that has one says.
@@ -374,9 +406,9 @@ class ContactBook:
         """
         files: dict[str, list[int]] = {}
         for i, summary in enumerate(report.summaries):
-            en = summary.facts.enterprise_number
-            if en is not None:
-                files.setdefault(en, []).append(i)
+            qid = summary.facts.qid
+            if qid is not None:
+                files.setdefault(str(qid), []).append(i)
         remembered = dict(self.digests)
         # Rounds of one file per quality, so that the files to read are read in one call.
         while files:
@@ -395,7 +427,7 @@ class ContactBook:
                         if not files[en]:
                             del files[en]
                         continue
-                    # Keyed as the summaries are: a declaration's facts carry its number.
+                    # Keyed as the summaries are: a declaration's facts carry its identity.
                     self.contacts[en] = contact
                     self.digests[en] = result.digest
                 # else: the file the remembered contact was taken from, unchanged.
