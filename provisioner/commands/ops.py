@@ -292,6 +292,6 @@ def init_command(out: Path | None, root: Path | None, declarations: Path, force:
     click.echo(f"wrote {target}")
     echo_err(
         f"next: check it, clone the declarations into {declarations.absolute()}, "
-        "then `provisioner plan`"
+        f"then `provisioner plan {declarations.absolute()}`"
     )
     return EXIT_OK
