@@ -405,8 +405,9 @@ def ledger_from_snapshot(
         if reg.legacy:
             continue  # a schema-3 row whose quality type the next reconcile adopts
         current[reg.technical_user] = qid
+        # From our own state, already checked: built without validating every field again.
         qualities.append(
-            LedgerQuality(
+            LedgerQuality.model_construct(
                 enterprise_number=qid.enterprise_number,
                 quality_type=qid.quality_type,
                 sender_number=reg.sender,
@@ -424,7 +425,7 @@ def ledger_from_snapshot(
         if owner.quality_type == "":
             continue
         usernames.append(
-            LedgerUsername(
+            LedgerUsername.model_construct(
                 username=name,
                 state="retired",
                 enterprise_number=owner.enterprise_number,
