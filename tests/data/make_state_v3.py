@@ -64,9 +64,7 @@ def main(target: Path) -> None:
             {SECSOC: ["SHA256:secsoc-key"], ONDERNEMING: ["SHA256:onderneming-key"]}, [], now=t1
         )
         for host in ("sftp-a", "sftp-b"):
-            store.record_host_channels(
-                host, {SECSOC: "b" * 40, ONDERNEMING: "a" * 40}, now=t1
-            )
+            store.record_host_channels(host, {SECSOC: "b" * 40, ONDERNEMING: "a" * 40}, now=t1)
             store.record_run(
                 RunRecord(t2, t2 + timedelta(seconds=3), "b" * 40, "degraded", {"n": 2}, host=host)
             )
