@@ -348,3 +348,18 @@ def test_the_service_takes_a_set_that_arrives_while_it_runs(tmp_path: Path, poll
         stop.set()
         service.join(timeout=30)
     assert not service.is_alive() and runs and runs[0] >= 2
+
+
+def test_a_name_that_is_not_utf8_is_refused_and_shown_escaped(host: IntakeHost) -> None:
+    ch = host.add(sender_channel("ACMEPAYROLL", "100000"))
+    raw = os.fsencode(host.upload_dir(ch.user, "IN")) + b"/FI.\xff\xfe\x1b[31m.x"
+    with open(raw, "wb") as fh:
+        fh.write(b"<DmfA/>")
+    os.utime(raw, (1, 1))
+    summary = run_once(host.settings)
+    assert summary.refused_by_code == {131: 1}
+    [record] = host.records("refused")
+    quarantined = os.fsencode(host.settings.quarantine_dir / record["set_id"] / "files")
+    assert os.listdir(quarantined) == [b"FI.\xff\xfe\x1b[31m.x"]  # kept byte for byte
+    [notice] = host.notices(ch.user).values()
+    assert "FI.\\xff\\xfe\\u001b[31m.x" in notice and "\x1b" not in notice
