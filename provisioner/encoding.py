@@ -191,6 +191,14 @@ def _key_comment_ok(comment: str) -> bool:
     return comment == comment.strip() and bool(comment) and not LINE_BREAKS.intersection(comment)
 
 
+def pem_base64(value: object) -> str:
+    """One line of a PEM body: base64, at most 64 characters (RFC 7468)."""
+    text = _text(value, "PEM line")
+    if len(text) > 64 or not _BASE64.fullmatch(text):
+        raise _fail("PEM line", value)
+    return text
+
+
 def passwd_field(value: object) -> str:
     """One field of a passwd, group or shadow entry."""
     text = _text(value, "passwd field")
@@ -231,6 +239,7 @@ CHECK_FILTERS: dict[str, Callable[[Any], str]] = {
     "authorized_keys_address": authorized_keys_address,
     "authorized_keys_key": authorized_keys_key,
     "passwd_field": passwd_field,
+    "pem_base64": pem_base64,
     "group_member": group_member,
     "sshd_token": sshd_token,
     "mail_text": mail_text,

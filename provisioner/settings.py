@@ -97,6 +97,13 @@ class HostSettings(BaseModel):
             " applications and certificates."
         ),
     )
+    certificates_dir: AbsPath = Field(
+        Path("/var/lib/sftp-gateway/certificates"),
+        description=(
+            "Where the reconciler installs each registered signing certificate as a PEM file "
+            "(<sha256>.pem, root-owned, 0644) for the intake gate; the routing table names it."
+        ),
+    )
     work_dir: AbsPath = Field(
         Path("/var/lib/sftp-provisioner"),
         description=(
@@ -567,6 +574,9 @@ class HostSettings(BaseModel):
 
     def keys_file(self, user: str) -> Path:
         return self.keys_dir / user
+
+    def certificate_file(self, sha256: str) -> Path:
+        return self.certificates_dir / f"{sha256}.pem"
 
     @property
     def sender_host(self) -> str:

@@ -279,7 +279,7 @@ def _check_rendering(
     assert line.from_ == tuple(_address_pattern(v) for v in from_)
     assert line.comment == comment.strip()
 
-    entry = routing_entry(channel)
+    entry = routing_entry(channel, host)
     nodes = {n.role: n for n in render_host(host, [registration], {"100000": entry})}
     passwd = _content(nodes["passwd"]).split("\n")
     assert passwd[-1] == "" and len(passwd) == 2
