@@ -225,8 +225,14 @@ def _signed_bytes(signer_info: Any, content_type: str, digest: bytes) -> bytes |
     return b"\x31" + encoded[1:]
 
 
+_CHECKED_ATTRIBUTES: Final = frozenset({"message_digest", "content_type"})
+
+
 def _attribute(attribute: Any) -> tuple[str, list[Any]]:
-    return str(attribute["type"].native), list(attribute["values"])
+    # Only the two attributes checked are decoded (signingTime, S/MIME capabilities… are not
+    # needed); each is a SET OF values, and a second value is as suspect as a second attribute.
+    name = str(attribute["type"].native)
+    return name, list(attribute["values"]) if name in _CHECKED_ATTRIBUTES else []
 
 
 def _matching(signer_info: Any, certificates: Sequence[x509.Certificate]) -> list[x509.Certificate]:
@@ -314,8 +320,11 @@ def _parsed(der: bytes) -> asn1_x509.Certificate:
 
 
 def _same_issuer(certificate: x509.Certificate, issuer: asn1_x509.Name) -> bool:
-    # asn1crypto compares names as RFC 5280 says (case and spaces folded), not byte for byte.
+    # The same bytes are the same name; otherwise asn1crypto compares names as RFC 5280 says
+    # (case and spaces folded).
     try:
+        if certificate.issuer.public_bytes() == issuer.dump():
+            return True
         return bool(_parsed(_certificate_der(certificate)).issuer == issuer)
     except (RecursionError, MemoryError):
         raise
