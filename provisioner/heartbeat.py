@@ -287,8 +287,10 @@ def expiries(summaries: Iterable[FileSummary]) -> tuple[dict[str, float], dict[s
         user = summary.facts.technical_user
         if not summary.sftp or user is None:
             continue
-        if summary.certificate is not None:
-            certificates[user] = summary.certificate.not_after.timestamp()
+        # During a renewal the channel can sign until the later of its two certificates ends.
+        dates = [c.not_after for c in (summary.certificate, summary.next_certificate) if c]
+        if dates:
+            certificates[user] = max(dates).timestamp()
         dated = [k.expires.timestamp() for k in summary.keys if k.expires is not None]
         if dated:
             keys[user] = min(dated)

@@ -146,3 +146,18 @@ def test_the_notice_names_the_registered_next_certificate(
     assert "{{" not in text and "{%" not in text
     if kind == "certificate-expiring":
         assert RENEWAL_SENTENCES[language] in text
+
+
+def test_the_expiry_metric_of_a_renewing_channel_is_the_later_certificate(tmp_path: Path) -> None:
+    from provisioner.heartbeat import expiries
+
+    root = _tree(tmp_path, "overlap")
+    report = validate(
+        ValidateSettings(
+            paths=(Path(),), cwd=root / "renewal", now=FIXED_NOW, cache_dir=None, jobs=1
+        )
+    )
+    (summary,) = report.summaries
+    assert summary.certificate is not None and summary.next_certificate is not None
+    certificates, _keys = expiries(report.summaries)
+    assert certificates == {"renewoverlap": summary.next_certificate.not_after.timestamp()}
