@@ -127,9 +127,9 @@ def summary_row(s: FileSummary) -> list[Any]:
         _loc_row(s.certificate_at, s.display),
         _cert_row(s.next_certificate),
         _loc_row(s.next_certificate_at, s.display),
-        s.sftp,
         f.quality_type,
         _loc_row(f.quality_type_at, s.display),
+        s.sftp,
     ]
 
 
@@ -158,7 +158,7 @@ def summary_from_row(row: list[Any]) -> FileSummary:
     if type(row) is not list or len(row) != 18:
         raise ValueError("not a summary row")
     (display, digest, refs, diags, en, en_at, user, user_at, admins, admins_at, keys, cert,
-     cert_at, next_cert, next_at, sftp, qtype, qtype_at) = row  # fmt: skip
+     cert_at, next_cert, next_at, qtype, qtype_at, sftp) = row  # fmt: skip
     parse = datetime.fromisoformat
     certificate = _cert_of_row(cert)
     diagnostics = decode_text(diags) if diags else []

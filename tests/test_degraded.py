@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import EN_ONDERNEMING, EN_SECSOC, NOW, USER_SECSOC, Host
+from conftest import EN_ONDERNEMING, EN_SECSOC, NOW, Q_ONDERNEMING, USER_SECSOC, Host
 from ops_support import run
 from test_heartbeat import parse_metrics
 
@@ -87,7 +87,7 @@ def test_a_held_quality_makes_the_run_degraded(host: Host) -> None:
     host.edit(EN_ONDERNEMING, "language: nl", "language: xx")
     report = run(settings, [host.decls], host.base, now=NOW + timedelta(minutes=30))
     assert report.outcome == "degraded"
-    assert report.errors and f"quality {EN_ONDERNEMING} refused" in report.errors[0]
+    assert report.errors and f"quality {Q_ONDERNEMING} refused" in report.errors[0]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -15,7 +15,15 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from conftest import EN_ONDERNEMING, EN_SECSOC, Q_SECSOC, USER_SECSOC, Host, require, require_root
+from conftest import (
+    EN_SECSOC,
+    Q_ONDERNEMING,
+    Q_SECSOC,
+    USER_SECSOC,
+    Host,
+    require,
+    require_root,
+)
 
 from provisioner.hostaccounts import HostName, HostNames, listing_is_complete
 
@@ -66,7 +74,7 @@ def test_a_host_account_is_refused_for_that_quality_only(host: Host, host_accoun
     (why,) = reasons[EN_SECSOC]
     assert why.startswith(f"examples/qualities/{EN_SECSOC}.yaml:11:19: technical-user-host-account")
     assert f"'{host_account}' is already an account of this host (passwd database, uid " in why
-    assert host.snapshot().registrations.keys() == {EN_ONDERNEMING}
+    assert host.snapshot().registrations.keys() == {Q_ONDERNEMING}
     assert not (host.root / KEYS / host_account).exists()
 
 

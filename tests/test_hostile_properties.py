@@ -263,6 +263,7 @@ def _check_rendering(
     host = load_settings(settings_file, root=root / "host", environ={})
     registration = Registration(
         enterprise_number="0403170701",
+        quality_type="employer_nsso",
         technical_user=USER,
         sender_number=100000,
         uid=200000,
@@ -288,7 +289,7 @@ def _check_rendering(
         "x",
         "200000",
         str(host.sftp_gid),
-        "sftp-provisioner 0403170701",
+        "sftp-provisioner 0403170701/employer_nsso",  # the quality identity
         "/",
         str(host.shell),
     ]

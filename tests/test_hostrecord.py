@@ -19,10 +19,12 @@ import pytest
 from conftest import Host
 
 from provisioner import cache, hostrecord
+from provisioner.quality_id import QualityId
 from provisioner.reconcile import Reconciliation
 
 ACME = "0403170701"  # the employer of the examples
 ACME_USER = "EXPDEMOONDERNEMING"
+ACME_Q = QualityId(ACME, "employer_nsso")  # its identity: channels are keyed on it
 
 
 @pytest.fixture
@@ -54,7 +56,7 @@ def both(host: Host) -> Reconciliation:
 def test_after_an_apply_nothing_is_rendered_or_read(host: Host) -> None:
     rec = both(host)
     assert not rec.plan.has_changes
-    assert set(rec.unchanged) == {c.enterprise_number for c in rec.accepted}
+    assert set(rec.unchanged) == {c.qid for c in rec.accepted}
     assert rec.channel_nodes == {}
     # Every managed path is still accounted for.
     paths = {str(p) for p in rec.managed_paths()}
@@ -145,20 +147,20 @@ def test_drift_is_seen_as_without_the_record(host: Host, name: str) -> None:
         # Nothing to repair; a new inode only makes this run read the file again.
         assert not rec.plan.has_changes
         assert rec.plan.unknown == []
-        assert (ACME in rec.channel_nodes) == (name == "same bytes, new inode")
+        assert (ACME_Q in rec.channel_nodes) == (name == "same bytes, new inode")
         return
     if name == "unknown file in the chroot":
         assert rec.plan.unknown == [str(chroot(host) / "stranger")]
         assert not rec.plan.has_changes
         return
     assert rec.plan.has_changes
-    assert {c.channel for c in rec.plan.changes} == {ACME}
+    assert {c.channel for c in rec.plan.changes} == {str(ACME_Q)}
     # Repaired by apply, and then the record holds again.
     host.apply()
     time.sleep(0.05)
     after = both(host)
     assert not after.plan.has_changes
-    assert ACME in after.unchanged
+    assert ACME_Q in after.unchanged
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
@@ -185,8 +187,8 @@ def new_key() -> str:
 def test_a_changed_declaration_renders_that_channel_only(host: Host) -> None:
     host.edit(ACME, "      ssh_keys:\n", f"      ssh_keys:\n        - {new_key()} new@example\n")
     rec = host.compute()
-    assert set(rec.channel_nodes) == {ACME}
-    assert ACME not in rec.unchanged
+    assert set(rec.channel_nodes) == {ACME_Q}
+    assert ACME_Q not in rec.unchanged
     # A new key changes neither the accounts nor the routing table: neither is rendered.
     s = host.settings()
     for path in (s.extrausers_dir / "passwd", s.routing_table):

@@ -132,11 +132,7 @@ def _keys_file(host: Host) -> str:
     rec = host.compute()
     for channel in rec.accepted:
         if channel.user == USER_ONDERNEMING:
-            (node,) = [
-                n
-                for n in rec.channel_nodes[channel.enterprise_number]
-                if n.role == "authorized-keys"
-            ]
+            (node,) = [n for n in rec.channel_nodes[channel.qid] if n.role == "authorized-keys"]
             assert node.content is not None
             return node.content.decode()
     raise AssertionError("no channel")
