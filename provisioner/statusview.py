@@ -72,6 +72,10 @@ def status_text(
         out.append("no channels registered yet")
         return "\n".join(out) + "\n"
     out.append(_line([caption for caption, _ in _COLUMNS]))
+    # An enterprise may hold several qualities: its rows then say which one each is.
+    per_enterprise: dict[str, int] = {}
+    for r in rows:
+        per_enterprise[r["enterprise_number"]] = per_enterprise.get(r["enterprise_number"], 0) + 1
     for r in rows:
         out.append(
             _line(
@@ -94,4 +98,6 @@ def status_text(
             out.append(f"        served by {served_text(r['hosts'])}")
         if r["message"]:
             out.append(f"        {r['message']}")
+        if per_enterprise[r["enterprise_number"]] > 1 and r.get("quality_type"):
+            out.append(f"        quality type: {r['quality_type']}")
     return "\n".join(out) + "\n"

@@ -109,6 +109,8 @@ def test_two_qualities_of_one_enterprise_end_to_end(host: Host) -> None:
         USER_SECSOC: ("employer_nsso", first.sender),
         USER_SECOND: ("social_secretariat", second.sender),
     }
+    text = host.run("status").stdout
+    assert "quality type: employer_nsso" in text and "quality type: social_secretariat" in text
     shown = host.cli(
         "show", USER_SECOND, "--declarations", "examples", "--format", "json",
         "--root", "root", "--settings", "settings.yaml",
