@@ -222,7 +222,7 @@ class Cluster:
         problems = []
         for what, values in (
             ("sender number", [r.sender_number for r in regs]),
-            ("uid", [r.uid for r in regs]),
+            ("uid", [r.uid for r in regs if r.uid is not None]),  # None: no SFTP account
         ):
             seen: set[int] = set()
             for v in values:
