@@ -174,6 +174,27 @@ def test_a_new_quality_chooses_its_technical_user(repo: Path) -> None:
     assert report.ok, render_text(report)
 
 
+def test_a_second_quality_of_an_enterprise_chooses_its_own_technical_user(repo: Path) -> None:
+    """A quality is its enterprise number and quality type: the secretariat's enterprise
+    adding a social-secretariat quality is a new quality, not a changed technical user."""
+    text = (repo / SECSOC).read_text()
+    text = text.replace("type: employer_nsso", "type: social_secretariat")
+    text = text.replace("secsocexemple01", "secsocsecond01")
+    old_key = next(line for line in text.splitlines() if "ssh-ed25519" in line)
+    (repo / "qualities" / "secsoc-social.yaml").write_text(
+        text.replace(old_key, f"        - {NEW_KEY}")
+    )
+    report = run(repo)
+    assert report.ok, render_text(report)
+    # Its technical user is immutable from then on, per quality.
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "second quality")
+    edit(repo, "qualities/secsoc-social.yaml", "secsocsecond01", "secsocsecond02")
+    assert [line.split(": error[")[1].split("]")[0] for line in errors(run(repo))] == [
+        "technical-user-immutable"
+    ]
+
+
 # --- who may change a quality --------------------------------------------------------------
 
 
