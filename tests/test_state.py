@@ -260,6 +260,12 @@ class TestAllocate:
         two = allocate(s, {A: "Alpha00002", other: "Alpha00001"}, now=NOW)
         assert two.adopted == ((legacy.qid, other),)
         assert [r.qid for r in two.new] == [A]
+        # Removed: only its own technical user takes it back; another quality of the
+        # enterprise is a new quality (and the old number stays the removed one's).
+        gone = snap(replace(legacy, status="removed"))
+        fresh = allocate(gone, {other: "Alpha00003"}, now=NOW)
+        assert fresh.adopted == () and [r.qid for r in fresh.new] == [other]
+        assert allocate(gone, {other: "Alpha00001"}, now=NOW).adopted == ((legacy.qid, other),)
         # Several candidates, none with its technical user: nobody guesses.
         stuck = allocate(s, {A: "Alpha00002", other: "Alpha00003"}, now=NOW)
         assert stuck.adopted == () and stuck.new == () and stuck.removed == ()

@@ -208,12 +208,14 @@ def legacy_adoptions(
 
     1. the declaration of E whose technical user is the registration's (technical users are
        immutable and unique, so this is the same quality), else
-    2. the only declaration of E, whatever its technical user (as before schema 4, when E
-       alone named the quality: the immutability rule then judges it as it did).
+    2. for a live (not removed) registration, the only declaration of E, whatever its
+       technical user (as before schema 4, when E alone named the quality: the immutability
+       rule then judges it as it did).
 
-    Otherwise (E declared by none, or by several none of which has its technical user) the
-    registration stays legacy: undeclared, it is removed as any other; with several
-    candidates, `allocate` refuses them (``quality-type-unknown``) rather than guess.
+    Otherwise the registration stays legacy: undeclared, it is removed as any other; with
+    several candidates, `allocate` refuses them (``quality-type-unknown``) rather than guess.
+    A removed one keeps its numbers and name forever, and is adopted only by a declaration
+    of its technical user: another quality of E registers as a new quality.
     """
     by_en: dict[str, list[tuple[QualityId, str]]] = {}
     for qid, user in declared.items():
@@ -230,7 +232,7 @@ def legacy_adoptions(
         same_user = [c for c, user in candidates if user == reg.technical_user]
         if same_user:
             out[qid] = same_user[0]
-        elif len(candidates) == 1:
+        elif len(candidates) == 1 and reg.status != "removed":
             out[qid] = candidates[0][0]
     # Ledger names recorded for a legacy identity that has no registration follow the only
     # declaration of their enterprise.
