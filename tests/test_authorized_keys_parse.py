@@ -133,7 +133,7 @@ def test_a_blob_whose_type_is_truncated_is_refused() -> None:
 def test_the_shipped_template_passes_for_the_examples(host: Host) -> None:
     rec = host.compute()
     for channel in rec.accepted:
-        nodes = rec.channel_nodes[channel.enterprise_number]
+        nodes = rec.channel_nodes[channel.qid]
         (keys,) = [n for n in nodes if n.role == "authorized-keys"]
         assert keys.content is not None
         assert len(parse(keys.content)) == len(channel.result.keys)
