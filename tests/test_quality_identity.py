@@ -164,3 +164,17 @@ def test_an_ftp_only_quality_gets_a_sender_number_and_no_account(host: Host) -> 
     assert later.sender == reg.sender and later.uid is not None
     assert USER_FTP in passwd_users(host)
     assert routing(host)[reg.sender]["username"] == USER_FTP
+
+
+def test_two_qualities_of_one_enterprise_never_share_a_notification_key(host: Host) -> None:
+    from provisioner.notify.events import state_events
+    from provisioner.state import StateSnapshot
+
+    add_second_quality(host)
+    host.apply()
+    after = host.snapshot()
+    events = state_events(StateSnapshot.empty(), after)
+    mine = [e for e in events if e.enterprise_number == EN_SECSOC]
+    assert {e.qid for e in mine} == {Q_SECSOC, SECOND}
+    assert len({e.key for e in mine}) == 2
+    assert all(str(e.qid) in e.key for e in mine)
