@@ -31,6 +31,7 @@ from provisioner.errormap import validation_diagnostics
 from provisioner.forge import identities
 from provisioner.keys import KeyProblem, PublicKey, parse_public_key
 from provisioner.models import Declaration, KeyEntry, field_table, from_list_problems
+from provisioner.portaltime import portal_zone
 from provisioner.quality_id import QualityId
 from provisioner.safefile import (
     OutsideRoot,
@@ -609,8 +610,10 @@ def _expiry(value: date | datetime | None) -> datetime | None:
         return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
-    # A key that "expires 2027-01-31" still works on that day.
-    return datetime.combine(value, time(23, 59), tzinfo=UTC)
+    # A key that "expires 2027-01-31" still works on that day, as its administrator reads the
+    # day: on the Brussels wall clock (the portal's zone), not in UTC, which would give it an
+    # hour or two of the next day and show it as expiring on 1 February.
+    return datetime.combine(value, time(23, 59), tzinfo=portal_zone()).astimezone(UTC)
 
 
 def _resolve_keys(

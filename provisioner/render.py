@@ -255,6 +255,9 @@ def routing_entry(channel: Channel, settings: HostSettings) -> dict[str, Any]:
                 {
                     "application": app,
                     "purpose_codes": [p.code for p in catalogue.applications[app].purpose_codes],
+                    # Which channels carry it: the intake gate refuses (154) an SFTP upload for
+                    # an application the quality sends over FTP only.
+                    "channels": carriers,
                     "preferred_channel": preferred,
                 }
             )
@@ -265,6 +268,8 @@ def routing_entry(channel: Channel, settings: HostSettings) -> dict[str, Any]:
         "quality": decl.quality.name,
         "quality_type": decl.quality.type,
         "channels": list(channels),
+        # The contact's language: the intake gate's notices are written in it.
+        "language": sm.contact.language,
         "applications": applications,
         "certificates": routing_certificates(channel, settings),
     }

@@ -212,7 +212,10 @@ def run_once(
     report.finished_at = started + timedelta(seconds=report.duration_seconds)
     _record(store, report)
     if store is not None:
-        _publish_ledger(settings, store, report, next_run)
+        # A failed run changed nothing (it was refused or rolled back): the ledger already
+        # published says the same, and looking at a failure must leave the host as it was.
+        if report.outcome != "failed":
+            _publish_ledger(settings, store, report, next_run)
         store.close()
     _heartbeat(settings, report, next_run)
     step("record")

@@ -328,7 +328,7 @@ def test_plan_summary_on_the_command_line(host: Host, fmt: str) -> None:
         assert json.loads(done.stdout)["counts"]["create"] == 2
     # --out still saves the whole plan, loadable by apply --plan.
     saved = json.loads((host.base / "plan.json").read_text("utf-8"))
-    assert len(saved["changes"]) == 27 and Plan.from_json(saved).has_changes
+    assert len(saved["changes"]) == 30 and Plan.from_json(saved).has_changes
 
 
 # --- apply prints the plan it applies; --no-diff and --summary ------------------------------
@@ -338,19 +338,19 @@ def test_apply_prints_the_diff_unless_told_not_to(host: Host) -> None:
     done = host.run("apply")
     assert done.returncode == 0, done.stderr
     assert "+restrict ssh-ed25519 " in done.stdout
-    assert "Applied 27 change(s)." in done.stdout
+    assert "Applied 30 change(s)." in done.stdout
 
 
 def test_apply_no_diff_lists_paths_without_diffs(host: Host) -> None:
     done = host.run("apply", "--no-diff")
     assert done.returncode == 0, done.stderr
     assert "Changes on the host:" in done.stdout and "+restrict" not in done.stdout
-    assert "Applied 27 change(s)." in done.stdout
+    assert "Applied 30 change(s)." in done.stdout
 
 
 def test_apply_summary_lists_channels_only(host: Host) -> None:
     done = host.run("apply", "--summary")
     assert done.returncode == 0, done.stderr
     assert "Changes on the host:" not in done.stdout
-    assert "(27 path changes on the host not shown)" in done.stdout
-    assert "Applied 27 change(s)." in done.stdout
+    assert "(30 path changes on the host not shown)" in done.stdout
+    assert "Applied 30 change(s)." in done.stdout

@@ -138,7 +138,7 @@ def test_on_a_pseudo_terminal_apply_draws_a_bar_on_stderr_and_json_stays_json(ho
     )
     assert code == 0, terminal
     assert json.loads(stdout)["counts"]["create"] == 2
-    assert "applying changes" in terminal and "27/27" in terminal and "#" in terminal
+    assert "applying changes" in terminal and "30/30" in terminal and "#" in terminal
     assert "provisioner: done in " in terminal
 
 
@@ -147,12 +147,12 @@ def test_without_a_terminal_progress_lines_go_to_stderr_and_json_stays_json(host
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["counts"]["create"] == 2
     lines = done.stderr.splitlines()
-    assert "provisioner: applying changes: 1/27 (3 %), 0 s" in lines
+    assert "provisioner: applying changes: 1/30 (3 %), 0 s" in lines
     assert any(
-        ln.startswith("provisioner: applying changes: 27/27 (100 %), done in ") for ln in lines
+        ln.startswith("provisioner: applying changes: 30/30 (100 %), done in ") for ln in lines
     )
     assert lines[-1].startswith("provisioner: done in ")
-    assert "applying changes 27/27" in lines[-1]
+    assert "applying changes 30/30" in lines[-1]
 
 
 def test_markdown_plan_and_validate_keep_stdout_clean(host: Host) -> None:

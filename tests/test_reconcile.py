@@ -223,7 +223,8 @@ def test_compute_is_pure(host: Host) -> None:
         ("chroot_base: srv/sftp\n", r"settings\.yaml:1:14: .*chroot_base.*absolute path"),
         ("keys_dir: /etc/../tmp\n", r"settings\.yaml:1:11: .*must not contain '\.\.'"),
         ("port: 99999\n", r"settings\.yaml:1:7: .*port.*65535"),
-        ("port: [1\n", r"settings\.yaml:2:1: invalid YAML"),
+        # Reported where the unclosed list opens, with what to add (not at the end of file).
+        ("port: [1\n", r"settings\.yaml:1:7: invalid YAML: a list in \[ \] starts here"),
         ("- a\n- b\n", r"settings\.yaml:1:1: a settings file is a mapping"),
         ("reload_command: /bin/true\n", r"settings\.yaml:1:17: .*reload_command.*list"),
         ("uid_min: 5000\nuid_max: 4000\n", r"settings\.yaml: uid_min must not be greater"),

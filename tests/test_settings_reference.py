@@ -63,8 +63,9 @@ def test_the_reference_lists_every_setting_with_type_default_and_variable() -> N
         for m in re.finditer(r"^\| `([a-z_0-9]+)` \|.*$", text, flags=re.MULTILINE)
     }
     assert set(rows) == set(HostSettings.model_fields)
-    assert "| `sftp_gid` | integer 1000 to 2147483646 | `2900` | `SFTP_PROVISIONER_SFTP_GID` |" in (
-        rows["sftp_gid"]
+    assert (
+        "| `sftp_gid` | integer 1000 to 2147483646 | `2900` | `SFTP_PROVISIONER_SFTP_GID` |"
+        in (rows["sftp_gid"])
     )
     assert "| `notify_transport` | outbox or smtp | `outbox` |" in rows["notify_transport"]
     assert "| `port` | integer 1 to 65535, or null | `null` |" in rows["port"]

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from provisioner.cache import code_digest
 from provisioner.declarations import FileResult
 from provisioner.fsutil import write_atomic
+from provisioner.portaltime import portal_day
 from provisioner.quality_id import QualityId
 from provisioner.state.model import Registration, StateSnapshot
 
@@ -239,7 +240,7 @@ def declaration_events(
                     "certificate_serial_hex": cert.serial_hex,
                     "certificate_fingerprint": cert.sha256_fingerprint,
                     "expires_on": cert.not_after,
-                    "days_left": (cert.not_after.date() - now.date()).days,
+                    "days_left": (portal_day(cert.not_after) - portal_day(now)).days,
                     "source": summary.display,
                 }
             )
@@ -279,7 +280,7 @@ def declaration_events(
                         "key_algorithm": key.key.algorithm,
                         "key_comment": key.key.comment,
                         "expires_on": key.expires,
-                        "days_left": (key.expires.date() - now.date()).days,
+                        "days_left": (portal_day(key.expires) - portal_day(now)).days,
                         "source": summary.display,
                     },
                     qtype,
