@@ -10,7 +10,6 @@ never deleted: a removed channel's chroot moves to the archive.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import json
 import logging
@@ -18,7 +17,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,7 +30,7 @@ from typing import IO, Any, ParamSpec
 from provisioner import logs
 from provisioner.authorized_keys import AuthorizedKeysMismatch, check_rendering
 from provisioner.cache import RACY_NS, RESTAMP_MIN
-from provisioner.errors import ApplyError, LockError, PlanError
+from provisioner.errors import ApplyError, PlanError
 from provisioner.gcpause import paused_gc
 from provisioner.guard import enforce
 from provisioner.hostrecord import (
@@ -57,6 +55,7 @@ from provisioner.progress import APPLY, ProgressCallback
 from provisioner.quality_id import QualityId
 from provisioner.reconcile import Reconciliation, compute, unknown_in
 from provisioner.render import MEMO_ROLES, Channel, Desired, expected_keys
+from provisioner.runlock import exclusive_lock
 from provisioner.settings import HostSettings
 from provisioner.state import (
     ChannelStatus,
@@ -95,31 +94,9 @@ class ApplyResult:
 # --- the lock ------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def host_lock(path: Path) -> Iterator[None]:
+def host_lock(path: Path) -> contextlib.AbstractContextManager[None]:
     """An exclusive, non-blocking lock; a second run is told who holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "r+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "an unknown process"
-            raise LockError(f"another run holds the lock {path}: {holder}") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(
-            f"pid {os.getpid()} on {socket.gethostname()} since "
-            f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}\n"
-        )
-        fh.flush()
-        try:
-            yield
-        finally:
-            fh.seek(0)
-            fh.truncate()
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return exclusive_lock(path, what="run")
 
 
 # --- low-level writes ----------------------------------------------------------------------

@@ -10,7 +10,6 @@ set, log events and a Prometheus textfile next to the reconciler's.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -18,7 +17,7 @@ import secrets
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from provisioner import logs
-from provisioner.errors import LockError, ProvisionerError
+from provisioner.errors import ProvisionerError
 from provisioner.fsutil import write_atomic
 from provisioner.intake import claims, moves, notices, rules
 from provisioner.intake.anomalies import Finding
@@ -43,6 +42,7 @@ from provisioner.intake.uploads import (
     read_upload,
     upload_of,
 )
+from provisioner.runlock import exclusive_lock
 from provisioner.safefile import shown_name
 from provisioner.settings import HostSettings
 
@@ -82,30 +82,10 @@ def layout_of(settings: HostSettings) -> moves.Layout:
     )
 
 
-@contextlib.contextmanager
-def run_lock(path: Path) -> Iterator[None]:
-    """One run at a time per host: an exclusive flock; a second run is told who holds it.
-    (The reconciler's lock, in a file of the gate's own: the two never wait for each other.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    with os.fdopen(fd, "r+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = fh.read().strip() or "an unknown process"
-            raise LockError(f"another intake run holds the lock {path}: {holder}") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(
-            f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}\n"
-        )
-        fh.flush()
-        try:
-            yield
-        finally:
-            fh.seek(0)
-            fh.truncate()
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def run_lock(path: Path) -> contextlib.AbstractContextManager[None]:
+    """One run at a time per host. (The reconciler's lock, in a file of the gate's own: the two
+    never wait for each other.)"""
+    return exclusive_lock(path, what="intake run")
 
 
 def _default_verify() -> rules.Verify:
