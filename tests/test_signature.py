@@ -223,6 +223,22 @@ def test_pkcs7_signature_builder_signatures_verify(kind: str, attributes: bool) 
     _ok(verify_detached(signature, CONTENT, [certificate], UPLOAD), certificate)
 
 
+@pytest.mark.parametrize("last", [b"\n", b"\r", b" ", b"\t"], ids=["LF", "CR", "space", "tab"])
+def test_a_der_signature_whose_last_byte_is_whitespace_verifies(last: bytes) -> None:
+    # The last byte of a DER signature is the last byte of the signature value: random, so
+    # about one signature in sixty ends in a byte that looks like white space. Found in a
+    # full run, where 1 of 60 `openssl cms -sign` RSA-PSS signatures was refused as damaged.
+    key = _ec_key()
+    certificate = _cert(key)
+    for _ in range(5000):
+        signature = _builder_signature(key, certificate)
+        if signature[-1:] == last:
+            break
+    else:
+        pytest.fail(f"no signature ending in {last!r} in 5000 tries")
+    _ok(verify_detached(signature, CONTENT, [certificate], UPLOAD), certificate)
+
+
 def test_the_registered_certificate_that_signed_is_named_among_several() -> None:
     key, certificate = rsa_signer()
     other_key = rsa_private_key(2048, 1)

@@ -145,9 +145,11 @@ def _der(signature: bytes) -> bytes:
         raise _Refused("the signature file is empty")
     if len(signature) > MAX_SIGNATURE_BYTES:
         raise _Refused(f"the signature file is larger than {MAX_SIGNATURE_BYTES} bytes")
+    # DER first, before any stripping: its last byte is part of the signature value and may
+    # well be 0x0a or 0x20 (about one signature in sixty), which strip() would cut off.
+    if signature[0] == 0x30:
+        return signature
     data = signature.strip()
-    if data[0] == 0x30:
-        return data
     if b"-----BEGIN" in data:
         for match in _PEM.finditer(data):
             if match.group(1) in _PEM_LABELS:
