@@ -483,8 +483,8 @@ def test_a_key_mapping_renders_from_and_expiry_time(host: Host) -> None:
     result = host.apply()
     assert not result.plan.has_refusals, result.plan.refused
     keys = (host.root / KEYS / USER_SECSOC).read_text()
-    # A date expires at the end of that day, UTC.
+    # A date expires at the end of that day in Brussels (23:59 CET), told to sshd in UTC.
     assert (
-        f'restrict,from="192.0.2.0/24,2001:db8::/32",expiry-time="202712312359Z" {line}\n' in keys
+        f'restrict,from="192.0.2.0/24,2001:db8::/32",expiry-time="202712312259Z" {line}\n' in keys
     )
     assert keys.count("restrict") >= 2

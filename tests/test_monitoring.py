@@ -229,8 +229,8 @@ def test_expiry_figures_come_from_the_validated_declarations(tmp_path: Path) -> 
     assert report.ok, report.diagnostics
     certificates, keys = expiries(report.summaries)
     assert set(certificates) == {"EXPDEMOONDERNEMING", "secsocexemple01"}
-    # A date is the end of that day (the last minute sshd's expiry-time= allows).
-    end_of_day = datetime(2027, 3, 31, 23, 59, tzinfo=UTC).timestamp()
+    # A date is the end of that day on the Brussels clock (23:59 CEST is 21:59 UTC).
+    end_of_day = datetime(2027, 3, 31, 21, 59, tzinfo=UTC).timestamp()
     assert keys == {"EXPDEMOONDERNEMING": end_of_day}
     beat = full_heartbeat()
     beat.certificate_expiry, beat.key_expiry = certificates, keys

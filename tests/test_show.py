@@ -429,9 +429,9 @@ def test_optional_fields_restrictions_and_the_nsso_number(
     assert lines[first + 1] == "                   second@onderneming.example"
     assert "      file: keys/expdemo-payroll-2026.pub" in lines
     assert "      only from: 192.0.2.0/24, 2001:db8::/32" in lines
-    # `expires: 2030-01-31` ends at 23:59 UTC (what sshd is told), which is 00:59 on
-    # 1 February on the Brussels clock the overview shows.
-    assert "      expires on: 01/02/2030 00:59" in lines
+    # `expires: 2030-01-31` ends at 23:59 on that day on the Brussels clock the overview
+    # shows (sshd is told 22:59 UTC).
+    assert "      expires on: 31/01/2030 23:59" in lines
 
 
 def test_values_cannot_drive_the_terminal(capsys: pytest.CaptureFixture[str], repo: Path) -> None:
