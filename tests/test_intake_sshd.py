@@ -13,7 +13,6 @@ FAILED under CI=true. What it changes on the machine: see tests/e2e_support.py.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import io
@@ -22,18 +21,13 @@ import os
 import re
 import secrets
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
 pytest.register_assert_rewrite("sshd_harness", "e2e_support")
@@ -51,6 +45,8 @@ from e2e_support import (  # noqa: E402
 )
 from fixtures_crypto import key_usage, make_certificate, x509_name  # noqa: E402
 
+from tests.intake_support import Signer  # noqa: E402
+
 pytest_plugins = ("sshd_harness",)
 pytestmark = [pytest.mark.sshd, pytest.mark.root]
 
@@ -62,59 +58,7 @@ SHORT_LIFE = dt.timedelta(seconds=75)
 MAX_FILE = 1 << 20
 
 
-@dataclass
-class Signing:
-    key: ec.EllipticCurvePrivateKey
-    certificate: x509.Certificate
-
-    @property
-    def pem(self) -> bytes:
-        return self.certificate.public_bytes(serialization.Encoding.PEM)
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
-
-    def builder(self, data: bytes) -> bytes:
-        """cryptography's PKCS7SignatureBuilder: detached, SHA-256, base64 with CRLF."""
-        der = (
-            pkcs7.PKCS7SignatureBuilder()
-            .set_data(data)
-            .add_signer(self.certificate, self.key, hashes.SHA256())
-            .sign(
-                serialization.Encoding.DER,
-                [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary],
-            )
-        )
-        return base64.encodebytes(der).replace(b"\n", b"\r\n")
-
-    def smime(self, data: bytes, *, binary: bool = True) -> bytes:
-        """`openssl smime -sign -outform PEM`, armour stripped, CRLF: what clients write
-        (without `binary`: the text mode of the documented command, which signs CRLF)."""
-        with tempfile.TemporaryDirectory() as tmp:
-            t = Path(tmp)
-            (t / "key").write_bytes(
-                self.key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
-            (t / "cert").write_bytes(self.pem)
-            (t / "in").write_bytes(data)
-            out = subprocess.run(
-                [
-                    *("openssl", "smime", "-sign", "-md", "sha256", "-outform", "PEM"),
-                    *(["-binary"] if binary else []),
-                    *("-in", str(t / "in"), "-signer", str(t / "cert"), "-inkey", str(t / "key")),
-                ],
-                capture_output=True,
-                check=True,
-            ).stdout
-        return b"\r\n".join(ln for ln in out.splitlines() if ln and not ln.startswith(b"-----"))
-
-
-def _signing(user: str, *, not_after: dt.datetime | None = None) -> Signing:
+def _signing(user: str, *, not_after: dt.datetime | None = None) -> Signer:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     cert = make_certificate(
@@ -127,16 +71,16 @@ def _signing(user: str, *, not_after: dt.datetime | None = None) -> Signing:
         not_after=not_after or now + dt.timedelta(days=700),
         usage=key_usage(digital_signature=True, content_commitment=True),
     )
-    return Signing(key, cert)
+    return Signer(key, cert)
 
 
-def _as_sender(sender: Sender, signing: Signing) -> Sender:
+def _as_sender(sender: Sender, signing: Signer) -> Sender:
     sender.signing_key = signing.key
     sender.certificate_pem = signing.pem
     return sender
 
 
-SIGNERS: dict[str, Signing] = {}
+SIGNERS: dict[str, Signer] = {}
 
 
 def _senders(work: Path) -> list[Sender]:
@@ -226,10 +170,10 @@ def _set(
         if sign == "smime-text":
             signed = signed.replace(b"\r\n", b"\n")  # an LF file, signed in text mode
             files[f"FI.{base}.1.1"] = data.replace(b"\r\n", b"\n")
-            files[f"FS.{base}.1.1"] = signing.smime(signed, binary=False)
+            files[f"FS.{base}.1.1"] = signing.sign_openssl(signed, binary=False)
         else:
             files[f"FS.{base}.1.1"] = (
-                signing.smime(signed) if sign == "smime" else signing.builder(signed)
+                signing.sign_openssl(signed) if sign == "smime" else signing.sign(signed)
             )
     if go:
         files[f"GO.{base}.1"] = b"go"
