@@ -284,6 +284,18 @@ def test_show_and_validate_agree_on_a_copy_of_the_examples_outside_git(host: Hos
 # --- status ---------------------------------------------------------------------------------
 
 
+def test_a_channel_applied_by_hand_after_the_last_run_was_synchronised_then(host: Host) -> None:
+    # `apply` records no run, but it synchronised the channel: LAST SYNC is not "never".
+    applied = host.run("apply", "--no-diff")
+    assert applied.returncode == 0, applied.stderr
+    data = json.loads(host.run("status", "--format", "json").stdout)
+    for row in data["channels"]:
+        assert row["changed_at"] is not None
+        assert row["last_sync"] == row["changed_at"], row
+    line = next(ln for ln in host.run("status").stdout.splitlines() if USER_SECSOC in ln)
+    assert "never" not in line, line
+
+
 def test_status_has_a_header_and_its_last_sync_is_the_hosts_last_run(host: Host) -> None:
     one_registered(host)
     # An hour later a run applies ONDERNEMING; SECSOC does not change.

@@ -9,7 +9,7 @@ import signal
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -18,6 +18,9 @@ from provisioner.errors import PlanError
 from provisioner.gcpause import one_shot
 from provisioner.progress import progress_options, reporter
 from provisioner.settings import HostSettings, load_settings
+
+if TYPE_CHECKING:
+    from provisioner.state import RunRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -350,6 +353,13 @@ def _interrupted(stop: Any) -> int:
     return int(128 + stop.signum)
 
 
+def _last_sync(this_run: RunRecord | None, applied_at: datetime | None) -> str | None:
+    """When this host last synchronised the channel: its last run, or a later `apply` by hand
+    that changed the channel (`apply` records no run, but it did synchronise)."""
+    moments = [m for m in (this_run.started_at if this_run else None, applied_at) if m]
+    return max(moments).isoformat() if moments else None
+
+
 def _served_by(store: Any) -> dict[str, list[dict[str, Any]]]:
     """Per channel (`str` of its quality identity), which host serves which revision since
     when (hosts sharing the state)."""
@@ -405,7 +415,6 @@ def status_command(
     from provisioner.pending import pending_rows, status_message
     from provisioner.schedule import parse_interval
     from provisioner.state import (
-        RunRecord,
         StateError,
         StateMissing,
         StateSnapshot,
@@ -463,7 +472,7 @@ def status_command(
                 "revision": reg.revision,
                 # When its configuration was last applied; "last_sync" is the host's last run.
                 "changed_at": reg.last_applied_at.isoformat() if reg.last_applied_at else None,
-                "last_sync": this_sync,
+                "last_sync": _last_sync(this_run, reg.last_applied_at),
                 "next_sync": upcoming.isoformat(),
                 "message": status_message(reg.status, reg.status_since, reg.status_reason),
                 "hosts": served.get(str(reg.qid), []),
