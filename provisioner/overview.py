@@ -185,6 +185,8 @@ class ChannelView:
     connection_name: str | None = None
     keys: tuple[KeyView, ...] = ()
     certificate: CertificateView | None = None
+    # During a renewal: the next certificate, accepted as well until `certificate` expires.
+    next_certificate: CertificateView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +224,7 @@ def overview_of(
         result.declaration,
         result.keys,
         result.certificate,
+        next_certificate=result.next_certificate,
         source=result.display,
         lang=lang,
         registration=registration,
@@ -234,6 +237,7 @@ def build_overview(
     keys: Sequence[ResolvedKey],
     certificate: CertificateInfo | None,
     *,
+    next_certificate: CertificateInfo | None = None,
     source: str,
     lang: str | None = None,
     registration: RegistrationLike | None = None,
@@ -277,7 +281,7 @@ def build_overview(
         technical_user=_technical_user(
             sm.technical_user, registration, synchronisation, labels, language
         ),
-        channels=_channels(declaration, keys, certificate, labels, language),
+        channels=_channels(declaration, keys, certificate, next_certificate, labels, language),
         applications=_applications(declaration, language),
     )
 
@@ -319,6 +323,7 @@ def _channels(
     declaration: Declaration,
     keys: Sequence[ResolvedKey],
     certificate: CertificateInfo | None,
+    next_certificate: CertificateInfo | None,
     labels: Labels,
     lang: str,
 ) -> tuple[ChannelView, ...]:
@@ -338,6 +343,9 @@ def _channels(
                 else None,
                 keys=tuple(_key(k) for k in keys),
                 certificate=_certificate(certificate) if certificate is not None else None,
+                next_certificate=_certificate(next_certificate)
+                if next_certificate is not None
+                else None,
             )
         out.append(view)
     return tuple(out)

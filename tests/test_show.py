@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import textwrap
 from dataclasses import dataclass
@@ -520,3 +521,21 @@ def test_filters() -> None:
     assert printable(None) == ""
     assert printable("a\x00b\nc\u200bd") == "a\\u0000b\\u000ac\\u200bd"
     assert printable(3) == 3
+
+
+@pytest.mark.parametrize(
+    ("lang", "title"), [("nl", "Volgend certificaat"), ("en", "Next certificate")]
+)
+def test_a_renewal_shows_both_certificates(
+    capsys: pytest.CaptureFixture[str], lang: str, title: str
+) -> None:
+    # During a renewal both certificates sign: the contact sees which two are registered.
+    renewal = ROOT / "tests" / "cases" / "certificate-renewal" / "qualities" / "overlap.yaml"
+    code, out, err = run(capsys, "show", str(renewal), "--lang", lang)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert any(line.startswith(title) for line in lines), out
+    # Two certificate sections, each with its own expiry and serial.
+    hex_serials = [ln for ln in lines if re.search(r": ([0-9a-f]{2} ){5,}[0-9a-f]{2}$", ln)]
+    assert len(hex_serials) == 2, out
+    assert "29/12/2026" in out and "31/12/2030" in out, out
