@@ -767,11 +767,12 @@ def test_ten_thousand_distinct_certificates_load_well_under_a_second() -> None:
         files.append(der(signed) if i % 2 else pem(signed))
     assert len(set(files)) == 10_000
     best = float("inf")
-    for _ in range(3):  # best of three: the machine may be busy with other work
-        start = time.perf_counter()
+    # Best of three, in CPU time: the shared machine may be busy with other work.
+    for _ in range(3):
+        start = time.process_time()
         for data in files:
             load_certificate(data)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     assert best < 1.0, f"10,000 certificates took {best:.3f} s"
 
 

@@ -737,22 +737,23 @@ def test_ten_thousand_keys_parse_within_three_seconds() -> None:
     distinct += [rsa_line(2048), rsa_line(3072), rsa_line(4096), sk_ed25519_line()]
     entries = [distinct[i % len(distinct)] for i in range(10_000)]
     best = float("inf")
-    for _ in range(3):  # best of three: the machine may be busy with other work
-        start = time.perf_counter()
+    # Best of three, in CPU time: the shared machine may be busy with other work.
+    for _ in range(3):
+        start = time.process_time()
         for entry in entries:
             parse_public_key(entry)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     assert best < 3.0, f"10,000 keys took {best:.3f} s"
 
 
 def test_refusals_are_fast_too() -> None:
     texts = [*PRIVATE_TEXTS.values(), *malformed_entries().values(), "x" * 100_000]
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: the shared machine may be busy
     for _ in range(200):
         for text in texts:
             with pytest.raises(KeyProblem):
                 parse_public_key(text)
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
 
 
 # --- fuzzing -------------------------------------------------------------------------------
