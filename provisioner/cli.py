@@ -7,12 +7,7 @@ code. Exit codes: 0 valid / no changes, 1 invalid input or refused, 2 the plan h
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
-import traceback
-from datetime import UTC, datetime
-from pathlib import Path
 
 import click
 
@@ -20,27 +15,8 @@ from provisioner import __version__
 from provisioner.commands import declarations, host, intake, ops, registry
 from provisioner.commands.common import EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, SummaryGroup, echo_err
 from provisioner.commands.common import summary as summary  # the --help rule, re-exported
+from provisioner.crashlog import write_crash_log
 from provisioner.errors import ProvisionerError
-
-
-def _state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "sftp-provisioner"
-
-
-def _write_crash_log() -> str:
-    text = f"sftp-provisioner {__version__} {datetime.now(UTC).isoformat()}\n"
-    text += f"argv: {sys.argv!r}\n" + traceback.format_exc()
-    for directory in (_state_dir(), Path(tempfile.gettempdir())):
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix="crash-", suffix=".log", dir=directory)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            return name
-        except OSError:
-            continue
-    return "(no writable log directory)"
 
 
 @click.group(
@@ -83,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except Exception as exc:
-        log = _write_crash_log()
+        log = write_crash_log()
         echo_err(f"internal error: {type(exc).__name__}: {exc}")
         echo_err(f"this is a bug in sftp-provisioner; details are in {log}")
         return EXIT_INTERNAL
