@@ -7,85 +7,16 @@ code. Exit codes: 0 valid / no changes, 1 invalid input or refused, 2 the plan h
 
 from __future__ import annotations
 
-import inspect
-import os
-import re
 import sys
-import tempfile
-import traceback
-from collections.abc import Callable
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
 from provisioner import __version__
+from provisioner.commands import declarations, host, intake, ops, registry
+from provisioner.commands.common import EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, SummaryGroup, echo_err
+from provisioner.commands.common import summary as summary  # the --help rule, re-exported
+from provisioner.crashlog import write_crash_log
 from provisioner.errors import ProvisionerError
-
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_CHANGES = 2
-EXIT_INTERNAL = 3
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "sftp-provisioner"
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "sftp-provisioner"
-
-
-def _write_crash_log() -> str:
-    text = f"sftp-provisioner {__version__} {datetime.now(UTC).isoformat()}\n"
-    text += f"argv: {sys.argv!r}\n" + traceback.format_exc()
-    for directory in (_state_dir(), Path(tempfile.gettempdir())):
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix="crash-", suffix=".log", dir=directory)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            return name
-        except OSError:
-            continue
-    return "(no writable log directory)"
-
-
-def echo_err(message: str) -> None:
-    click.echo(message, err=True)
-
-
-def summary(command: click.Command) -> str:
-    """A command's line in `--help`: its short_help, else the first sentence of its help.
-
-    Never cut to fit with "...", as click does: a summary that does not fit is wrapped.
-    """
-    if command.short_help:
-        return command.short_help
-    text = " ".join(inspect.cleandoc(command.help or "").split("\n\n", 1)[0].split())
-    return re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
-
-
-class SummaryGroup(click.Group):
-    """A group whose command list shows whole summaries (see `summary`)."""
-
-    # Subgroups made with @group.group() are of this class too.
-    group_class = type
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = []
-        for name in self.list_commands(ctx):
-            command = self.get_command(ctx, name)
-            if command is not None and not command.hidden:
-                rows.append((name, summary(command)))
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
 
 
 @click.group(
@@ -95,6 +26,17 @@ class SummaryGroup(click.Group):
 @click.version_option(__version__, prog_name="provisioner")
 def cli() -> None:
     """GitOps provisioning of SFTP batch channels for a social-security file gateway."""
+
+
+# Each command is built in its own module, which never imports this one; here they are added.
+for _command in (
+    *declarations.COMMANDS,
+    *host.COMMANDS,
+    *intake.COMMANDS,
+    *ops.COMMANDS,
+    *registry.COMMANDS,
+):
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except Exception as exc:
-        log = _write_crash_log()
+        log = write_crash_log()
         echo_err(f"internal error: {type(exc).__name__}: {exc}")
         echo_err(f"this is a bug in sftp-provisioner; details are in {log}")
         return EXIT_INTERNAL
@@ -128,11 +70,3 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     sys.exit(main())
-
-
-# Importing the command modules registers them on `cli`.
-from provisioner.commands import declarations as _declarations  # noqa: E402, F401
-from provisioner.commands import host as _host  # noqa: E402, F401
-from provisioner.commands import intake as _intake  # noqa: E402, F401
-from provisioner.commands import ops as _ops  # noqa: E402, F401
-from provisioner.commands import registry as _registry  # noqa: E402, F401

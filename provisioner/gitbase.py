@@ -14,6 +14,7 @@ import hashlib
 import os
 import posixpath
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from provisioner.declarations import partial_facts
 from provisioner.diagnostics import Diagnostic, Location, error
+from provisioner.discovery import display_path
 from provisioner.errors import GitError
 from provisioner.quality_id import QualityId
 from provisioner.safefile import confined_realpath, read_regular
@@ -28,7 +30,6 @@ from provisioner.source import MAX_FILE_BYTES, parse_document
 
 if TYPE_CHECKING:
     from provisioner.rules import FileSummary
-    from provisioner.validate import ValidateSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,23 +224,25 @@ def _base_qualities(top: Path, revision: str, prefixes: tuple[str, ...]) -> dict
     return result
 
 
-def _prefixes(top: Path, settings: ValidateSettings) -> list[str]:
+def _prefixes(top: Path, paths: Sequence[Path], cwd: Path) -> list[str]:
     prefixes = []
-    for given in settings.paths:
-        absolute = (given if given.is_absolute() else settings.cwd / given).resolve()
+    for given in paths:
+        absolute = (given if given.is_absolute() else cwd / given).resolve()
         inside = absolute.relative_to(top) if absolute.is_relative_to(top) else Path()
         prefixes.append(str(inside))
     return prefixes
 
 
-def base_key_owners(root: Path, settings: ValidateSettings) -> dict[str, QualityId]:
-    """Key fingerprint -> the quality whose file at `--base` declared it. A key two
-    qualities already shared there has no single owner: left out."""
-    assert settings.base is not None
+def base_key_owners(
+    root: Path, base: str, paths: Sequence[Path], cwd: Path
+) -> dict[str, QualityId]:
+    """Key fingerprint -> the quality whose file at `base` (`--base`) declared it, for the
+    declarations under `paths` (relative to `cwd`). A key two qualities already shared there
+    has no single owner: left out."""
     top = work_tree(root)
-    revision = resolve_revision(top, settings.base)
+    revision = resolve_revision(top, base)
     owners: dict[str, QualityId | None] = {}
-    for quality in base_qualities(top, revision, _prefixes(top, settings)).values():
+    for quality in base_qualities(top, revision, _prefixes(top, paths, cwd)).values():
         qid = quality.qid
         if qid is None:
             continue
@@ -376,31 +379,39 @@ def _referenced(summary: FileSummary, top: Path) -> set[str]:
 
 
 def history_rules(
-    root: Path, files: list[Path], summaries: list[FileSummary], settings: ValidateSettings
+    root: Path,
+    files: list[Path],
+    summaries: list[FileSummary],
+    *,
+    base: str | None,
+    author: str | None,
+    paths: Sequence[Path],
+    cwd: Path,
 ) -> list[Diagnostic]:
+    """The rules against history for the declarations under `paths` (relative to `cwd`):
+    with `base` (`--base`), the immutable technical user and key files; with `author`
+    (`--author`), who may change each quality's file, as listed at `base` (else HEAD)."""
     out: list[Diagnostic] = []
     top = work_tree(root)
-    ref = settings.base or "HEAD"
+    ref = base or "HEAD"
     revision = resolve_revision(top, ref)
-    prefixes = _prefixes(top, settings)
-    base = base_qualities(top, revision, prefixes)
+    prefixes = _prefixes(top, paths, cwd)
+    at_base = base_qualities(top, revision, prefixes)
     # A quality is its enterprise number and quality type: one enterprise's two qualities
     # each keep their own technical user.
-    by_quality = {b.qid: b for b in base.values() if b.qid is not None}
-    from provisioner.validate import display_path
-
+    by_quality = {b.qid: b for b in at_base.values() if b.qid is not None}
     by_display = {s.display: s for s in summaries}
     current: dict[str, FileSummary] = {}
     current_files: dict[str, Path] = {}
     for path in files:
         resolved = path.resolve()
-        summary = by_display.get(display_path(path, settings.cwd))
+        summary = by_display.get(display_path(path, cwd))
         if summary is not None and resolved.is_relative_to(top):
             current[str(resolved.relative_to(top))] = summary
             current_files[str(resolved.relative_to(top))] = path
 
-    if settings.base is not None:
-        out.extend(_identity_rules(top, revision, ref, prefixes, base, current, current_files))
+    if base is not None:
+        out.extend(_identity_rules(top, revision, ref, prefixes, at_base, current, current_files))
         for summary in summaries:
             f = summary.facts
             before = by_quality.get(f.qid) if f.qid is not None else None
@@ -416,8 +427,8 @@ def history_rules(
                     )
                 )
 
-    if settings.author is not None:
-        author = settings.author.lower()
+    if author is not None:
+        who = author.lower()
         changed = changed_paths(top, revision, prefixes)
         for rel, status in sorted(changed.items()):
             summary = current.get(rel)
@@ -427,17 +438,17 @@ def history_rules(
                 where = summary.facts.administrators_at if summary else None
                 verb = "add"
             else:
-                old = base.get(rel)
+                old = at_base.get(rel)
                 allowed = old.administrators if old else ()
                 where = summary.facts.administrators_at if summary else None
                 verb = "remove" if status == "D" else "change"
-            if author in allowed:
+            if who in allowed:
                 continue
             names = ", ".join(allowed) or "nobody"
             out.append(
                 error(
                     "author-not-administrator",
-                    f"{settings.author} may not {verb} this quality's declaration: only its local or "
+                    f"{author} may not {verb} this quality's declaration: only its local or "
                     f"co-local administrators ({names}) may"
                     + (f", as listed at {ref}" if status != "A" else ""),
                     where or Location(display),
@@ -447,8 +458,8 @@ def history_rules(
         # file it references puts another key on its login without touching the YAML.
         touched_files = changed_files(top, revision, [])
         for rel, summary in sorted(current.items()):
-            old = base.get(rel)
-            if rel in changed or old is None or author in old.administrators:
+            old = at_base.get(rel)
+            if rel in changed or old is None or who in old.administrators:
                 continue  # the YAML itself was judged above, or the author may change it
             touched = sorted(_referenced(summary, top) & touched_files.keys())
             if not touched:
@@ -457,7 +468,7 @@ def history_rules(
             out.append(
                 error(
                     "author-not-administrator",
-                    f"{settings.author} may not change {', '.join(touched)}, which this quality's "
+                    f"{author} may not change {', '.join(touched)}, which this quality's "
                     f"declaration references: only its local or co-local administrators "
                     f"({names}) may, as listed at {ref}",
                     summary.facts.administrators_at or Location(summary.display),

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from provisioner.discovery import find_root
 from provisioner.errors import GitError
 from provisioner.gitbase import _git, head_revision
-from provisioner.validate import find_root
 
 # `git log --format=%G?`: what each letter means, for the refusal message.
 SIGNATURE_STATES = {

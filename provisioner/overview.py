@@ -577,7 +577,7 @@ def _declarations_root(file: Path, declarations: Path, base: Path) -> Path | Non
     same directory, inside a Git work tree or not (outside one, `find_root` of the file alone
     would be `qualities/`). None: the file is elsewhere, and its own root applies.
     """
-    from provisioner.validate import find_root
+    from provisioner.discovery import find_root
 
     directory = declarations if declarations.is_absolute() else base / declarations
     if not directory.is_dir():

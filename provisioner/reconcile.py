@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.diagnostics import Diagnostic
+from provisioner.discovery import anchored, root_name
 from provisioner.errors import DeclarationError
 from provisioner.gcpause import paused_gc
 from provisioner.guard import assess
@@ -67,13 +68,7 @@ from provisioner.state import (
     allocate,
     legacy_adoptions,
 )
-from provisioner.validate import (
-    ValidateSettings,
-    ValidationReport,
-    anchored,
-    root_name,
-    validate,
-)
+from provisioner.validate import ValidateSettings, ValidationReport, validate
 
 
 @dataclass(slots=True)

@@ -2,15 +2,15 @@
 
 They work on `FileSummary`, the small, cacheable digest of a checked file, so that an unchanged
 repository is re-validated without parsing anything, while a certificate that expired since
-the last run is still refused.
+the last run is still refused. How a summary is kept in the cache is the cache's business
+(`cache.summary_row`): nothing here knows the cache.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from provisioner.certificates import CertificateInfo, check_certificate
 from provisioner.declarations import Facts, FileResult
@@ -61,135 +61,6 @@ class FileSummary:
             next_certificate_at=result.next_certificate_at,
             sftp=decl is not None and decl.structured_messages.channels.sftp is not None,
         )
-
-
-# --- summaries as plain rows -----------------------------------------------------------------
-#
-# Every run needs the summary of every file (the cross-file rules see them all), so they are
-# cached as positional JSON rows that plain `json.loads` reads: rebuilding 10,000 summaries
-# through the generic tagged encoding of `provisioner.cache` took 0.9 s, from rows a fraction.
-# The field order is the code's; a cache written by other code is never read.
-
-
-def _loc_row(loc: Location | None, display: str) -> list[Any] | None:
-    # Most locations are in the file itself: its name is not repeated.
-    if loc is None:
-        return None
-    if loc.file == display:
-        return [loc.line, loc.column, loc.yaml_path]
-    return [loc.file, loc.line, loc.column, loc.yaml_path]
-
-
-def _loc(row: list[Any] | None, display: str) -> Location | None:
-    if row is None:
-        return None
-    if len(row) == 3:
-        return Location(display, row[0], row[1], row[2])
-    return Location(row[0], row[1], row[2], row[3])
-
-
-def _at(row: list[Any], display: str) -> Location:
-    loc = _loc(row, display)
-    if loc is None:
-        raise ValueError("a key without its location")
-    return loc
-
-
-def summary_row(s: FileSummary) -> list[Any]:
-    """`s` as a row of JSON values; `summary_from_row` gives back an equal summary."""
-    from provisioner.cache import encode_text
-
-    diagnostics = encode_text(s.diagnostics) if s.diagnostics else ""
-    if diagnostics is None:
-        raise TypeError("diagnostics that cannot be cached")
-    f = s.facts
-    cert_row = _cert_row(s.certificate)
-    return [
-        s.display,
-        s.digest,
-        s.refs,
-        diagnostics,
-        f.enterprise_number,
-        _loc_row(f.enterprise_number_at, s.display),
-        f.technical_user,
-        _loc_row(f.technical_user_at, s.display),
-        list(f.administrators),
-        _loc_row(f.administrators_at, s.display),
-        [
-            [
-                k.fingerprint,
-                _loc_row(k.location, s.display),
-                k.expires.isoformat() if k.expires else None,
-            ]
-            for k in s.keys
-        ],
-        cert_row,
-        _loc_row(s.certificate_at, s.display),
-        _cert_row(s.next_certificate),
-        _loc_row(s.next_certificate_at, s.display),
-        f.quality_type,
-        _loc_row(f.quality_type_at, s.display),
-        s.sftp,
-    ]
-
-
-def _cert_row(cert: CertificateInfo | None) -> list[Any] | None:
-    if cert is None:
-        return None
-    return [
-        getattr(cert, name).isoformat() if name in _CERT_DATES else getattr(cert, name)
-        for name in _CERT_FIELDS
-    ]
-
-
-def _cert_of_row(cert: list[Any] | None) -> CertificateInfo | None:
-    if cert is None:
-        return None
-    values = dict(zip(_CERT_FIELDS, cert, strict=True))
-    for name in _CERT_DATES:
-        values[name] = datetime.fromisoformat(values[name])
-    return CertificateInfo(**values)
-
-
-def summary_from_row(row: list[Any]) -> FileSummary:
-    """The summary of a `summary_row`; KeyError, TypeError or ValueError if it is not one."""
-    from provisioner.cache import decode_text
-
-    if type(row) is not list or len(row) != 18:
-        raise ValueError("not a summary row")
-    (display, digest, refs, diags, en, en_at, user, user_at, admins, admins_at, keys, cert,
-     cert_at, next_cert, next_at, qtype, qtype_at, sftp) = row  # fmt: skip
-    parse = datetime.fromisoformat
-    certificate = _cert_of_row(cert)
-    diagnostics = decode_text(diags) if diags else []
-    if not isinstance(refs, dict) or not isinstance(diagnostics, list):
-        raise ValueError("not a summary row")
-    return FileSummary(
-        display=display,
-        digest=digest,
-        refs=refs,
-        diagnostics=diagnostics,
-        facts=Facts(
-            en,
-            _loc(en_at, display),
-            user,
-            _loc(user_at, display),
-            tuple(admins),
-            _loc(admins_at, display),
-            qtype,
-            _loc(qtype_at, display),
-        ),
-        keys=[KeyFact(fp, _at(loc, display), parse(exp) if exp else None) for fp, loc, exp in keys],
-        certificate=certificate,
-        certificate_at=_loc(cert_at, display),
-        next_certificate=_cert_of_row(next_cert),
-        next_certificate_at=_loc(next_at, display),
-        sftp=bool(sftp),
-    )
-
-
-_CERT_FIELDS = tuple(f.name for f in fields(CertificateInfo))
-_CERT_DATES = frozenset(f.name for f in fields(CertificateInfo) if f.type in ("datetime", datetime))
 
 
 def clock_rules(summary: FileSummary, now: datetime) -> list[Diagnostic]:

@@ -132,8 +132,8 @@ def _update_checkout(options: RunOptions, report: RunReport) -> None:
 
 
 def _plain_revision(paths: Sequence[Path]) -> str | None:
+    from provisioner.discovery import find_root
     from provisioner.gitbase import head_revision
-    from provisioner.validate import find_root
 
     root = find_root(list(paths))
     return head_revision(root) if (root / ".git").exists() else None

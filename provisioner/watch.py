@@ -19,10 +19,11 @@ from pathlib import Path
 import watchfiles
 
 from provisioner import planformat, report
+from provisioner.discovery import find_root
 from provisioner.errors import ProvisionerError
 from provisioner.settings import HostSettings
 from provisioner.state import StateError, StateSnapshot, StateStore
-from provisioner.validate import ValidateSettings, find_root, validate
+from provisioner.validate import ValidateSettings, validate
 
 Echo = Callable[[str], None]
 

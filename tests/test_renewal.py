@@ -16,9 +16,9 @@ import pytest
 from conftest import EN_ONDERNEMING, NOW, Host
 from ops_support import body
 
+from provisioner.cache import summary_from_row, summary_row
 from provisioner.notify import Contact, Event, compose
 from provisioner.notify.events import declaration_events
-from provisioner.rules import summary_from_row, summary_row
 from provisioner.state.model import StateSnapshot
 from provisioner.validate import ValidateSettings, validate
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from provisioner.catalogue import LANGUAGES
-from provisioner.cli import EXIT_INVALID, EXIT_OK, cli, default_cache_dir, echo_err
+from provisioner.commands.common import EXIT_INVALID, EXIT_OK, default_cache_dir, echo_err
 from provisioner.forge import FORGES, Forge, resolve_author
 from provisioner.progress import progress_options, reporter
 from provisioner.report import FORMATS, render, render_text
@@ -40,7 +40,7 @@ def _default_paths() -> tuple[Path, ...]:
     )
 
 
-@cli.command("validate", short_help="Check declarations and report every error with its place.")
+@click.command("validate", short_help="Check declarations and report every error with its place.")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--format",
@@ -150,7 +150,7 @@ def validate_command(
     return EXIT_OK if report.ok else EXIT_INVALID
 
 
-@cli.command("schema", short_help="Write the JSON Schema of a declaration.")
+@click.command("schema", short_help="Write the JSON Schema of a declaration.")
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -176,7 +176,7 @@ def schema_command(output: Path, check: bool) -> int:
     return EXIT_OK
 
 
-@cli.command("show", short_help="Show the overview the portal shows on its confirmation page.")
+@click.command("show", short_help="Show the overview the portal shows on its confirmation page.")
 @click.argument("target", metavar="FILE|USERNAME")
 @click.option(
     "--lang",
@@ -280,7 +280,7 @@ def _synchronisation(
     return synchronisation_from_state(settings, qid, has_sftp=has_sftp, now=now)
 
 
-@cli.command("codeowners", short_help="Write a CODEOWNERS file from the administrators.")
+@click.command("codeowners", short_help="Write a CODEOWNERS file from the administrators.")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--output",
@@ -349,3 +349,12 @@ def _moment(text: str) -> datetime:
             param_hint="--as-of",
         ) from None
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
+# Added to the `provisioner` group by cli.py, in this order.
+COMMANDS: tuple[click.Command, ...] = (
+    validate_command,
+    schema_command,
+    show_command,
+    codeowners_command,
+)

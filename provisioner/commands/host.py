@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from provisioner.cli import EXIT_CHANGES, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, cli
+from provisioner.commands.common import EXIT_CHANGES, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK
 from provisioner.errors import PlanError
 from provisioner.gcpause import one_shot
 from provisioner.progress import progress_options, reporter
@@ -54,8 +54,8 @@ def settings_from(
 
 
 def _revision(paths: tuple[Path, ...]) -> str | None:
+    from provisioner.discovery import find_root
     from provisioner.gitbase import head_revision
-    from provisioner.validate import find_root
 
     root = find_root(list(paths))
     if not (root / ".git").exists():
@@ -132,7 +132,7 @@ allow_removals_option = click.option(
 )
 
 
-@cli.command("plan", short_help="Show what apply would change, channel by channel.")
+@click.command("plan", short_help="Show what apply would change, channel by channel.")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @host_options
 @plan_format
@@ -224,7 +224,7 @@ def plan_command(
     return EXIT_CHANGES if plan.has_changes else EXIT_OK
 
 
-@cli.command("apply", short_help="Reconcile the host with the declarations, safely.")
+@click.command("apply", short_help="Reconcile the host with the declarations, safely.")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @host_options
 @click.option(
@@ -387,7 +387,7 @@ def next_sync(now: datetime, every: timedelta = timedelta(minutes=30)) -> dateti
     return next_slot(now, every)
 
 
-@cli.command("status", short_help="Show each channel: sender number, status, last and next sync.")
+@click.command("status", short_help="Show each channel: sender number, status, last and next sync.")
 @click.argument("username", required=False)
 @host_options
 @click.option(
@@ -528,3 +528,7 @@ def status_command(
     )
     click.echo(text, nl=False)
     return EXIT_OK
+
+
+# Added to the `provisioner` group by cli.py, in this order.
+COMMANDS: tuple[click.Command, ...] = (plan_command, apply_command, status_command)

@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 
 from provisioner import logs
-from provisioner.cli import EXIT_INVALID, EXIT_OK, cli
+from provisioner.commands.common import EXIT_INVALID, EXIT_OK
 from provisioner.commands.host import host_options, settings_from
 
 
-@cli.command("intake")
+@click.command("intake")
 @host_options
 @click.option("--once", is_flag=True, help="One run now, then exit (cron, tests).")
 @click.option(
@@ -61,3 +61,7 @@ def intake_command(
         runs = serve(settings, poll=poll, stop=stopper.event)
     logs.event("stopped", runs=runs)
     return EXIT_OK
+
+
+# Added to the `provisioner` group by cli.py, in this order.
+COMMANDS: tuple[click.Command, ...] = (intake_command,)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from provisioner import logs
-from provisioner.cli import EXIT_INVALID, EXIT_OK, cli, echo_err
+from provisioner.commands.common import EXIT_INVALID, EXIT_OK, echo_err
 from provisioner.commands.host import allow_removals_option, host_options, settings_from
 from provisioner.errors import SettingsError
 from provisioner.settings import HostSettings
@@ -40,7 +40,7 @@ def _log_option(fn: F) -> F:
     )(fn)
 
 
-@cli.command("reconcile", short_help="Reconcile the host at :00 and :30 (or once), unattended.")
+@click.command("reconcile", short_help="Reconcile the host at :00 and :30 (or once), unattended.")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @host_options
 @click.option(
@@ -130,7 +130,7 @@ def reconcile_command(
     return EXIT_OK
 
 
-@cli.command("watch", short_help="Re-validate and re-plan on every save; never applies.")
+@click.command("watch", short_help="Re-validate and re-plan on every save; never applies.")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @host_options
 @click.option("--poll", is_flag=True, help="Poll instead of inotify (network file systems).")
@@ -172,7 +172,7 @@ def watch_command(
     return EXIT_OK
 
 
-@cli.command("systemd", short_help="Print or install the systemd service and timer.")
+@click.command("systemd", short_help="Print or install the systemd service and timer.")
 @click.argument("declarations", required=False, type=click.Path(path_type=Path))
 @host_options
 @click.option("--every", metavar="INTERVAL", help="[default: the 'reconcile_every' setting]")
@@ -242,7 +242,7 @@ def systemd_command(
     return EXIT_OK
 
 
-@cli.command("init", short_help="Write a commented settings file for a fresh host.")
+@click.command("init", short_help="Write a commented settings file for a fresh host.")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -295,3 +295,12 @@ def init_command(out: Path | None, root: Path | None, declarations: Path, force:
         f"then `provisioner plan {declarations.absolute()}`"
     )
     return EXIT_OK
+
+
+# Added to the `provisioner` group by cli.py, in this order.
+COMMANDS: tuple[click.Command, ...] = (
+    reconcile_command,
+    watch_command,
+    systemd_command,
+    init_command,
+)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from provisioner.cli import EXIT_INVALID, EXIT_OK, cli, echo_err
+from provisioner.commands.common import EXIT_INVALID, EXIT_OK, SummaryGroup, echo_err
 from provisioner.commands.host import host_options, settings_from
 
 
-@cli.command("import", short_help="Bring the portal's registrations into the state.")
+@click.command("import", short_help="Bring the portal's registrations into the state.")
 @click.argument("csv_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
 @host_options
 @click.option(
@@ -75,7 +75,9 @@ def import_command(
     return EXIT_OK
 
 
-@cli.group("ledger", short_help="Export the ledger of numbers and usernames for CI.")
+@click.group(
+    "ledger", cls=SummaryGroup, short_help="Export the ledger of numbers and usernames for CI."
+)
 def ledger_group() -> None:
     """The ledger of sender numbers and usernames, published for CI (`validate --ledger`)."""
 
@@ -105,3 +107,7 @@ def ledger_export_command(
             "retired or reserved usernames)"
         )
     return EXIT_OK
+
+
+# Added to the `provisioner` group by cli.py, in this order.
+COMMANDS: tuple[click.Command, ...] = (import_command, ledger_group)

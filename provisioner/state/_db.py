@@ -142,11 +142,44 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+# The last engine made for each URL, for the versions in a crash log (a few per process).
+_ENGINES: dict[str, Engine] = {}
+
+
+def engine_versions() -> list[str]:
+    """One line per state database this process opened: dialect, driver and server versions.
+
+    Reads only what the engines already know; asks no database anything.
+    """
+    lines = []
+    for shown, engine in list(_ENGINES.items()):
+        dialect = engine.dialect
+        driver = "?"
+        dbapi = getattr(dialect, "dbapi", None) or getattr(dialect, "loaded_dbapi", None)
+        if dialect.name == "sqlite":
+            driver = f"sqlite {getattr(dbapi, 'sqlite_version', '?')}"
+        elif dbapi is not None:
+            driver = f"{dialect.driver} {getattr(dbapi, '__version__', '?')}"
+        server = getattr(dialect, "server_version_info", None)
+        shown_server = ".".join(str(part) for part in server) if server else "not connected"
+        lines.append(
+            f"state database {shown}: dialect {dialect.name}+{dialect.driver}, "
+            f"driver {driver}, server {shown_server}"
+        )
+    return lines
+
+
 def create_engine(url: str, *, create: bool = True) -> Engine:
     """An engine for a supported state URL, with the file created safely for SQLite.
 
     ``create=False``: a missing SQLite file is an error instead of a new database.
     """
+    engine = _create_engine(url, create=create)
+    _ENGINES[redact_url(engine.url)] = engine
+    return engine
+
+
+def _create_engine(url: str, *, create: bool) -> Engine:
     parsed = _parse(url)
     backend = parsed.get_backend_name()
     shown = redact_url(parsed)
@@ -220,10 +253,24 @@ def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
         raise StateConflict(
             f"state database {shown} refused a write: {describe_error(exc, engine.url)}"
         ) from exc
-    except sa.exc.DBAPIError as exc:
-        kind = StateUnavailable if _is_unavailable(engine, exc) else StateError
-        verb = "is unavailable" if kind is StateUnavailable else "failed"
-        raise kind(f"state database {shown} {verb}: {describe_error(exc, engine.url)}") from exc
+    except (sa.exc.DBAPIError, sa.exc.DisconnectionError, sa.exc.TimeoutError) as exc:
+        # The one place where the driver's failures become state errors: whether the database
+        # was never reachable or went away in the middle of a run, the caller gets a sentence.
+        detail = describe_error(exc, engine.url)
+        if isinstance(exc, sa.exc.DBAPIError) and not _is_unavailable(engine, exc):
+            raise StateError(f"state database {shown} failed: {detail}") from exc
+        raise StateUnavailable(
+            f"state database {shown} is unavailable: {detail}; {_what_to_check(engine)}"
+        ) from exc
+
+
+def _what_to_check(engine: Engine) -> str:
+    if engine.dialect.name == "sqlite":
+        return (
+            "check the file and its directory (permissions, free space, another process "
+            "holding it), then run again"
+        )
+    return "check that the database server is running and reachable, then run again"
 
 
 # sqlite3 raises OperationalError for SQL mistakes too ("no such table"), so for SQLite the

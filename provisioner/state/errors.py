@@ -1,14 +1,23 @@
 """Errors raised by the state store.
 
-Every error derives from :class:`StateError` so the reconciler can tell "the state store
-refused or could not do this" apart from bugs, and report it to an administrator.
+Every error derives from :class:`StateError`, a user error
+(:class:`~provisioner.errors.ProvisionerError`, code ``state``): the state store refused or
+could not do something, and the message is a sentence for an operator that names the database
+URL with its password hidden. The CLI ends such a run with exit 1 and that sentence, never
+with the "bug" exit 3, whether the database failed when it was opened or in the middle of a
+run. Callers still tell the kinds apart: :class:`StaleState` is retried, :class:`StateMissing`
+is a host before its first apply.
 """
 
 from __future__ import annotations
 
+from provisioner.errors import ProvisionerError
 
-class StateError(Exception):
+
+class StateError(ProvisionerError):
     """Base class of every error the state store raises on purpose."""
+
+    code = "state"
 
 
 class StaleState(StateError):
