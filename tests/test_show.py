@@ -322,6 +322,7 @@ def test_json_is_the_same_data(capsys: pytest.CaptureFixture[str]) -> None:
         "connection_name": None,
         "keys": [],
         "certificate": None,
+        "next_certificate": None,  # during a renewal, the next one
     }
     assert [(a["application"], a["preferred_channel"]) for a in data["applications"]] == [
         ("dmfa", "sftp"),
