@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import SSHD, on_ci
+from conftest import require, require_sshd
 
 REPO = Path(__file__).resolve().parents[1]
 # What a real quick start writes on the real host; the test must leave all of it alone.
@@ -62,10 +62,11 @@ def test_the_quick_start_is_the_documented_sequence() -> None:
 
 
 def test_the_quick_start_runs_into_a_temporary_root(tmp_path: Path) -> None:
-    if not SSHD.exists() and not on_ci():
-        pytest.skip("the quick start's apply checks the configuration with sshd -t")
-    if not shutil.which("systemctl"):
-        pytest.skip("systemctl is not installed")
+    # The quick start's apply checks the configuration with sshd -t.
+    require_sshd()
+    require(
+        shutil.which("systemctl") is not None, "needs systemctl (the quick start enables a timer)"
+    )
     before = {p: p.exists() for p in REAL_PATHS}
     root = tmp_path / "root"
     root.mkdir()

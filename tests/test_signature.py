@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import require
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -30,7 +31,13 @@ UTC = dt.UTC
 UPLOAD = dt.datetime(2027, 6, 1, 9, 30, tzinfo=UTC)
 CONTENT = b"<?xml version='1.0'?><DmfAOriginal>\r\n" + bytes(range(256)) * 40 + b"</DmfAOriginal>"
 
-needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+
+@pytest.fixture
+def _openssl() -> None:
+    require(shutil.which("openssl") is not None, "needs the openssl command (apt install openssl)")
+
+
+needs_openssl = pytest.mark.usefixtures("_openssl")
 
 SignerKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
