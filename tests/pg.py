@@ -209,9 +209,10 @@ def _stop(server: PostgresServer) -> None:
     shutil.rmtree(server.root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """One PostgreSQL server for the whole test session."""
+@contextlib.contextmanager
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the caller's own, removed afterwards (fails under CI=true when
+    the binaries or psycopg are missing, skips elsewhere)."""
     bindir = find_bindir()
     if bindir is None or not (bindir / "initdb").exists():
         _unavailable("no PostgreSQL server binaries (install postgresql or set PG_BINDIR)")
@@ -227,6 +228,13 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         _stop(server)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole test session."""
+    with own_postgres() as server:
+        yield server
 
 
 @pytest.fixture

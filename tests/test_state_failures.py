@@ -183,23 +183,11 @@ class Server:
 
 @pytest.fixture(scope="module")
 def own_server() -> Iterator[Server]:
-    from pg import _start, _stop, _unavailable, find_bindir
+    # A server of its own: stopping the session's would break the other tests.
+    from pg import own_postgres
 
-    bindir = find_bindir()
-    if bindir is None or not (bindir / "initdb").exists():
-        _unavailable("no PostgreSQL server binaries (install postgresql or set PG_BINDIR)")
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        _unavailable("psycopg 3 is not installed")
-    try:
-        pg = _start(bindir)
-    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-        _unavailable(str(exc))
-    try:
+    with own_postgres() as pg:
         yield Server(pg)
-    finally:
-        _stop(pg)
 
 
 @pytest.fixture
