@@ -74,6 +74,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped under CI=true, which must not happen: {report.longrepr}"
 
 
+def run_provisioner(
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m provisioner ARGS` in `cwd`; SFTP_PROVISIONER_* variables come from `env`
+    only, never from the environment of the test run."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SFTP_PROVISIONER_")}
+    environ.update(env or {})
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "provisioner", *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def require_root() -> None:
     require(os.geteuid() == 0, "needs root (owners, chattr, runuser)")
 
@@ -169,19 +191,8 @@ class Host:
     def cli(
         self, *args: str, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """`python -m provisioner ARGS` in the host's base directory; SFTP_PROVISIONER_*
-        variables come from `env` only, never from the environment of the test run."""
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("SFTP_PROVISIONER_")}
-        environ.update(env or {})
-        return subprocess.run(
-            [*prefix, sys.executable, "-m", "provisioner", *args],
-            cwd=self.base,
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        """`python -m provisioner ARGS` in the host's base directory (see run_provisioner)."""
+        return run_provisioner(*args, cwd=self.base, prefix=prefix, env=env)
 
     def run(
         self, command: str, *extra: str, env: dict[str, str] | None = None

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import click
 import pytest
+from conftest import run_provisioner
 
 from provisioner.cli import cli, summary
 
@@ -17,17 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(cwd: Path, *args: str, columns: int = 80) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFTP_PROVISIONER_")}
-    env.update(COLUMNS=str(columns), XDG_CACHE_HOME=str(cwd / ".cache-test"))
-    return subprocess.run(
-        [sys.executable, "-m", "provisioner", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    env = {"COLUMNS": str(columns), "XDG_CACHE_HOME": str(cwd / ".cache-test")}
+    return run_provisioner(*args, cwd=cwd, env=env, timeout=120)
 
 
 def commands_section(text: str) -> list[str]:

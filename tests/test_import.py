@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from conftest import run_provisioner
 
 from provisioner.adoption import (
     Held,
@@ -248,16 +248,7 @@ def test_reserved_usernames_are_recorded_and_refused_afterwards(tmp_path: Path) 
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFTP_PROVISIONER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "provisioner", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_provisioner(*args, cwd=cwd)
 
 
 def test_cli_dry_run_commit_and_again(tmp_path: Path) -> None:

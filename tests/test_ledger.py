@@ -14,12 +14,12 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import run_provisioner
 
 from provisioner.errors import ProvisionerError
 from provisioner.ledger import (
@@ -119,16 +119,7 @@ def test_without_a_ledger_the_same_files_pass() -> None:
 
 
 def provisioner(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFTP_PROVISIONER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "provisioner", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_provisioner(*args, cwd=cwd, timeout=120)
 
 
 def test_validate_ledger_cli_exit_codes(tmp_path: Path) -> None:

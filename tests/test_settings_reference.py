@@ -7,7 +7,6 @@ the defaults it claims to.
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 import subprocess
@@ -15,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_provisioner
 
 from provisioner.settings import HostSettings, load_settings
 from provisioner.settings_reference import (
@@ -29,16 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFTP_PROVISIONER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "provisioner", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    return run_provisioner(*args, cwd=cwd, timeout=120)
 
 
 def test_every_setting_says_what_it_means() -> None:
