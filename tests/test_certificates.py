@@ -14,11 +14,11 @@ import random
 import re
 import shutil
 import subprocess
-import time
 import warnings
 from pathlib import Path
 
 import pytest
+from cpu_time import cpu_seconds
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -769,10 +769,10 @@ def test_ten_thousand_distinct_certificates_load_well_under_a_second() -> None:
     best = float("inf")
     # Best of three, in CPU time: the shared machine may be busy with other work.
     for _ in range(3):
-        start = time.process_time()
-        for data in files:
-            load_certificate(data)
-        best = min(best, time.process_time() - start)
+        with cpu_seconds() as watch:
+            for data in files:
+                load_certificate(data)
+        best = min(best, watch.seconds)
     assert best < 1.0, f"10,000 certificates took {best:.3f} s"
 
 

@@ -15,10 +15,10 @@ import random
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+from cpu_time import cpu_seconds
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from fixtures_crypto import (
@@ -739,21 +739,21 @@ def test_ten_thousand_keys_parse_within_three_seconds() -> None:
     best = float("inf")
     # Best of three, in CPU time: the shared machine may be busy with other work.
     for _ in range(3):
-        start = time.process_time()
-        for entry in entries:
-            parse_public_key(entry)
-        best = min(best, time.process_time() - start)
+        with cpu_seconds() as watch:
+            for entry in entries:
+                parse_public_key(entry)
+        best = min(best, watch.seconds)
     assert best < 3.0, f"10,000 keys took {best:.3f} s"
 
 
 def test_refusals_are_fast_too() -> None:
     texts = [*PRIVATE_TEXTS.values(), *malformed_entries().values(), "x" * 100_000]
-    start = time.process_time()  # CPU time: the shared machine may be busy
-    for _ in range(200):
-        for text in texts:
-            with pytest.raises(KeyProblem):
-                parse_public_key(text)
-    assert time.process_time() - start < 2.0
+    with cpu_seconds() as watch:  # CPU time: the shared machine may be busy
+        for _ in range(200):
+            for text in texts:
+                with pytest.raises(KeyProblem):
+                    parse_public_key(text)
+    assert watch.seconds < 2.0
 
 
 # --- fuzzing -------------------------------------------------------------------------------
