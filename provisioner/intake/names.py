@@ -104,6 +104,10 @@ def _bad(name: str, code: int, detail: str) -> NameCheck:
     return NameCheck(name, None, (Finding(name, code, detail),))
 
 
+# A finding before it is tied to its name: the field checks below only see their field.
+_Anomaly = tuple[int, str]
+
+
 def check_name(
     name: str,
     *,
@@ -116,11 +120,38 @@ def check_name(
     The key fields must be plain ASCII tokens for the file to belong to a set; a name whose
     set cannot be told gets ``parsed=None`` and is refused on its own.
     """
-    if len(name) > MAX_NAME_LENGTH or not name.isascii() or not name.isprintable():
-        kind = name[:2] if name[:2] in _FIELDS else None
-        code = _MALFORMED[kind] if kind and (kind != "FO" or not uploaded) else 129
-        return _bad(name, code, "the name holds characters outside printable ASCII or is too long")
+    unreadable = _refusal_for_characters(name, uploaded)
+    if unreadable is not None:
+        return unreadable
     fields = name.split(".")
+    refusal = _refusal_for_key(name, fields, uploaded)
+    if refusal is not None:
+        return refusal
+    kind, purpose, sender, day, seq, env = fields[:6]
+    parts = fields[6] if len(fields) > 6 else None
+    part = fields[7] if len(fields) > 7 else None
+    parsed = FileName(kind, purpose, sender, day, seq, env, parts, part)
+    anomalies = [
+        *_date_anomalies(day, today, max_date_age),
+        *_sequence_anomalies(seq, kind),
+        *_environment_anomalies(env),
+        *_parts_anomalies(parts),
+        *_part_anomalies(part, parts),
+    ]
+    return NameCheck(name, parsed, tuple(Finding(name, c, d) for c, d in anomalies))
+
+
+def _refusal_for_characters(name: str, uploaded: bool) -> NameCheck | None:
+    """A name too long or outside printable ASCII is refused before it is split at all."""
+    if len(name) <= MAX_NAME_LENGTH and name.isascii() and name.isprintable():
+        return None
+    kind = name[:2] if name[:2] in _FIELDS else None
+    code = _MALFORMED[kind] if kind and (kind != "FO" or not uploaded) else 129
+    return _bad(name, code, "the name holds characters outside printable ASCII or is too long")
+
+
+def _refusal_for_key(name: str, fields: list[str], uploaded: bool) -> NameCheck | None:
+    """Refuse a name whose set cannot be told: unknown type, element count, key tokens."""
     kind = fields[0]
     if kind not in _FIELDS or (uploaded and kind == "FO"):
         return _bad(name, 129, "unknown file type")
@@ -136,45 +167,62 @@ def check_name(
         return _bad(name, malformed, "files sent back carry sender 999999")
     if not all(_TOKEN.fullmatch(f) for f in (day, seq, env)):
         return _bad(name, malformed, "an element is empty or not letters and digits")
-    parts = fields[6] if len(fields) > 6 else None
-    part = fields[7] if len(fields) > 7 else None
-    parsed = FileName(kind, purpose, sender, day, seq, env, parts, part)
-    findings: list[Finding] = []
+    return None
 
-    def find(code: int, detail: str) -> None:
-        findings.append(Finding(name, code, detail))
 
+def _date_anomalies(day: str, today: date, max_date_age: timedelta) -> list[_Anomaly]:
+    """Codes 109 (not 8 digits), 110 (no such day), 111 (future) and 126 (too old)."""
     if not re.fullmatch(r"[0-9]{8}", day):
-        find(109, "the date is not 8 digits")
-    else:
-        try:
-            when = date(int(day[:4]), int(day[4:6]), int(day[6:]))
-        except ValueError:
-            find(110, "the date does not exist")
-        else:
-            if when > today + FUTURE_SLACK:
-                find(111, "the date is in the future")
-            elif when < today - max_date_age:
-                find(126, "the date is too old")
+        return [(109, "the date is not 8 digits")]
+    try:
+        when = date(int(day[:4]), int(day[4:6]), int(day[6:]))
+    except ValueError:
+        return [(110, "the date does not exist")]
+    if when > today + FUTURE_SLACK:
+        return [(111, "the date is in the future")]
+    if when < today - max_date_age:
+        return [(126, "the date is too old")]
+    return []
+
+
+def _sequence_anomalies(seq: str, kind: str) -> list[_Anomaly]:
+    """Codes 112 (length), 127 (characters; ``FO`` may use uppercase letters) and 113."""
     seq_chars = r"[0-9A-Z]" if kind == "FO" else r"[0-9]"
     if len(seq) != 5:
-        find(112, "the sequence number is not 5 characters")
-    elif not re.fullmatch(seq_chars + "{5}", seq):
-        find(127, "the sequence number holds other characters than digits")
-    elif seq == "00000":
-        find(113, "the sequence number is 00000")
+        return [(112, "the sequence number is not 5 characters")]
+    if not re.fullmatch(seq_chars + "{5}", seq):
+        return [(127, "the sequence number holds other characters than digits")]
+    if seq == "00000":
+        return [(113, "the sequence number is 00000")]
+    return []
+
+
+def _environment_anomalies(env: str) -> list[_Anomaly]:
+    """Code 117: the environment is one of R, T or S."""
     if env not in ENVIRONMENTS:
-        find(117, "the environment is not R, T or S")
-    if parts is not None:
-        if not _NUMBER.fullmatch(parts):
-            find(114, "the number of parts is not a number")
-        elif int(parts) == 0:
-            find(116, "the number of parts is zero")
-    if part is not None:
-        if not _NUMBER.fullmatch(part):
-            find(115, "the part number is not a number")
-        elif int(part) == 0:
-            find(116, "the part number is zero")
-        elif parts is not None and _NUMBER.fullmatch(parts) and 0 < int(parts) < int(part):
-            find(128, "the part number is above the number of parts")
-    return NameCheck(name, parsed, tuple(findings))
+        return [(117, "the environment is not R, T or S")]
+    return []
+
+
+def _parts_anomalies(parts: str | None) -> list[_Anomaly]:
+    """Codes 114 (not a number) and 116 (zero) for PARTS, when the kind carries it."""
+    if parts is None:
+        return []
+    if not _NUMBER.fullmatch(parts):
+        return [(114, "the number of parts is not a number")]
+    if int(parts) == 0:
+        return [(116, "the number of parts is zero")]
+    return []
+
+
+def _part_anomalies(part: str | None, parts: str | None) -> list[_Anomaly]:
+    """Codes 115, 116 and 128 (a PART above a readable, non-zero PARTS) for PART."""
+    if part is None:
+        return []
+    if not _NUMBER.fullmatch(part):
+        return [(115, "the part number is not a number")]
+    if int(part) == 0:
+        return [(116, "the part number is zero")]
+    if parts is not None and _NUMBER.fullmatch(parts) and 0 < int(parts) < int(part):
+        return [(128, "the part number is above the number of parts")]
+    return []
