@@ -6,8 +6,9 @@ import difflib
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
-from provisioner.diagnostics import Diagnostic, error
+from provisioner.diagnostics import Diagnostic, Location, error
 from provisioner.source import SourceDocument, YamlPath
 
 _TYPE_NAMES = {
@@ -87,85 +88,123 @@ def validation_diagnostics(
     out: list[Diagnostic] = []
     seen: set[YamlPath] = set()
     errors = exc.errors(include_url=False)
-    # Per mapping, the unknown names in it: a required field that is missing because it was
-    # misspelt is said once, by the "did you mean" of the misspelling, not twice.
+    unknown = _unknown_names(doc, errors)
+    for err in errors:
+        path, is_key = _walk(doc.data, tuple(err["loc"]))
+        if err["type"] == "missing" and _said_by_misspelling(path, unknown):
+            continue
+        if path in seen:
+            continue  # the other branches of a union say the same thing again
+        seen.add(path)
+        out.append(_diagnostic(doc, err, path, is_key, field_names))
+    return out
+
+
+def _unknown_names(doc: SourceDocument, errors: list[ErrorDetails]) -> dict[YamlPath, list[str]]:
+    """Per mapping, the unknown names in it."""
     unknown: dict[YamlPath, list[str]] = {}
     for err in errors:
         if err["type"] == "extra_forbidden":
             where, _ = _walk(doc.data, tuple(err["loc"]))
             if where:
                 unknown.setdefault(where[:-1], []).append(str(where[-1]))
-    for err in errors:
-        path, is_key = _walk(doc.data, tuple(err["loc"]))
-        kind = err["type"]
-        if kind == "missing" and difflib.get_close_matches(
-            str(path[-1]) if path else "", unknown.get(path[:-1], []), n=1
-        ):
-            continue
-        if path in seen:
-            continue  # the other branches of a union say the same thing again
-        seen.add(path)
-        value = err.get("input")
-        name = path[-1] if path else ""
-        if kind == "missing":
-            parent = path[:-1]
-            loc = doc.location(parent, key=True)
-            loc = type(loc)(loc.file, loc.line, loc.column, _fmt(path))
-            out.append(error("missing-field", f"the field '{name}' is required here", loc))
-            continue
-        if kind == "extra_forbidden":
-            loc = doc.location(path, key=True)
-            known = field_names.get(_schema_path(path[:-1]), [])
-            hint = ""
-            close = difflib.get_close_matches(str(name), known, n=1)
-            if close:
-                hint = f"; did you mean '{close[0]}'?"
-            elif known:
-                hint = f"; expected one of: {', '.join(known)}"
-            out.append(error("unknown-field", f"unknown field '{name}'{hint}", loc))
-            continue
-        loc = doc.location(path, key=is_key)
-        if kind in _EXPECTED:
-            message = f"expected {_EXPECTED[kind]}, found {_describe(value)}"
-            if kind == "string_type" and isinstance(value, bool):
-                # bool is an int too: test it first.
-                message += " (put the value in quotes: YAML reads true and false as a yes/no value)"
-            elif kind == "string_type" and isinstance(value, int | float):
-                message += (
-                    " (put the value in quotes: YAML reads it as a number and drops leading zeros)"
-                )
-            elif kind.startswith("date"):
-                message = f"expected {_EXPECTED[kind]}, found {value!r}"
-            out.append(error("wrong-type", message, loc))
-        elif kind in ("literal_error", "enum"):
-            expected = err.get("ctx", {}).get("expected", "")
-            out.append(
-                error("invalid-value", f"{value!r} is not allowed here; expected {expected}", loc)
-            )
-        elif kind in ("too_short", "too_long"):
-            ctx = err.get("ctx", {})
-            what = "at least" if kind == "too_short" else "at most"
-            count = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
-            message = f"'{name}' needs {what} {count} item{'s' if count != 1 else ''}"
-            if kind == "too_long" and isinstance(count, int) and isinstance(value, list):
-                # Point at the first item too many, not at the start of the list.
-                message = f"'{name}' takes at most {count} item{'s' if count != 1 else ''}; this is item {count + 1}"
-                loc = doc.location((*path, count))
-            out.append(error("wrong-count", message, loc))
-        elif kind in ("string_too_short", "string_too_long"):
-            ctx = err.get("ctx", {})
-            if kind == "string_too_short":
-                message = "this value must not be empty"
-            else:
-                message = f"this value is too long (at most {ctx.get('max_length')} characters)"
-            out.append(error("invalid-value", message, loc))
-        elif kind == "union_tag_invalid" or kind == "union_tag_not_found":
-            out.append(error("wrong-type", "expected a key line or a mapping with 'key'", loc))
-        else:
-            # Our own validators raise PydanticCustomError whose type is the diagnostic code.
-            code = kind if "-" in kind else "invalid-value"
-            out.append(error(code, err["msg"], loc))
-    return out
+    return unknown
+
+
+def _said_by_misspelling(path: YamlPath, unknown: dict[YamlPath, list[str]]) -> bool:
+    """A required field that is missing because it was misspelt is said once, by the "did you
+    mean" of the misspelling, not twice."""
+    name = str(path[-1]) if path else ""
+    return bool(difflib.get_close_matches(name, unknown.get(path[:-1], []), n=1))
+
+
+def _diagnostic(
+    doc: SourceDocument,
+    err: ErrorDetails,
+    path: YamlPath,
+    is_key: bool,
+    field_names: dict[YamlPath, list[str]],
+) -> Diagnostic:
+    kind = err["type"]
+    if kind == "missing":
+        return _missing_field(doc, path)
+    if kind == "extra_forbidden":
+        return _unknown_field(doc, path, field_names)
+    loc = doc.location(path, key=is_key)
+    value = err.get("input")
+    if kind in _EXPECTED:
+        return error("wrong-type", _wrong_type_message(kind, value), loc)
+    if kind in ("literal_error", "enum"):
+        expected = err.get("ctx", {}).get("expected", "")
+        return error("invalid-value", f"{value!r} is not allowed here; expected {expected}", loc)
+    if kind in ("too_short", "too_long"):
+        return _wrong_count(doc, err, path, loc)
+    if kind == "string_too_short":
+        return error("invalid-value", "this value must not be empty", loc)
+    if kind == "string_too_long":
+        limit = err.get("ctx", {}).get("max_length")
+        return error("invalid-value", f"this value is too long (at most {limit} characters)", loc)
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return error("wrong-type", "expected a key line or a mapping with 'key'", loc)
+    # Our own validators raise PydanticCustomError whose type is the diagnostic code.
+    code = kind if "-" in kind else "invalid-value"
+    return error(code, err["msg"], loc)
+
+
+def _missing_field(doc: SourceDocument, path: YamlPath) -> Diagnostic:
+    """Reported at the parent mapping (the field has no node of its own), naming the field."""
+    name = path[-1] if path else ""
+    loc = doc.location(path[:-1], key=True)
+    loc = type(loc)(loc.file, loc.line, loc.column, _fmt(path))
+    return error("missing-field", f"the field '{name}' is required here", loc)
+
+
+def _unknown_field(
+    doc: SourceDocument, path: YamlPath, field_names: dict[YamlPath, list[str]]
+) -> Diagnostic:
+    name = path[-1] if path else ""
+    loc = doc.location(path, key=True)
+    known = field_names.get(_schema_path(path[:-1]), [])
+    hint = ""
+    close = difflib.get_close_matches(str(name), known, n=1)
+    if close:
+        hint = f"; did you mean '{close[0]}'?"
+    elif known:
+        hint = f"; expected one of: {', '.join(known)}"
+    return error("unknown-field", f"unknown field '{name}'{hint}", loc)
+
+
+def _wrong_type_message(kind: str, value: Any) -> str:
+    if kind.startswith("date"):
+        return f"expected {_EXPECTED[kind]}, found {value!r}"
+    message = f"expected {_EXPECTED[kind]}, found {_describe(value)}"
+    if kind == "string_type" and isinstance(value, bool):
+        # bool is an int too: test it first.
+        message += " (put the value in quotes: YAML reads true and false as a yes/no value)"
+    elif kind == "string_type" and isinstance(value, int | float):
+        message += " (put the value in quotes: YAML reads it as a number and drops leading zeros)"
+    return message
+
+
+def _wrong_count(
+    doc: SourceDocument, err: ErrorDetails, path: YamlPath, loc: Location
+) -> Diagnostic:
+    name = path[-1] if path else ""
+    ctx = err.get("ctx", {})
+    value = err.get("input")
+    if err["type"] == "too_short":
+        count = ctx.get("min_length")
+        return error("wrong-count", f"'{name}' needs at least {count} {_items(count)}", loc)
+    count = ctx.get("max_length")
+    if isinstance(count, int) and isinstance(value, list):
+        # Point at the first item too many, not at the start of the list.
+        message = f"'{name}' takes at most {count} {_items(count)}; this is item {count + 1}"
+        return error("wrong-count", message, doc.location((*path, count)))
+    return error("wrong-count", f"'{name}' needs at most {count} {_items(count)}", loc)
+
+
+def _items(count: object) -> str:
+    return "item" if count == 1 else "items"
 
 
 def _fmt(path: YamlPath) -> str:
