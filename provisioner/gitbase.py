@@ -397,9 +397,25 @@ def history_rules(
     revision = resolve_revision(top, ref)
     prefixes = _prefixes(top, paths, cwd)
     at_base = base_qualities(top, revision, prefixes)
-    # A quality is its enterprise number and quality type: one enterprise's two qualities
-    # each keep their own technical user.
-    by_quality = {b.qid: b for b in at_base.values() if b.qid is not None}
+    current, current_files = _in_work_tree(top, files, summaries, cwd)
+    if base is not None:
+        out.extend(_identity_rules(top, revision, ref, prefixes, at_base, current, current_files))
+        out.extend(_technical_user_rules(summaries, at_base, ref))
+    if author is not None:
+        changed = changed_paths(top, revision, prefixes)
+        out.extend(_author_rules(author, changed, current, at_base, ref))
+        touched_files = changed_files(top, revision, [])
+        out.extend(
+            _referenced_file_rules(author, top, changed, touched_files, current, at_base, ref)
+        )
+    return out
+
+
+def _in_work_tree(
+    top: Path, files: list[Path], summaries: list[FileSummary], cwd: Path
+) -> tuple[dict[str, FileSummary], dict[str, Path]]:
+    """The checked files inside the work tree, by path relative to it: their summaries, and
+    the paths they were read from."""
     by_display = {s.display: s for s in summaries}
     current: dict[str, FileSummary] = {}
     current_files: dict[str, Path] = {}
@@ -409,69 +425,97 @@ def history_rules(
         if summary is not None and resolved.is_relative_to(top):
             current[str(resolved.relative_to(top))] = summary
             current_files[str(resolved.relative_to(top))] = path
+    return current, current_files
 
-    if base is not None:
-        out.extend(_identity_rules(top, revision, ref, prefixes, at_base, current, current_files))
-        for summary in summaries:
-            f = summary.facts
-            before = by_quality.get(f.qid) if f.qid is not None else None
-            if before is None or f.technical_user is None or before.technical_user is None:
-                continue
-            if f.technical_user != before.technical_user and f.technical_user_at is not None:
-                out.append(
-                    error(
-                        "technical-user-immutable",
-                        f"the technical user of this quality is '{before.technical_user}' (at {ref}) "
-                        f"and cannot be changed once created; '{f.technical_user}' is refused",
-                        f.technical_user_at,
-                    )
-                )
 
-    if author is not None:
-        who = author.lower()
-        changed = changed_paths(top, revision, prefixes)
-        for rel, status in sorted(changed.items()):
-            summary = current.get(rel)
-            display = summary.display if summary else rel
-            if status == "A":
-                allowed = summary.facts.administrators if summary else ()
-                where = summary.facts.administrators_at if summary else None
-                verb = "add"
-            else:
-                old = at_base.get(rel)
-                allowed = old.administrators if old else ()
-                where = summary.facts.administrators_at if summary else None
-                verb = "remove" if status == "D" else "change"
-            if who in allowed:
-                continue
-            names = ", ".join(allowed) or "nobody"
+def _technical_user_rules(
+    summaries: list[FileSummary], at_base: dict[str, BaseQuality], ref: str
+) -> list[Diagnostic]:
+    # A quality is its enterprise number and quality type: one enterprise's two qualities
+    # each keep their own technical user.
+    by_quality = {b.qid: b for b in at_base.values() if b.qid is not None}
+    out: list[Diagnostic] = []
+    for summary in summaries:
+        f = summary.facts
+        before = by_quality.get(f.qid) if f.qid is not None else None
+        if before is None or f.technical_user is None or before.technical_user is None:
+            continue
+        if f.technical_user != before.technical_user and f.technical_user_at is not None:
             out.append(
                 error(
-                    "author-not-administrator",
-                    f"{author} may not {verb} this quality's declaration: only its local or "
-                    f"co-local administrators ({names}) may"
-                    + (f", as listed at {ref}" if status != "A" else ""),
-                    where or Location(display),
+                    "technical-user-immutable",
+                    f"the technical user of this quality is '{before.technical_user}' (at {ref}) "
+                    f"and cannot be changed once created; '{f.technical_user}' is refused",
+                    f.technical_user_at,
                 )
             )
-        # A quality's key and certificate files are part of its declaration: swapping the .pub
-        # file it references puts another key on its login without touching the YAML.
-        touched_files = changed_files(top, revision, [])
-        for rel, summary in sorted(current.items()):
+    return out
+
+
+def _author_rules(
+    author: str,
+    changed: dict[str, str],
+    current: dict[str, FileSummary],
+    at_base: dict[str, BaseQuality],
+    ref: str,
+) -> list[Diagnostic]:
+    """Each changed YAML file: a new one by those it names itself, a changed or removed one
+    only by those it named at the base."""
+    who = author.lower()
+    out: list[Diagnostic] = []
+    for rel, status in sorted(changed.items()):
+        summary = current.get(rel)
+        if status == "A":
+            allowed = summary.facts.administrators if summary else ()
+            verb = "add"
+        else:
             old = at_base.get(rel)
-            if rel in changed or old is None or who in old.administrators:
-                continue  # the YAML itself was judged above, or the author may change it
-            touched = sorted(_referenced(summary, top) & touched_files.keys())
-            if not touched:
-                continue
-            names = ", ".join(old.administrators) or "nobody"
-            out.append(
-                error(
-                    "author-not-administrator",
-                    f"{author} may not change {', '.join(touched)}, which this quality's "
-                    f"declaration references: only its local or co-local administrators "
-                    f"({names}) may, as listed at {ref}",
-                    summary.facts.administrators_at or Location(summary.display),
-                )
+            allowed = old.administrators if old else ()
+            verb = "remove" if status == "D" else "change"
+        if who in allowed:
+            continue
+        names = ", ".join(allowed) or "nobody"
+        where = summary.facts.administrators_at if summary else None
+        out.append(
+            error(
+                "author-not-administrator",
+                f"{author} may not {verb} this quality's declaration: only its local or "
+                f"co-local administrators ({names}) may"
+                + (f", as listed at {ref}" if status != "A" else ""),
+                where or Location(summary.display if summary else rel),
             )
+        )
+    return out
+
+
+def _referenced_file_rules(
+    author: str,
+    top: Path,
+    changed: dict[str, str],
+    touched_files: dict[str, str],
+    current: dict[str, FileSummary],
+    at_base: dict[str, BaseQuality],
+    ref: str,
+) -> list[Diagnostic]:
+    """A quality's key and certificate files are part of its declaration: swapping the .pub
+    file it references puts another key on its login without touching the YAML."""
+    who = author.lower()
+    out: list[Diagnostic] = []
+    for rel, summary in sorted(current.items()):
+        old = at_base.get(rel)
+        if rel in changed or old is None or who in old.administrators:
+            continue  # the YAML itself was judged above, or the author may change it
+        touched = sorted(_referenced(summary, top) & touched_files.keys())
+        if not touched:
+            continue
+        names = ", ".join(old.administrators) or "nobody"
+        out.append(
+            error(
+                "author-not-administrator",
+                f"{author} may not change {', '.join(touched)}, which this quality's "
+                f"declaration references: only its local or co-local administrators "
+                f"({names}) may, as listed at {ref}",
+                summary.facts.administrators_at or Location(summary.display),
+            )
+        )
     return out
