@@ -259,7 +259,6 @@ def ledger_rules(
 ) -> list[Diagnostic]:
     """The host's username rules, judged in the pull request from the published ledger."""
     out: list[Diagnostic] = []
-    here = Location(ledger.source or "ledger")
     age = now - ledger.generated_at
     if age > max_age:
         out.append(
@@ -267,84 +266,97 @@ def ledger_rules(
                 "ledger-stale",
                 f"this ledger was written {_age(age)} ago (at {_utc(ledger.generated_at)}), more "
                 f"than {_age(max_age)}: usernames taken since are not known to this check",
-                here,
+                Location(ledger.source or "ledger"),
             )
         )
     folded = ledger.folded()
     for d in declared:
-        user = d.technical_user
-        qid = d.qid
-        if qid is None and d.enterprise_number is not None:
-            only = ledger.only_quality_of(d.enterprise_number)
-            qid = only.qid if only is not None else None
-        if qid is not None:
-            own = ledger.quality(qid)
-            if own is not None:
-                if own.technical_user != user:
-                    out.append(
-                        error(
-                            "technical-user-immutable",
-                            f"quality {qid} is registered with the technical user "
-                            f"'{own.technical_user}' (ledger of {ledger.host or 'the host'}), "
-                            f"which cannot be changed; '{user}' is refused",
-                            d.at,
-                        )
-                    )
-                continue
-        held = ledger.holder(user)
-        if held is not None:
-            state, owner = held
-            if owner is not None and owner == qid:
-                continue
-            if state == "reserved":
-                out.append(
-                    error(
-                        "technical-user-reserved",
-                        f"'{user}' is taken in the portal's access system by a user that is no "
-                        "SFTP quality; choose another technical username",
-                        d.at,
-                    )
-                )
-            elif state == "retired":
-                out.append(
-                    error(
-                        "technical-user-retired",
-                        f"'{user}' was the technical user of quality {owner}, which was "
-                        "removed; a username is never given to another quality, even after "
-                        "it left",
-                        d.at,
-                    )
-                )
-            else:
-                out.append(
-                    error(
-                        "technical-user-taken",
-                        f"'{user}' is the technical user of quality {owner}; choose another "
-                        "technical username",
-                        d.at,
-                    )
-                )
-            continue
-        others = [n for n in folded.get(user.lower(), []) if n != user]
-        for other in others[:1]:
-            state, owner = ledger.holder(other) or ("", None)
-            if owner is not None and owner == qid:
-                continue
-            whose = (
-                "a user of the portal's access system"
-                if owner is None
-                else f"quality {owner}" + (" (removed)" if state == "retired" else "")
-            )
-            out.append(
-                error(
-                    # As the host judges it: a reserved name is refused whatever its case.
-                    "technical-user-reserved" if state == "reserved" else "technical-user-taken",
-                    f"'{user}' differs only in case from '{other}', the username of {whose}; "
-                    "the portal's access system does not tell them apart",
-                    d.at,
-                )
-            )
+        verdict = _username_verdict(d, ledger, folded)
+        if verdict is not None:
+            out.append(verdict)
     return out
+
+
+def _username_verdict(
+    d: Declared, ledger: Ledger, folded: dict[str, list[str]]
+) -> Diagnostic | None:
+    """At most one refusal per declaration: a registered quality is judged on its own
+    username alone; a new one's username must be free, in any case."""
+    user = d.technical_user
+    qid = _quality_of(d, ledger)
+    own = ledger.quality(qid) if qid is not None else None
+    if own is not None:
+        if own.technical_user == user:
+            return None
+        return error(
+            "technical-user-immutable",
+            f"quality {qid} is registered with the technical user "
+            f"'{own.technical_user}' (ledger of {ledger.host or 'the host'}), "
+            f"which cannot be changed; '{user}' is refused",
+            d.at,
+        )
+    held = ledger.holder(user)
+    if held is not None:
+        return _refusal_for_held_name(d, qid, *held)
+    others = [n for n in folded.get(user.lower(), []) if n != user]
+    return _refusal_for_case_twin(d, qid, others[0], ledger) if others else None
+
+
+def _quality_of(d: Declared, ledger: Ledger) -> QualityId | None:
+    """The declaration's quality; when its type could not be read, the enterprise's only
+    quality in the ledger, if it has just one."""
+    if d.qid is None and d.enterprise_number is not None:
+        only = ledger.only_quality_of(d.enterprise_number)
+        return only.qid if only is not None else None
+    return d.qid
+
+
+def _refusal_for_held_name(
+    d: Declared, qid: QualityId | None, state: str, owner: QualityId | None
+) -> Diagnostic | None:
+    user = d.technical_user
+    if owner is not None and owner == qid:
+        return None
+    if state == "reserved":
+        return error(
+            "technical-user-reserved",
+            f"'{user}' is taken in the portal's access system by a user that is no "
+            "SFTP quality; choose another technical username",
+            d.at,
+        )
+    if state == "retired":
+        return error(
+            "technical-user-retired",
+            f"'{user}' was the technical user of quality {owner}, which was "
+            "removed; a username is never given to another quality, even after "
+            "it left",
+            d.at,
+        )
+    return error(
+        "technical-user-taken",
+        f"'{user}' is the technical user of quality {owner}; choose another technical username",
+        d.at,
+    )
+
+
+def _refusal_for_case_twin(
+    d: Declared, qid: QualityId | None, other: str, ledger: Ledger
+) -> Diagnostic | None:
+    state, owner = ledger.holder(other) or ("", None)
+    if owner is not None and owner == qid:
+        return None
+    whose = (
+        "a user of the portal's access system"
+        if owner is None
+        else f"quality {owner}" + (" (removed)" if state == "retired" else "")
+    )
+    return error(
+        # As the host judges it: a reserved name is refused whatever its case.
+        "technical-user-reserved" if state == "reserved" else "technical-user-taken",
+        f"'{d.technical_user}' differs only in case from '{other}', the username of {whose}; "
+        "the portal's access system does not tell them apart",
+        d.at,
+    )
 
 
 def _age(delta: timedelta) -> str:
