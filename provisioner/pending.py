@@ -7,18 +7,16 @@ channel at that sync, so `status` compares the declarations with the state to sh
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from provisioner.overview import PENDING_STATUSES, Synchronisation
-from provisioner.plan import ChannelAction
 from provisioner.portaltime import portal_minute
 from provisioner.quality_id import QualityId
 from provisioner.settings import HostSettings
-from provisioner.state import StateSnapshot
 
 IN_PROGRESS = "the configuration for the creation of the channel is in progress"
 # The cadence the host runs at when the source says nothing else (the settings' default).
@@ -62,48 +60,6 @@ def status_message(status: str, since: datetime | None, reason: str | None) -> s
     if status == "failed":
         return f"never applied: {cause}"
     return None
-
-
-def pending_rows(
-    settings: HostSettings,
-    paths: Sequence[Path],
-    snapshot: StateSnapshot,
-    now: datetime,
-    next_sync: datetime,
-) -> dict[str, dict[str, Any]]:
-    """Status rows, by quality identity (`str(QualityId)`), of the channels the next sync
-    will create.
-
-    A quality that comes back after a removal keeps its sender number; a new one gets its
-    number at the sync (numbers are handed out in order then, so none is promised here).
-    """
-    from provisioner.reconcile import compute
-
-    rec = compute(settings, paths, snapshot, now=now)
-    rows: dict[str, dict[str, Any]] = {}
-    for ch in rec.plan.channels:
-        if ch.action is not ChannelAction.CREATE:
-            continue
-        known = snapshot.registrations.get(ch.qid)
-        rows[str(ch.qid)] = {
-            "sender_number": known.sender if known else None,
-            "username": ch.technical_user,
-            "enterprise_number": ch.enterprise_number,
-            "quality_type": ch.quality_type,
-            "registered_at": known.registered_at.isoformat() if known else None,
-            "status": "pending",
-            "status_since": None,
-            "reason": None,
-            "revision": None,
-            "changed_at": known.last_applied_at.isoformat()
-            if known and known.last_applied_at
-            else None,
-            "last_sync": None,  # the host's last run: `status` fills it in
-            "next_sync": next_sync.isoformat(),
-            "message": IN_PROGRESS,
-            "declared_in": ch.source,
-        }
-    return rows
 
 
 # --- what `show` learns from the host ------------------------------------------------------

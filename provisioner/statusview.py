@@ -7,11 +7,13 @@ changed; "changed" is when the channel's configuration was last applied.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from provisioner.channel_status import StatusReport
 from provisioner.portaltime import PORTAL_TIMEZONE, in_portal_zone
+from provisioner.state import RunRecord
 
 # (caption, width); the last column is not padded.
 _COLUMNS = (
@@ -46,7 +48,7 @@ def _line(cells: Sequence[str]) -> str:
     return "  ".join(parts).rstrip()
 
 
-def header(host: str, last_run: Any | None, next_sync: datetime) -> str:
+def header(host: str, last_run: RunRecord | None, next_sync: datetime) -> str:
     """`host sftp-a: last run 2026-03-30 02:30 (ok), next at 03:00; times in Europe/Brussels`."""
     nxt = in_portal_zone(next_sync)
     if last_run is None:
@@ -58,16 +60,11 @@ def header(host: str, last_run: Any | None, next_sync: datetime) -> str:
     )
 
 
-def status_text(
-    rows: Sequence[dict[str, Any]],
-    *,
-    host: str,
-    last_run: Any | None,
-    next_sync: datetime,
-    served_text: Callable[[list[dict[str, Any]]], str] | None = None,
-) -> str:
-    """The header, the column captions, then one line per channel and what it has to say."""
-    out = [header(host, last_run, next_sync)]
+def status_text(report: StatusReport, *, host: str) -> str:
+    """The header, the column captions, then one line per channel and what it has to say.
+    With several hosts sharing the state, each channel says which host serves which revision."""
+    rows = report.rows
+    out = [header(host, report.this_run, report.next_sync)]
     if not rows:
         out.append("no channels registered yet")
         return "\n".join(out) + "\n"
@@ -75,29 +72,39 @@ def status_text(
     # An enterprise may hold several qualities: its rows then say which one each is.
     per_enterprise: dict[str, int] = {}
     for r in rows:
-        per_enterprise[r["enterprise_number"]] = per_enterprise.get(r["enterprise_number"], 0) + 1
+        per_enterprise[r.enterprise_number] = per_enterprise.get(r.enterprise_number, 0) + 1
+    several_hosts = report.several_hosts
     for r in rows:
         out.append(
             _line(
                 [
-                    r["sender_number"] or "------",
-                    r["username"],
-                    r["enterprise_number"],
-                    r["status"],
-                    _day(r["registered_at"]),
-                    _minute(r.get("changed_at")),
-                    _minute(r["last_sync"]),
-                    f"{in_portal_zone(datetime.fromisoformat(r['next_sync'])):%H:%M}",
+                    r.sender_number or "------",
+                    r.username or "",
+                    r.enterprise_number,
+                    r.status,
+                    _day(r.registered_at),
+                    _minute(r.changed_at),
+                    _minute(r.last_sync),
+                    f"{in_portal_zone(datetime.fromisoformat(r.next_sync)):%H:%M}",
                 ]
             )
         )
-        if r["reason"] and not r["message"]:
+        if r.reason and not r.message:
             # degraded and failed say it in their sentence, with since when.
-            out.append(f"        reason: {r['reason']}")
-        if served_text is not None and r.get("hosts"):
-            out.append(f"        served by {served_text(r['hosts'])}")
-        if r["message"]:
-            out.append(f"        {r['message']}")
-        if per_enterprise[r["enterprise_number"]] > 1 and r.get("quality_type"):
-            out.append(f"        quality type: {r['quality_type']}")
+            out.append(f"        reason: {r.reason}")
+        if several_hosts and r.hosts:
+            out.append(f"        served by {served_text(r.hosts)}")
+        if r.message:
+            out.append(f"        {r.message}")
+        if per_enterprise[r.enterprise_number] > 1 and r.quality_type:
+            out.append(f"        quality type: {r.quality_type}")
     return "\n".join(out) + "\n"
+
+
+def served_text(hosts: list[dict[str, Any]]) -> str:
+    """`h1, h2 at 3f2a9c1b07de; h3 at 91c0e4aa2b6f`: hosts grouped by the revision they serve."""
+    by_revision: dict[str, list[str]] = {}
+    for h in hosts:
+        shown = h["revision"][:12] if h["revision"] else "(no revision)"
+        by_revision.setdefault(shown, []).append(h["host"])
+    return "; ".join(f"{', '.join(names)} at {rev}" for rev, names in sorted(by_revision.items()))

@@ -7,7 +7,7 @@ import json
 import os
 import signal
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,7 +20,7 @@ from provisioner.progress import progress_options, reporter
 from provisioner.settings import HostSettings, load_settings
 
 if TYPE_CHECKING:
-    from provisioner.state import RunRecord
+    pass
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -353,40 +353,6 @@ def _interrupted(stop: Any) -> int:
     return int(128 + stop.signum)
 
 
-def _last_sync(this_run: RunRecord | None, applied_at: datetime | None) -> str | None:
-    """When this host last synchronised the channel: its last run, or a later `apply` by hand
-    that changed the channel (`apply` records no run, but it did synchronise)."""
-    moments = [m for m in (this_run.started_at if this_run else None, applied_at) if m]
-    return max(moments).isoformat() if moments else None
-
-
-def _served_by(store: Any) -> dict[str, list[dict[str, Any]]]:
-    """Per channel (`str` of its quality identity), which host serves which revision since
-    when (hosts sharing the state)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for row in store.host_channels():
-        out.setdefault(str(row.qid), []).append(
-            {"host": row.host, "revision": row.revision, "applied_at": row.applied_at.isoformat()}
-        )
-    return out
-
-
-def _served_text(hosts: list[dict[str, Any]]) -> str:
-    """`h1, h2 at 3f2a9c1b07de; h3 at 91c0e4aa2b6f`: hosts grouped by the revision they serve."""
-    by_revision: dict[str, list[str]] = {}
-    for h in hosts:
-        shown = h["revision"][:12] if h["revision"] else "(no revision)"
-        by_revision.setdefault(shown, []).append(h["host"])
-    return "; ".join(f"{', '.join(names)} at {rev}" for rev, names in sorted(by_revision.items()))
-
-
-def next_sync(now: datetime, every: timedelta = timedelta(minutes=30)) -> datetime:
-    """The next wall-clock slot (:00 and :30 for half an hour), in UTC."""
-    from provisioner.schedule import next_slot
-
-    return next_slot(now, every)
-
-
 @click.command("status", short_help="Show each channel: sender number, status, last and next sync.")
 @click.argument("username", required=False)
 @host_options
@@ -411,122 +377,19 @@ def status_command(
     declarations: tuple[Path, ...],
 ) -> int:
     """Per channel: sender number, username, registration date, status, last and next sync."""
-    from provisioner.errors import SettingsError
-    from provisioner.pending import pending_rows, status_message
-    from provisioner.schedule import parse_interval
-    from provisioner.state import (
-        StateError,
-        StateMissing,
-        StateSnapshot,
-        StateStore,
-    )
+    from provisioner.channel_status import status_report
+    from provisioner.statusview import status_text
 
     settings = settings_from(settings_file, root, state_url)
     declared = declarations or ((settings.declarations,) if settings.declarations else ())
-    try:
-        # Looking creates nothing: no database file, no directory.
-        store = StateStore.open(settings.state_url, create=False)
-    except StateMissing as exc:
-        if not declared:
-            raise SettingsError(f"the state database cannot be opened: {exc}") from None
-        # A host before its first sync: every declared channel is pending.
-        store = None
-    except StateError as exc:
-        raise SettingsError(f"the state database cannot be opened: {exc}") from None
-    snapshot = StateSnapshot.empty()
-    runs: list[RunRecord] = []
-    served: dict[str, list[dict[str, Any]]] = {}
-    host_runs: dict[str | None, RunRecord] = {}
-    if store is not None:
-        try:
-            snapshot = store.snapshot()
-            runs = store.last_runs(1)
-            served = _served_by(store)
-            host_runs = store.last_run_per_host()
-        finally:
-            store.close()
-    now = datetime.now(UTC)
-    upcoming = next_sync(now.astimezone(), parse_interval(settings.reconcile_every))
-    waiting = pending_rows(settings, declared, snapshot, now, upcoming) if declared else {}
-    # The last run of this host, whatever it changed (runs before schema 3 name no host).
-    this_run = host_runs.get(settings.host_name) or host_runs.get(None)
-    this_sync = this_run.started_at.isoformat() if this_run is not None else None
-    rows: list[dict[str, Any]] = []
-    for reg in sorted(snapshot.registrations.values(), key=lambda r: r.technical_user):
-        if username and reg.technical_user != username:
-            continue
-        if str(reg.qid) in waiting:
-            continue  # removed, declared again: pending, shown below
-        rows.append(
-            {
-                "sender_number": reg.sender,
-                "username": reg.technical_user,
-                "enterprise_number": reg.enterprise_number,
-                # With the enterprise number, the quality's identity: one enterprise may
-                # hold several qualities ('' for one registered before types were recorded).
-                "quality_type": reg.quality_type,
-                "registered_at": reg.registered_at.isoformat(),
-                "status": reg.status,
-                "status_since": reg.status_since.isoformat(),
-                "reason": reg.status_reason,
-                "revision": reg.revision,
-                # When its configuration was last applied; "last_sync" is the host's last run.
-                "changed_at": reg.last_applied_at.isoformat() if reg.last_applied_at else None,
-                "last_sync": _last_sync(this_run, reg.last_applied_at),
-                "next_sync": upcoming.isoformat(),
-                "message": status_message(reg.status, reg.status_since, reg.status_reason),
-                "hosts": served.get(str(reg.qid), []),
-            }
-        )
-    rows.extend(
-        {**r, "last_sync": this_sync}
-        for r in waiting.values()
-        if not username or r["username"] == username
-    )
-    if username and not rows:
+    report = status_report(settings, declared, now=datetime.now(UTC), username=username)
+    if username and not report.rows:
         click.echo(f"no channel with the technical user '{username}'", err=True)
         return EXIT_INVALID
     if fmt == "json":
-        last = runs[0] if runs else None
-        click.echo(
-            json.dumps(
-                {
-                    "channels": rows,
-                    "next_sync": upcoming.isoformat(),
-                    "last_run": None
-                    if last is None
-                    else {
-                        "started_at": last.started_at.isoformat(),
-                        "outcome": last.outcome,
-                        "revision": last.revision,
-                        "host": last.host,
-                    },
-                    "hosts": [
-                        {
-                            "host": host,
-                            "started_at": run.started_at.isoformat(),
-                            "outcome": run.outcome,
-                            "revision": run.revision,
-                        }
-                        for host, run in sorted(host_runs.items(), key=lambda i: i[0] or "")
-                        if host is not None
-                    ],
-                },
-                indent=2,
-            )
-        )
-        return EXIT_OK
-    from provisioner.statusview import status_text
-
-    several_hosts = len({h["host"] for hosts in served.values() for h in hosts}) > 1
-    text = status_text(
-        rows,
-        host=settings.host_name,
-        last_run=this_run,
-        next_sync=upcoming,
-        served_text=_served_text if several_hosts else None,
-    )
-    click.echo(text, nl=False)
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(status_text(report, host=settings.host_name), nl=False)
     return EXIT_OK
 
 
