@@ -14,12 +14,15 @@ import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from provisioner.diagnostics import Location
 from provisioner.errors import SettingsError
+
+if TYPE_CHECKING:
+    from provisioner.source import SourceDocument
 
 DEFAULT_SETTINGS_FILE = Path("/etc/sftp-provisioner/settings.yaml")
 DEFAULT_STATE_URL = "sqlite:////var/lib/sftp-provisioner/state.db"
@@ -632,75 +635,94 @@ def load_settings(
 ) -> HostSettings:
     """File, then environment, then flags; `root` last so it prefixes the final paths."""
     environ = os.environ if environ is None else environ
-    data: dict[str, Any] = {}
+    path, explicit = _settings_file(path, root, environ)
     display = str(path) if path else "(defaults)"
-    positions = None
-    explicit = path is not None
-    if path is None and environ.get(ENV_PREFIX + "SETTINGS"):
-        path = Path(environ[ENV_PREFIX + "SETTINGS"])
-        explicit = True
-    if path is None and root is None and DEFAULT_SETTINGS_FILE.exists():
-        path = DEFAULT_SETTINGS_FILE
-    if path is None and root is not None:
-        # A trial root is a host of its own: its settings file is the one `provisioner init
-        # --root` writes there, never the real host's.
-        rooted_default = root / DEFAULT_SETTINGS_FILE.relative_to("/")
-        if rooted_default.is_file():
-            path = rooted_default
-    if path is not None:
-        display = str(path)
-        from provisioner.source import load_document
-
-        if not path.exists() and explicit:
-            raise SettingsError("the settings file does not exist", location=Location(display))
-        doc, problems = load_document(path, display)
-        if problems:
-            first = problems[0]
-            # The loader speaks of declarations; say what a settings file must be instead.
-            if first.code == "empty-file":
-                doc = None  # only comments: every setting keeps its default
-            elif first.code == "not-a-mapping":
-                raise SettingsError(
-                    "a settings file is a mapping of setting names to values (name: value)",
-                    location=first.location,
-                    code=first.code,
-                )
-            else:
-                raise SettingsError(first.message, location=first.location, code=first.code)
-        if doc is not None:
-            data = dict(doc.data)
-            positions = doc
+    doc = _read_settings_file(path, display, explicit) if path is not None else None
+    data: dict[str, Any] = dict(doc.data) if doc is not None else {}
     data.update(_from_env(environ))
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         settings = HostSettings.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in err["loc"])
-        where = Location(display, yaml_path=field)
-        unknown = err["type"] == "extra_forbidden"
-        if positions is not None and err["loc"]:
-            # An unknown name is shown at the name, a bad value at the value.
-            where = positions.location(tuple(err["loc"])[:1], key=unknown)
-        if unknown:
-            close = difflib.get_close_matches(field, list(HostSettings.model_fields), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", field):
-                # Not a setting's name at all: the file given is some other file (a link to
-                # /etc/shadow), whose content is not ours to print.
-                raise SettingsError(
-                    "this is not a settings file: its first key is no setting name",
-                    location=where,
-                ) from None
-            raise SettingsError(f"unknown setting '{field}'{hint}", location=where) from None
-        source = (
-            "environment variable " + ENV_PREFIX + field.upper()
-            if field.upper() in {k[len(ENV_PREFIX) :] for k in environ if k.startswith(ENV_PREFIX)}
-            else f"setting '{field}'"
-        )
-        raise SettingsError(f"{source}: {err['msg']}", location=where) from None
+        raise _refusal(exc, display, doc, environ) from None
     if settings.uid_min > settings.uid_max:
         raise SettingsError("uid_min must not be greater than uid_max", location=Location(display))
     if root is not None:
         settings = settings.rooted(root)
     return settings
+
+
+def _settings_file(
+    path: Path | None, root: Path | None, environ: Mapping[str, str]
+) -> tuple[Path | None, bool]:
+    """The settings file to read, if any, and whether it was asked for (a file asked for
+    must exist; a default one may be absent)."""
+    if path is not None:
+        return path, True
+    if environ.get(ENV_PREFIX + "SETTINGS"):
+        return Path(environ[ENV_PREFIX + "SETTINGS"]), True
+    if root is None:
+        return (DEFAULT_SETTINGS_FILE if DEFAULT_SETTINGS_FILE.exists() else None), False
+    # A trial root is a host of its own: its settings file is the one `provisioner init
+    # --root` writes there, never the real host's.
+    rooted_default = root / DEFAULT_SETTINGS_FILE.relative_to("/")
+    return (rooted_default if rooted_default.is_file() else None), False
+
+
+def _read_settings_file(path: Path, display: str, explicit: bool) -> SourceDocument | None:
+    """The settings file's document, or None when it holds only comments (every setting
+    keeps its default)."""
+    from provisioner.source import load_document
+
+    if not path.exists() and explicit:
+        raise SettingsError("the settings file does not exist", location=Location(display))
+    doc, problems = load_document(path, display)
+    if not problems:
+        return doc
+    first = problems[0]
+    # The loader speaks of declarations; say what a settings file must be instead.
+    if first.code == "empty-file":
+        return None
+    if first.code == "not-a-mapping":
+        raise SettingsError(
+            "a settings file is a mapping of setting names to values (name: value)",
+            location=first.location,
+            code=first.code,
+        )
+    raise SettingsError(first.message, location=first.location, code=first.code)
+
+
+def _refusal(
+    exc: ValidationError,
+    display: str,
+    doc: SourceDocument | None,
+    environ: Mapping[str, str],
+) -> SettingsError:
+    """The first setting at fault, named where it was given: the file, or the environment."""
+    err = exc.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in err["loc"])
+    where = Location(display, yaml_path=field)
+    unknown = err["type"] == "extra_forbidden"
+    if doc is not None and err["loc"]:
+        # An unknown name is shown at the name, a bad value at the value.
+        where = doc.location(tuple(err["loc"])[:1], key=unknown)
+    if unknown:
+        return _unknown_setting(field, where)
+    given = {k[len(ENV_PREFIX) :] for k in environ if k.startswith(ENV_PREFIX)}
+    if field.upper() in given:
+        source = "environment variable " + ENV_PREFIX + field.upper()
+    else:
+        source = f"setting '{field}'"
+    return SettingsError(f"{source}: {err['msg']}", location=where)
+
+
+def _unknown_setting(field: str, where: Location) -> SettingsError:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", field):
+        # Not a setting's name at all: the file given is some other file (a link to
+        # /etc/shadow), whose content is not ours to print.
+        return SettingsError(
+            "this is not a settings file: its first key is no setting name", location=where
+        )
+    close = difflib.get_close_matches(field, list(HostSettings.model_fields), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return SettingsError(f"unknown setting '{field}'{hint}", location=where)
