@@ -11,9 +11,12 @@ A case directory holds what the planner reads and what it must decide:
 - `expected/plan.json`: the plan, with the root written as `$ROOT` and the opaque digests of
   the fingerprints as `<sha256>`.
 
-Every case is computed for the same fixed root, PLAN_ROOT: sizes and hashes of rendered files
-(which hold absolute paths) are then the same on every machine. The recorded host is laid out
-there for the run and removed afterwards, under a lock, so two runs cannot share it.
+Every case is computed in the same fixed place, PLAN_BASE: the host is laid out in its `root/`
+(sizes and hashes of rendered files, which hold absolute paths, are then the same on every
+machine) and the declarations are copied to its `declarations/`, outside any Git work tree (in
+the checkout, the declarations root would be the repository and every declared path would
+differ from the one the state recorded). Both are removed after the run, under a lock, so two
+runs cannot share them.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ from provisioner.state import Registration, StateSnapshot
 
 PLANS = Path(__file__).resolve().parent / "plans"
 ROOT_TOKEN = "$ROOT"
-# The root every case is planned for. It is not a temporary directory: rendered files name
-# it, and their hashes and sizes are part of the expected plans.
-PLAN_ROOT = Path("/srv/sftp-provisioner-plans")
+# Where every case is planned. Not a temporary directory: rendered files name the root, and
+# their hashes and sizes are part of the expected plans.
+PLAN_BASE = Path("/srv/sftp-provisioner-plans")
+PLAN_ROOT = PLAN_BASE / "root"
 PLAN_LOCK = Path("/run/lock/sftp-provisioner-plans.lock")
 # 2026-11-29 20:30 UTC, as conftest.NOW: inside the validity of the example certificates.
 DEFAULT_NOW = datetime(2026, 11, 29, 20, 30, tzinfo=UTC)
@@ -202,17 +206,20 @@ def materialise(host: Mapping[str, Any], root: Path) -> None:
 
 
 @contextmanager
-def laid_out(host: Mapping[str, Any], root: Path = PLAN_ROOT) -> Iterator[Path]:
-    """The recorded host under `root` for the time of the block, one run at a time."""
+def laid_out(case: Case, base: Path = PLAN_BASE) -> Iterator[Path]:
+    """The case's host in `base/root` and its declarations in `base/declarations` for the
+    time of the block, one run at a time; yields `base`."""
     PLAN_LOCK.parent.mkdir(parents=True, exist_ok=True)
     with open(PLAN_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            _remove(root)
-            materialise(host, root)
-            yield root
+            _remove(base)
+            base.mkdir(parents=True)
+            materialise(case.host(), base / "root")
+            shutil.copytree(case.declarations, base / "declarations")
+            yield base
         finally:
-            _remove(root)
+            _remove(base)
 
 
 def _remove(root: Path) -> None:
@@ -293,21 +300,21 @@ def case_directories() -> list[Path]:
     return sorted(p for p in PLANS.iterdir() if p.is_dir() and (p / "case.yaml").exists())
 
 
-def reconcile(case: Case, root: Path) -> Reconciliation:
-    """compute() for the case, with the case directory as the working directory."""
+def reconcile(case: Case, base: Path) -> Reconciliation:
+    """compute() for a case laid out in `base` (see `laid_out`), run from there."""
     return compute(
-        case.host_settings(root),
-        [case.declarations],
+        case.host_settings(base / "root"),
+        [base / "declarations"],
         case.snapshot(),
         now=case.now,
-        cwd=case.directory,
+        cwd=base,
         use_cache=case.use_cache,
     )
 
 
 def plan_of(case: Case) -> Plan:
-    with laid_out(case.host()) as root:
-        return reconcile(case, root).plan
+    with laid_out(case) as base:
+        return reconcile(case, base).plan
 
 
 def normalised(plan: Plan, root: Path = PLAN_ROOT) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +64,9 @@ class Bench:
     def settings(self) -> HostSettings:
         return settings_for(self.extra, self.root)
 
-    def apply(self) -> None:
+    def apply(self, now: datetime = APPLIED) -> None:
         with StateStore.open(self.settings().state_url) as store:
-            result = apply(self.settings(), [self.decls], store, now=APPLIED, cwd=self.base)
+            result = apply(self.settings(), [self.decls], store, now=now, cwd=self.base)
         assert not result.plan.refused, result.plan.refused
 
     def quality(self, name: str) -> Path:
@@ -319,6 +319,60 @@ def removal_guard(bench: Bench) -> str:
     return (
         "Two removals over a threshold of one (max_removals) are planned with the guard's "
         "verdict that apply refuses them."
+    )
+
+
+@scenario("key-taken")
+def key_taken(bench: Bench) -> str:
+    bench.apply()
+    text = bench.quality(EN_ONDERNEMING).read_text("utf-8")
+    backup = "ssh-ed25519 " + text.split("        - ssh-ed25519 ", 1)[1].split("\n", 1)[0]
+    add_key(bench, EN_SECSOC, backup.replace("backup@onderneming", "stolen"))
+    return (
+        "A key already on a live channel, declared by another quality, refuses the newcomer "
+        "(held without it); the owner keeps the key."
+    )
+
+
+@scenario("identity-changed")
+def identity_changed(bench: Bench) -> str:
+    bench.apply()
+    bench.edit(EN_ONDERNEMING, '"0403.170.701"', '"0403.170.702"')
+    return (
+        "A file that declared a quality and now names another number refuses and holds it: "
+        "a typo removes nobody."
+    )
+
+
+@scenario("quality-returns")
+def quality_returns(bench: Bench) -> str:
+    bench.apply(APPLIED - timedelta(days=1))
+    kept = bench.decls.parent / "kept.yaml"
+    bench.quality(EN_ONDERNEMING).rename(kept)
+    bench.apply()
+    kept.rename(bench.quality(EN_ONDERNEMING))
+    return "A removed quality declared again gets its sender number and uid back, never new ones."
+
+
+@scenario("drift-missing")
+def drift_missing(bench: Bench) -> str:
+    bench.apply()
+    bench.at(f"{KEYS}/{USER_SECSOC}").unlink()
+    bench.at(f"srv/sftp/{USER_ONDERNEMING}/OUT").rmdir()
+    bench.at("var/lib/sftp-gateway/routing.json").unlink()
+    return "Managed paths deleted by hand are created again."
+
+
+@scenario("key-expired")
+def key_expired(bench: Bench) -> str:
+    marker = "      ssh_keys:\n"
+    # 28 November ends at 23:59 in Brussels: valid at the apply, past at the plan.
+    limited = f"        - key: {ssh_key(32, 'shortlived@secsoc')}\n          expires: 2026-11-28\n"
+    bench.edit(EN_SECSOC, marker, marker + limited)
+    bench.apply()
+    return (
+        "A key whose expires date passed since the last apply changes nothing: its line "
+        "carries expiry-time, and sshd refuses it from then on."
     )
 
 
