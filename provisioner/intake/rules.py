@@ -23,6 +23,7 @@ from typing import Protocol
 from cryptography import x509
 
 from provisioner.intake.anomalies import Finding
+from provisioner.intake.names import SetKey
 from provisioner.intake.routing import Channel
 from provisioner.intake.sets import SetFile, UploadSet
 from provisioner.intake.uploads import DIRECTORY_OF
@@ -68,14 +69,35 @@ def structure(
     upload_set: UploadSet, uploader: Channel | None, *, max_file_size: int
 ) -> list[Finding]:
     """Every rule that names, sizes, the directory and the routing table decide."""
+    out = _file_findings(upload_set, max_file_size)
+    if upload_set.kind == "malformed" or upload_set.key is None:
+        return sorted(set(out))
+    key = upload_set.key
+    out.extend(_channel_findings(upload_set, key, uploader))
+    if upload_set.kind == "no-go":
+        out.extend(
+            Finding(f.name, 130, "no GO file within the waiting time") for f in upload_set.files
+        )
+    elif upload_set.kind != "td":
+        out.extend(_go_set_findings(upload_set, key))
+    return sorted(set(out))
+
+
+def _file_findings(upload_set: UploadSet, max_file_size: int) -> list[Finding]:
+    """What each file says on its own: its name's anomalies and 184 (too large)."""
     out: list[Finding] = []
     for f in upload_set.files:
         out.extend(f.check.findings)
         if f.upload.size > max_file_size:
             out.append(Finding(f.name, 184, f"{f.upload.size} bytes; at most {max_file_size}"))
-    if upload_set.kind == "malformed" or upload_set.key is None:
-        return sorted(set(out))
-    key = upload_set.key
+    return out
+
+
+def _channel_findings(
+    upload_set: UploadSet, key: SetKey, uploader: Channel | None
+) -> list[Finding]:
+    """108 (sender), 118/119/257 (directory) and 154 (purpose): the set against its uploader."""
+    out: list[Finding] = []
     if uploader is None:
         # Not in the routing table any more (removed since it uploaded): nobody's sender.
         out.extend(
@@ -96,47 +118,58 @@ def structure(
             Finding(f.name, 154, "purpose not carried by the channel's applications")
             for f in upload_set.files
         )
-    if upload_set.kind == "no-go":
-        out.extend(
-            Finding(f.name, 130, "no GO file within the waiting time") for f in upload_set.files
-        )
-        return sorted(set(out))
-    if upload_set.kind == "td":
-        return sorted(set(out))
+    return out
+
+
+def _go_set_findings(upload_set: UploadSet, key: SetKey) -> list[Finding]:
+    """A set its GO starts: 107 (a TD too), then its parts and its signature files."""
+    out = [
+        Finding(f.name, 107, "a GO and a TD for one set")
+        for f in upload_set.files
+        if f.kind == "TD"
+    ]
+    # A "go" set holds its GO by construction (intake/sets.py).
     gos = [f for f in upload_set.files if f.kind == "GO"]
-    if any(f.kind == "TD" for f in upload_set.files):
-        out.extend(
-            Finding(f.name, 107, "a GO and a TD for one set")
-            for f in upload_set.files
-            if f.kind == "TD"
-        )
     go = gos[0]
-    announced = go.check.parsed.parts_number if go.check.parsed else None
     fis = [f for f in upload_set.files if f.kind == "FI"]
     fss = [f for f in upload_set.files if f.kind == "FS"]
-    if announced is not None and announced > 0:
-        for f in fis:
-            n = f.check.parsed.parts_number if f.check.parsed else None
-            if n is not None and n != announced:
-                out.append(Finding(f.name, 122, f"announces {n} parts, the GO {announced}"))
-        present = {f.check.parsed.part_number for f in fis if f.check.parsed}
-        if len(fis) != announced or present != set(range(1, announced + 1)):
-            out.append(Finding(go.name, 120, f"{len(fis)} declaration files for {announced} parts"))
+    out.extend(_parts_findings(go, fis))
+    out.extend(_pairing_findings(key, fis, fss))
+    return out
+
+
+def _parts_findings(go: SetFile, fis: Sequence[SetFile]) -> list[Finding]:
+    """122 (an FI announces other PARTS than the GO) and 120 (missing or extra parts)."""
+    announced = go.check.parsed.parts_number if go.check.parsed else None
+    if announced is None or announced <= 0:
+        return []
+    out: list[Finding] = []
+    for f in fis:
+        n = f.check.parsed.parts_number if f.check.parsed else None
+        if n is not None and n != announced:
+            out.append(Finding(f.name, 122, f"announces {n} parts, the GO {announced}"))
+    present = {f.check.parsed.part_number for f in fis if f.check.parsed}
+    if len(fis) != announced or present != set(range(1, announced + 1)):
+        out.append(Finding(go.name, 120, f"{len(fis)} declaration files for {announced} parts"))
+    return out
+
+
+def _pairing_findings(key: SetKey, fis: Sequence[SetFile], fss: Sequence[SetFile]) -> list[Finding]:
+    """121 (any FS in a simulation set), else 123/124: every FI has its FS and back."""
     if key.env == "S":
-        out.extend(Finding(f.name, 121, "simulation files are not signed") for f in fss)
-    else:
-        fi_by, fs_by = _numbering(fis), _numbering(fss)
-        out.extend(
-            Finding(f.name, 123, "no FS with the same numbering")
-            for n, f in fi_by.items()
-            if n not in fs_by
-        )
-        out.extend(
-            Finding(f.name, 124, "no FI with the same numbering")
-            for n, f in fs_by.items()
-            if n not in fi_by
-        )
-    return sorted(set(out))
+        return [Finding(f.name, 121, "simulation files are not signed") for f in fss]
+    fi_by, fs_by = _numbering(fis), _numbering(fss)
+    missing_fs = [
+        Finding(f.name, 123, "no FS with the same numbering")
+        for n, f in fi_by.items()
+        if n not in fs_by
+    ]
+    missing_fi = [
+        Finding(f.name, 124, "no FI with the same numbering")
+        for n, f in fs_by.items()
+        if n not in fi_by
+    ]
+    return missing_fs + missing_fi
 
 
 def signatures(
