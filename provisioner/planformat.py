@@ -116,6 +116,21 @@ def render_text(
     plan: Plan, *, diffs: bool = True, unchanged: bool = False, summary_only: bool = False
 ) -> str:
     out = ["Channels:"]
+    out += _text_channels(plan, unchanged=unchanged)
+    out += _text_path_changes(plan, diffs=diffs, summary_only=summary_only)
+    out += _text_unknown_files(plan, summary_only=summary_only)
+    out.extend(f"note: {note}" for note in plan.notes)
+    guard = _guard_line(plan)
+    if guard:
+        out.append(f"removal guard: {guard}")
+    out.append("")
+    out.append(("Plan: " if plan.has_changes else "No changes. ") + summary(plan))
+    return "\n".join(out) + "\n"
+
+
+def _text_channels(plan: Plan, *, unchanged: bool) -> list[str]:
+    """One line per channel shown (and its reasons), then the declarations refused unread."""
+    out: list[str] = []
     shown = [c for c in plan.channels if unchanged or c.action is not ChannelAction.UNCHANGED]
     for ch in shown:
         out.append(_channel_line(ch))
@@ -126,36 +141,36 @@ def render_text(
     if plan.unidentified:
         out.append(UNIDENTIFIED)
         out.extend(f"  ! {reason}" for reason in plan.unidentified)
-    if plan.changes and summary_only:
-        out.append("")
-        out.append(f"({_plural(len(plan.changes), 'path change')} on the host not shown)")
-    elif plan.changes:
-        out.append("")
-        out.append("Changes on the host:")
+    return out
+
+
+def _text_path_changes(plan: Plan, *, diffs: bool, summary_only: bool) -> list[str]:
+    """Every path change with its facts, then the diffs of what is created or updated."""
+    if not plan.changes:
+        return []
+    if summary_only:
+        return ["", f"({_plural(len(plan.changes), 'path change')} on the host not shown)"]
+    out = ["", "Changes on the host:"]
+    for change in plan.changes:
+        facts = path_facts(change)
+        details = f" ({'; '.join(facts)})" if facts else ""
+        out.append(f"  {change.action.value:<8} {change.kind:<4} {change.path}{details}")
+    if diffs:
         for change in plan.changes:
-            facts = path_facts(change)
-            details = f" ({'; '.join(facts)})" if facts else ""
-            out.append(f"  {change.action.value:<8} {change.kind:<4} {change.path}{details}")
-        if diffs:
-            for change in plan.changes:
-                if change.diff and change.action in (PathAction.CREATE, PathAction.UPDATE):
-                    out.append("")
-                    out.append(change.diff.rstrip("\n"))
-    if plan.unknown and summary_only:
-        out.append("")
-        out.append(f"({_plural(len(plan.unknown), 'unknown file')} in managed directories)")
-    elif plan.unknown:
-        out.append("")
-        out.append("Unknown files in managed directories (reported, never deleted):")
-        out.extend(f"  ? {path}" for path in plan.unknown)
-    for note in plan.notes:
-        out.append(f"note: {note}")
-    guard = _guard_line(plan)
-    if guard:
-        out.append(f"removal guard: {guard}")
-    out.append("")
-    out.append(("Plan: " if plan.has_changes else "No changes. ") + summary(plan))
-    return "\n".join(out) + "\n"
+            if change.diff and change.action in (PathAction.CREATE, PathAction.UPDATE):
+                out.append("")
+                out.append(change.diff.rstrip("\n"))
+    return out
+
+
+def _text_unknown_files(plan: Plan, *, summary_only: bool) -> list[str]:
+    if not plan.unknown:
+        return []
+    if summary_only:
+        return ["", f"({_plural(len(plan.unknown), 'unknown file')} in managed directories)"]
+    out = ["", "Unknown files in managed directories (reported, never deleted):"]
+    out.extend(f"  ? {path}" for path in plan.unknown)
+    return out
 
 
 # --- JSON ----------------------------------------------------------------------------------
@@ -231,6 +246,11 @@ class _Budget:
         self.lines.extend(lines)
         self.used += sum(len(ln) + 1 for ln in lines)
 
+    def share(self, fraction: float) -> _Budget:
+        """A part of what is left, so that one section cannot crowd out the next."""
+        rest = None if self.limit is None else int((self.limit - self.used) * fraction)
+        return _Budget(rest, 0)
+
 
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
@@ -294,6 +314,22 @@ def _where_full(full_plan: str | None) -> str:
     return f"the full plan (JSON, every diff): {_code(full_plan)}"
 
 
+class _LeftOut:
+    """What a shortened Markdown plan does not show, counted by kind in the order met."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, what: str, n: int = 1) -> None:
+        self.counts[what] = self.counts.get(what, 0) + n
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
+
+    def __str__(self) -> str:
+        return ", ".join(_plural(n, what) for what, n in self.counts.items())
+
+
 def render_markdown(
     plan: Plan,
     *,
@@ -311,6 +347,32 @@ def render_markdown(
     """
     where = _where_full(full_plan)
     budget = _Budget(max_chars, reserve=600 + len(where))
+    left = _LeftOut()
+    _md_header(budget, plan)
+    # Why a quality is refused first: the exit code is 1 because of them.
+    _md_refusals(budget, plan, left)
+    listed = _listed(plan)
+    _md_channel_table(budget, listed, left, summary_only=summary_only)
+    if not summary_only:
+        _md_path_details(budget, plan, listed, left, diffs=diffs)
+        _md_unknown_files(budget, plan, left)
+    elif plan.changes:
+        budget.force(f"_{_plural(len(plan.changes), 'path change')} not shown in this summary_")
+
+    if left:
+        limit = f"{max_chars:,}" if max_chars else "its"
+        budget.force(
+            "",
+            f"> :scissors: **Shortened to stay under {limit} characters**: {left} not shown "
+            f"(the counts above are complete); {where}.",
+        )
+    elif summary_only and plan.changes:
+        budget.force("", f"> {where[0].upper()}{where[1:]}.")
+    return "\n".join(budget.lines) + "\n"
+
+
+def _md_header(budget: _Budget, plan: Plan) -> None:
+    """The counts, the removal guard and the notes: always shown, whatever the limit."""
     c = plan.counts()
     budget.force(
         f"### sftp-provisioner plan: {summary(plan)}",
@@ -330,91 +392,83 @@ def render_markdown(
         text = note if len(note) <= 1_000 else note[:1_000] + " …"
         budget.force(f"> {_md_escape(text)}", "")
 
-    left: dict[str, int] = {}
 
-    def omitted(what: str, n: int = 1) -> None:
-        left[what] = left.get(what, 0) + n
-
-    def share(fraction: float) -> _Budget:
-        # A part of what is left, so that one section cannot crowd out the next.
-        rest = None if budget.limit is None else int((budget.limit - budget.used) * fraction)
-        return _Budget(rest, 0)
-
-    # Why a quality is refused first: the exit code is 1 because of them.
-    part = share(0.5)
+def _md_refusals(budget: _Budget, plan: Plan, left: _LeftOut) -> None:
+    """The refused channels with their reasons, then the declarations refused unread."""
+    part = budget.share(0.5)
     for ch in plan.refused:
         lines = [f"- :no_entry: **{ch.technical_user or ch.enterprise_number}** refused:"]
         lines.extend(f"  - {_md_escape(r)}" for r in ch.reasons)
         if not (part.add(*lines) and budget.add(*lines)):
-            omitted("refusal")
+            left.add("refusal")
     if plan.unidentified:
         budget.add(f"- :no_entry: {UNIDENTIFIED}")
         for i, reason in enumerate(plan.unidentified):
             line = f"  - {_md_escape(reason)}"
             if not (part.add(line) and budget.add(line)):
-                omitted("refused declaration", len(plan.unidentified) - i)
+                left.add("refused declaration", len(plan.unidentified) - i)
                 break
     if plan.refused or plan.unidentified:
         budget.force("")
 
-    listed = _listed(plan)
-    if listed:
-        budget.force(
-            "| | action | sender | technical user | enterprise number | declaration |",
-            "|---|---|---|---|---|---|",
-        )
-        # With details to come, at most half of what is left: the host-wide files' diffs
-        # (the sshd configuration) and some channels' details must still fit.
-        table = share(1.0 if summary_only else 0.5)
-        for i, ch in enumerate(listed):
-            row = _channel_row(ch)
-            if not (table.add(row) and budget.add(row)):
-                omitted("channel", len(listed) - i)
-                break
-        budget.force("")
 
-    if not summary_only:
-        per_channel = _changes_by_channel(plan)
-        blocks: list[tuple[str, list[PathChange]]] = []
-        host = per_channel.pop(None, [])
-        if host:
-            blocks.append((f"host-wide files: {_plural(len(host), 'path change')}", host))
-        for ch in listed:
-            changes = _pop_changes(per_channel, ch)
-            if changes:
-                blocks.append((_channel_title(ch, len(changes)), changes))
-        for en, changes in per_channel.items():  # a path of a channel the plan does not list
-            blocks.append((f"<code>{html.escape(str(en))}</code>", changes))
-        for title, changes in blocks:
-            if budget.add(*_details_block(title, changes, diffs=diffs)):
-                continue
-            # Without its diffs, a channel's owners and modes may still fit.
-            if diffs and budget.add(
-                *_details_block(title + " (diffs left out)", changes, diffs=False)
-            ):
-                omitted("diff", sum(1 for x in changes if x.diff))
-                continue
-            omitted("path change", len(changes))
-        if plan.unknown:
-            budget.force("", "**Unknown files** (reported, never deleted):")
-            for i, path in enumerate(plan.unknown):
-                if not budget.add(f"- {_code(path)}"):
-                    omitted("unknown file", len(plan.unknown) - i)
-                    break
-    elif plan.changes:
-        budget.force(f"_{_plural(len(plan.changes), 'path change')} not shown in this summary_")
+def _md_channel_table(
+    budget: _Budget, listed: list[ChannelPlan], left: _LeftOut, *, summary_only: bool
+) -> None:
+    if not listed:
+        return
+    budget.force(
+        "| | action | sender | technical user | enterprise number | declaration |",
+        "|---|---|---|---|---|---|",
+    )
+    # With details to come, at most half of what is left: the host-wide files' diffs
+    # (the sshd configuration) and some channels' details must still fit.
+    table = budget.share(1.0 if summary_only else 0.5)
+    for i, ch in enumerate(listed):
+        row = _channel_row(ch)
+        if not (table.add(row) and budget.add(row)):
+            left.add("channel", len(listed) - i)
+            break
+    budget.force("")
 
-    if left:
-        parts = ", ".join(_plural(n, what) for what, n in left.items())
-        limit = f"{max_chars:,}" if max_chars else "its"
-        budget.force(
-            "",
-            f"> :scissors: **Shortened to stay under {limit} characters**: {parts} not shown "
-            f"(the counts above are complete); {where}.",
-        )
-    elif summary_only and plan.changes:
-        budget.force("", f"> {where[0].upper()}{where[1:]}.")
-    return "\n".join(budget.lines) + "\n"
+
+def _detail_blocks(plan: Plan, listed: list[ChannelPlan]) -> list[tuple[str, list[PathChange]]]:
+    """The path changes as folded blocks: host-wide files first, then each listed channel's."""
+    per_channel = _changes_by_channel(plan)
+    blocks: list[tuple[str, list[PathChange]]] = []
+    host = per_channel.pop(None, [])
+    if host:
+        blocks.append((f"host-wide files: {_plural(len(host), 'path change')}", host))
+    for ch in listed:
+        changes = _pop_changes(per_channel, ch)
+        if changes:
+            blocks.append((_channel_title(ch, len(changes)), changes))
+    for en, changes in per_channel.items():  # a path of a channel the plan does not list
+        blocks.append((f"<code>{html.escape(str(en))}</code>", changes))
+    return blocks
+
+
+def _md_path_details(
+    budget: _Budget, plan: Plan, listed: list[ChannelPlan], left: _LeftOut, *, diffs: bool
+) -> None:
+    for title, changes in _detail_blocks(plan, listed):
+        if budget.add(*_details_block(title, changes, diffs=diffs)):
+            continue
+        # Without its diffs, a channel's owners and modes may still fit.
+        if diffs and budget.add(*_details_block(title + " (diffs left out)", changes, diffs=False)):
+            left.add("diff", sum(1 for x in changes if x.diff))
+            continue
+        left.add("path change", len(changes))
+
+
+def _md_unknown_files(budget: _Budget, plan: Plan, left: _LeftOut) -> None:
+    if not plan.unknown:
+        return
+    budget.force("", "**Unknown files** (reported, never deleted):")
+    for i, path in enumerate(plan.unknown):
+        if not budget.add(f"- {_code(path)}"):
+            left.add("unknown file", len(plan.unknown) - i)
+            break
 
 
 def _guard_line(plan: Plan) -> str | None:
