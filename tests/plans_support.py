@@ -249,6 +249,8 @@ class Case:
     now: datetime
     use_cache: bool
     settings: dict[str, Any] = field(default_factory=dict)
+    # Another case whose plan this one must equal, fingerprints included (see test_plans).
+    same_plan_as: str | None = None
 
     @property
     def name(self) -> str:
@@ -293,6 +295,7 @@ def load_case(directory: Path) -> Case:
         now=now or DEFAULT_NOW,
         use_cache=bool(meta.get("use_cache", True)),
         settings=dict(_yaml(directory / "settings.yaml") or {}),
+        same_plan_as=meta.get("same_plan_as"),
     )
 
 
@@ -323,10 +326,16 @@ def normalised(plan: Plan, root: Path = PLAN_ROOT) -> dict[str, Any]:
     The fingerprints digest what the plan was computed from (settings dumps, absolute paths):
     their form is checked, their value is not (it changes with every unrelated setting).
     """
-    data = _rooted(plan.to_json(), str(root))
+    data = exact(plan, root)
     for name, value in data["fingerprints"].items():
         if isinstance(value, str) and _DIGEST.fullmatch(value):
             data["fingerprints"][name] = "<sha256>"
+    return data
+
+
+def exact(plan: Plan, root: Path = PLAN_ROOT) -> dict[str, Any]:
+    """The plan with `$ROOT` for the root and nothing else hidden: digests as computed."""
+    data = _rooted(plan.to_json(), str(root))
     assert isinstance(data, dict)
     return data
 

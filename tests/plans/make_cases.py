@@ -384,6 +384,10 @@ PLAN_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+# Cases whose plan must equal another's, fingerprints included.
+SAME_PLAN_AS: dict[str, str] = {"settings-no-render": "nothing-changed"}
+
+
 def make(name: str) -> Path:
     settings, fn = SCENARIOS[name]
     target = PLANS / name
@@ -404,9 +408,10 @@ def make(name: str) -> Path:
         )
     elif settings_file.exists():
         settings_file.unlink()
-    (target / "case.yaml").write_text(
-        f"why: {json.dumps(why)}\nnow: {DEFAULT_NOW.isoformat()}\n", "utf-8"
-    )
+    meta = f"why: {json.dumps(why)}\nnow: {DEFAULT_NOW.isoformat()}\n"
+    if name in SAME_PLAN_AS:
+        meta += f"same_plan_as: {SAME_PLAN_AS[name]}\n"
+    (target / "case.yaml").write_text(meta, "utf-8")
     return target
 
 
