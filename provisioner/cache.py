@@ -85,6 +85,40 @@ _DEPENDENCIES = (
 Stamp = list[int]
 
 
+class RefEntry(NamedTuple):
+    """A file a declaration references, as it was when the entry was made: its state
+    (`declarations.ref_state`) and, once it had settled, its stat stamp."""
+
+    state: str
+    stamp: Stamp | None
+
+
+class Entry(NamedTuple):
+    """The index entry of one checked declaration; stored as a JSON array, in this order."""
+
+    display: str
+    digest: str
+    stamp: Stamp | None
+    refs: dict[str, RefEntry]
+    row_sum: str  # checksum of its summary row
+    full_sum: str  # checksum of its whole result ("" for the summary kind's entries)
+
+    @classmethod
+    def of_json(cls, value: Any) -> Entry:
+        """TypeError or ValueError if `value` is not an entry as `save` writes it."""
+        display, digest, stamp, refs, row_sum, full_sum = value
+        if not isinstance(refs, dict):
+            raise TypeError("not an entry")
+        return cls(
+            display,
+            digest,
+            stamp,
+            {c: RefEntry(*ref) for c, ref in refs.items()},
+            row_sum,
+            full_sum,
+        )
+
+
 # --- what the cache depends on -------------------------------------------------------------
 
 
@@ -476,7 +510,18 @@ def _row_types() -> _RowTypes:
     )
 
 
-def _loc_row(loc: Location | None, display: str) -> list[Any] | None:
+def _entries_of(stored: dict[str, Any]) -> dict[str, Entry]:
+    """The index's entries; a damaged one is left out (its file is checked again)."""
+    entries = {}
+    for key, value in stored.items():
+        try:
+            entries[key] = Entry.of_json(value)
+        except (TypeError, ValueError):
+            continue
+    return entries
+
+
+def _loc_row(loc: Location | None, display: str) -> LocRow | None:
     # Most locations are in the file itself: its name is not repeated.
     if loc is None:
         return None
@@ -485,7 +530,7 @@ def _loc_row(loc: Location | None, display: str) -> list[Any] | None:
     return [loc.file, loc.line, loc.column, loc.yaml_path]
 
 
-def _loc(row: list[Any] | None, display: str) -> Location | None:
+def _loc(row: LocRow | None, display: str) -> Location | None:
     if row is None:
         return None
     location = _row_types().location
@@ -494,21 +539,50 @@ def _loc(row: list[Any] | None, display: str) -> Location | None:
     return location(row[0], row[1], row[2], row[3])
 
 
-def _at(row: list[Any], display: str) -> Location:
+def _at(row: LocRow, display: str) -> Location:
     loc = _loc(row, display)
     if loc is None:
         raise ValueError("a key without its location")
     return loc
 
 
-def summary_row(s: FileSummary) -> list[Any]:
+LocRow = list[Any]  # [line, column, yaml_path], with the file first when it is another file
+CertRow = list[Any]  # the fields of CertificateInfo, in their order, dates as ISO 8601
+KeyRow = list[Any]  # [fingerprint, LocRow, expiry or None]
+
+
+class SummaryRow(NamedTuple):
+    """A `FileSummary` as JSON values, stored as an array in this order: the reconciler reads
+    10,000 of them on every run, and an array of values decodes much faster than objects."""
+
+    display: str
+    digest: str
+    refs: dict[str, str]
+    diagnostics: str
+    enterprise_number: str | None
+    enterprise_number_at: LocRow | None
+    technical_user: str | None
+    technical_user_at: LocRow | None
+    administrators: list[str]
+    administrators_at: LocRow | None
+    keys: list[KeyRow]
+    certificate: CertRow | None
+    certificate_at: LocRow | None
+    next_certificate: CertRow | None
+    next_certificate_at: LocRow | None
+    quality_type: str | None
+    quality_type_at: LocRow | None
+    sftp: bool
+
+
+def summary_row(s: FileSummary) -> SummaryRow:
     """`s` as a row of JSON values; `summary_from_row` gives back an equal summary."""
     diagnostics = encode_text(s.diagnostics) if s.diagnostics else ""
     if diagnostics is None:
         raise TypeError("diagnostics that cannot be cached")
     f = s.facts
     cert_row = _cert_row(s.certificate)
-    return [
+    return SummaryRow(
         s.display,
         s.digest,
         s.refs,
@@ -534,10 +608,10 @@ def summary_row(s: FileSummary) -> list[Any]:
         f.quality_type,
         _loc_row(f.quality_type_at, s.display),
         s.sftp,
-    ]
+    )
 
 
-def _cert_row(cert: CertificateInfo | None) -> list[Any] | None:
+def _cert_row(cert: CertificateInfo | None) -> CertRow | None:
     if cert is None:
         return None
     types = _row_types()
@@ -547,7 +621,7 @@ def _cert_row(cert: CertificateInfo | None) -> list[Any] | None:
     ]
 
 
-def _cert_of_row(cert: list[Any] | None) -> CertificateInfo | None:
+def _cert_of_row(cert: CertRow | None) -> CertificateInfo | None:
     if cert is None:
         return None
     types = _row_types()
@@ -557,10 +631,11 @@ def _cert_of_row(cert: list[Any] | None) -> CertificateInfo | None:
     return types.certificate(**values)
 
 
-def summary_from_row(row: list[Any]) -> FileSummary:
-    """The summary of a `summary_row`; KeyError, TypeError or ValueError if it is not one."""
+def summary_from_row(row: SummaryRow | list[Any]) -> FileSummary:
+    """The summary of a `summary_row` (or of the array it was stored as); KeyError, TypeError
+    or ValueError if it is not one."""
     types = _row_types()
-    if type(row) is not list or len(row) != 18:
+    if type(row) not in (list, SummaryRow) or len(row) != len(SummaryRow._fields):
         raise ValueError("not a summary row")
     (display, digest, refs, diags, en, en_at, user, user_at, admins, admins_at, keys, cert,
      cert_at, next_cert, next_at, qtype, qtype_at, sftp) = row  # fmt: skip
@@ -711,7 +786,7 @@ class ResultCache:
         self.full_dir = None if directory is None else directory / f"{base}.full"
         self.started_ns = time.time_ns() if started_ns is None else started_ns
         self.generation = ""
-        self.entries: dict[str, list[Any]] = {}
+        self.entries: dict[str, Entry] = {}
         self.memo: dict[str, Any] | None = None
         self.fresh: dict[str, tuple[str, str]] = {}  # (row, whole result) put in this run
         self._stored: dict[str, dict[str, str]] = {}  # file name -> path -> text
@@ -746,7 +821,7 @@ class ResultCache:
                 return
             entries, generation = data["entries"], data["generation"]
             if isinstance(entries, dict) and isinstance(generation, str):
-                self.entries, self.generation = entries, generation
+                self.entries, self.generation = _entries_of(entries), generation
                 memo = data.get("memo")
                 self.memo = memo if isinstance(memo, dict) else None
         except (KeyError, ValueError, RecursionError):
@@ -788,26 +863,26 @@ class ResultCache:
         if entry is None:
             return False
         try:
-            shown, digest, file_stamp, refs, _row_sum, _full_sum = entry
-            if shown != display:
+            if entry.display != display:
                 return False
             try:
                 st = os.stat(key)  # noqa: PTH116 - str paths: 10,000 Path objects cost
             except OSError:
                 return False
             stamp = stamp_of(st)
-            if stamp != file_stamp:
-                if _digest_of(key) != digest:
+            if stamp != entry.stamp:
+                if _digest_of(key) != entry.digest:
                     return False
                 if settled(st, self.started_ns):
-                    entry[2] = stamp
+                    self.entries[key] = entry = entry._replace(stamp=stamp)
                     self.restamped += 1
-            for candidate, ref in refs.items():
-                state, new_stamp = self.refs.state_and_stamp(candidate, ref[0], ref[1])
-                if state != ref[0]:
+            for candidate, ref in entry.refs.items():
+                state, new_stamp = self.refs.state_and_stamp(candidate, ref.state, ref.stamp)
+                if state != ref.state:
                     return False
                 if new_stamp is not None:
-                    ref[1] = new_stamp
+                    # A value replaced, no key added: iterating on is safe.
+                    entry.refs[candidate] = RefEntry(state, new_stamp)
                     self.restamped += 1
             return True
         except (OSError, TypeError, ValueError, AttributeError):
@@ -819,7 +894,6 @@ class ResultCache:
         return self.results([path], expected)[0]
 
     def _texts(self, paths: list[Path], full: bool) -> list[str | None]:
-        at = 5 if full else 4
         stored = self._load_results(self.results_name) if not full else {}
         ffd = None
         if full and paths and self.full_dir is not None:
@@ -830,14 +904,15 @@ class ResultCache:
                 key = str(path)
                 entry = self.entries.get(key)
                 text = stored.get(key)
-                if full and ffd is not None and entry is not None and isinstance(entry[at], str):
-                    raw = read_private(ffd, entry[at])
+                checksum = None if entry is None else entry.full_sum if full else entry.row_sum
+                if full and ffd is not None and isinstance(checksum, str):
+                    raw = read_private(ffd, checksum)
                     try:
                         text = None if raw is None else raw.decode("utf-8")
                     except UnicodeDecodeError:
                         text = None
                 # A missing or damaged text is a miss (a flipped byte in a key would parse).
-                ok = text is not None and entry is not None and _checksum(text) == entry[at]
+                ok = text is not None and checksum is not None and _checksum(text) == checksum
                 texts.append(text if ok else None)
         finally:
             if ffd is not None:
@@ -897,7 +972,7 @@ class ResultCache:
             st = os.stat(key)  # noqa: PTH116 - as above
         except OSError:
             return
-        refs: dict[str, list[Any]] = {}
+        refs: dict[str, RefEntry] = {}
         for candidate, state in result.refs.items():
             ref_stamp = None
             if state not in ("missing", "outside") and not state.endswith(
@@ -909,14 +984,16 @@ class ResultCache:
                         ref_stamp = stamp_of(ref_st)
                 except OSError:
                     pass
-            refs[candidate] = [state, ref_stamp]
+            refs[candidate] = RefEntry(state, ref_stamp)
         if payload is None:
             payload = payload_of(result, self.kind)
         if payload is None:
             return  # something we cannot represent exactly is simply not cached
         stamp = stamp_of(st) if settled(st, self.started_ns) else None
         row, full = payload
-        self.entries[key] = [display, result.digest, stamp, refs, _checksum(row), _checksum(full)]
+        self.entries[key] = Entry(
+            display, result.digest, stamp, refs, _checksum(row), _checksum(full)
+        )
         self.fresh[key] = payload
         self.dirty = True
 
@@ -929,8 +1006,8 @@ class ResultCache:
             entry = self.entries.get(str(path))
             if entry is None:
                 return ""
-            refs = "\x1f".join(sorted(f"{c}\x1e{state}" for c, (state, _) in entry[3].items()))
-            parts.append(f"{path}\x1d{display}\x1d{entry[1]}\x1d{refs}")
+            refs = "\x1f".join(sorted(f"{c}\x1e{ref.state}" for c, ref in entry.refs.items()))
+            parts.append(f"{path}\x1d{display}\x1d{entry.digest}\x1d{refs}")
         return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
 
     def set_memo(self, key: str, memo: dict[str, Any]) -> None:
@@ -955,11 +1032,11 @@ class ResultCache:
         if ffd is None:
             return
         try:
-            wanted = {e[5] for e in self.entries.values() if len(e) > 5}
+            wanted = {e.full_sum for e in self.entries.values()}
             for key, (_row, full) in self.fresh.items():
                 entry = self.entries.get(key)
                 if entry is not None and full:
-                    write_private(ffd, entry[5], full)
+                    write_private(ffd, entry.full_sum, full)
             for name in os.listdir(ffd):  # noqa: PTH208 - by descriptor, no symlink is followed
                 if name not in wanted:
                     with contextlib.suppress(OSError):
