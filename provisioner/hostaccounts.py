@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from provisioner.observe import observe_path
+from provisioner.observe import Observed, observe_path
 from provisioner.settings import HostSettings
 
 T = TypeVar("T")
@@ -52,9 +52,37 @@ class HostName:
         return f"{what} of this host ({self.database} database, {id_name} {self.ident})"
 
 
-def _ours(path: Path) -> dict[str, set[int]]:
+@dataclass(frozen=True, slots=True)
+class NameDatabases:
+    """What NSS says of the host's passwd and group databases: every listed entry (name ->
+    ids), whether the listing is the whole database, and how to look one name up."""
+
+    listed: dict[str, dict[str, set[int]]]
+    complete: dict[str, bool]
+    lookup: Callable[[str, str], int | None]
+
+    @classmethod
+    def of_host(cls) -> NameDatabases:
+        """This host's, through NSS: each database listed once."""
+        try:
+            nsswitch = NSSWITCH.read_text("utf-8", "replace")
+        except OSError:
+            nsswitch = None  # unknown sources: look new names up one by one
+        complete = {
+            db: nsswitch is not None and listing_is_complete(nsswitch, db)
+            for db in ("passwd", "group")
+        }
+        listed: dict[str, dict[str, set[int]]] = {"passwd": {}, "group": {}}
+        for pw in _safe(pwd.getpwall):
+            listed["passwd"].setdefault(pw.pw_name, set()).add(pw.pw_uid)
+        for gr in _safe(grp.getgrall):
+            listed["group"].setdefault(gr.gr_name, set()).add(gr.gr_gid)
+        return cls(listed, complete, _lookup)
+
+
+def _ours(path: Path, observe: Callable[[Path], Observed]) -> dict[str, set[int]]:
     """name -> ids of the entries in one of the extrausers files we write."""
-    data = observe_path(path).content  # never through a symlink
+    data = observe(path).content  # never through a symlink
     if data is None:
         return {}
     out: dict[str, set[int]] = {}
@@ -74,26 +102,24 @@ class HostNames:
     looked up on its own: only new channels pay for that.
     """
 
-    def __init__(self, settings: HostSettings) -> None:
+    def __init__(
+        self,
+        settings: HostSettings,
+        databases: NameDatabases | None = None,
+        observe: Callable[[Path], Observed] = observe_path,
+    ) -> None:
+        """`databases` and `observe`: this host's NSS and files unless given (a recorded
+        host's, see provisioner.hostview)."""
         # With --root these are the prefixed files of the trial: its entries are ours, and
         # the host's real databases are asked all the same.
         self._ours = {
-            "passwd": _ours(settings.extrausers_dir / "passwd"),
-            "group": _ours(settings.extrausers_dir / "group"),
+            "passwd": _ours(settings.extrausers_dir / "passwd", observe),
+            "group": _ours(settings.extrausers_dir / "group", observe),
         }
-        try:
-            nsswitch = NSSWITCH.read_text("utf-8", "replace")
-        except OSError:
-            nsswitch = None  # unknown sources: look new names up one by one
-        self._complete = {
-            db: nsswitch is not None and listing_is_complete(nsswitch, db)
-            for db in ("passwd", "group")
-        }
-        self._listed: dict[str, dict[str, set[int]]] = {"passwd": {}, "group": {}}
-        for pw in _safe(pwd.getpwall):
-            self._listed["passwd"].setdefault(pw.pw_name, set()).add(pw.pw_uid)
-        for gr in _safe(grp.getgrall):
-            self._listed["group"].setdefault(gr.gr_name, set()).add(gr.gr_gid)
+        databases = databases or NameDatabases.of_host()
+        self._complete = databases.complete
+        self._listed = databases.listed
+        self._lookup = databases.lookup
 
     def owner(self, name: str) -> HostName | None:
         """The host's entry for `name`, or None when only ours (or nobody) has it."""
@@ -105,7 +131,7 @@ class HostNames:
             foreign = self._listed[database].get(name, set()) - ours
             complete = self._complete[database]
             if not foreign and not known and not complete and name not in self._listed[database]:
-                looked = _lookup(database, name)
+                looked = self._lookup(database, name)
                 foreign = {looked} - ours if looked is not None else set()
             if foreign:
                 return HostName(database, min(foreign))

@@ -43,11 +43,11 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from provisioner import __version__
 from provisioner.cache import open_private_dir, read_private_file, settled, write_private
-from provisioner.observe import Observed
+from provisioner.observe import Lstat, Observed, lstat
 from provisioner.plan import digest_of
 from provisioner.resources import shipped
 from provisioner.settings import HostSettings
@@ -191,13 +191,12 @@ def stamp(
     return entry, Observed(path, "dir", entry[1], entry[2], entry[3])
 
 
-def _file_holds(entry: FileEntry) -> bool:
+def _file_holds(entry: FileEntry, lstat: Lstat) -> bool:
     path, uid, gid, mode, size, ino, mtime, ctime, _sha = entry
     if mtime is None:
         return False
-    try:
-        st = os.lstat(path)
-    except OSError:
+    st = lstat(path)
+    if st is None:
         return False
     return (
         st.st_mtime_ns == mtime
@@ -211,10 +210,9 @@ def _file_holds(entry: FileEntry) -> bool:
     )
 
 
-def _dir_holds(path: str, entry: DirEntry) -> bool:
-    try:
-        st = os.lstat(path)
-    except OSError:
+def _dir_holds(path: str, entry: DirEntry, lstat: Lstat) -> bool:
+    st = lstat(path)
+    if st is None:
         return False
     return (
         stat.S_ISDIR(st.st_mode)
@@ -224,23 +222,22 @@ def _dir_holds(path: str, entry: DirEntry) -> bool:
     )
 
 
-def listing_stamp(path: str) -> list[int] | None:
+def listing_stamp(path: str, lstat: Lstat = lstat) -> list[int] | None:
     """When a directory's entries last changed; None if too recent to rely on."""
-    try:
-        st = os.lstat(path)
-    except OSError:
+    st = lstat(path)
+    if st is None:
         return None
-    if not settled(st, time.time_ns()):
+    # settled() reads only the two times, which a host view's Stat has as os.stat_result does.
+    if not settled(cast(os.stat_result, st), time.time_ns()):
         return None
     return [st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def listing_holds(path: str, recorded: list[int] | None) -> bool:
+def listing_holds(path: str, recorded: list[int] | None, lstat: Lstat = lstat) -> bool:
     if recorded is None:
         return False
-    try:
-        st = os.lstat(path)
-    except OSError:
+    st = lstat(path)
+    if st is None:
         return False
     return [st.st_ino, st.st_mtime_ns, st.st_ctime_ns] == recorded
 
@@ -307,11 +304,11 @@ class ChannelRecord:
     def paths(self) -> list[str]:
         return [e[0] for e in self.files] + [self.dir_path(e[0]) for e in self.dirs]
 
-    def holds(self) -> bool:
+    def holds(self, lstat: Lstat = lstat) -> bool:
         """Every path is still as recorded (a damaged entry never holds)."""
         try:
-            return all(_file_holds(e) for e in self.files) and all(
-                _dir_holds(self.dir_path(e[0]), e) for e in self.dirs
+            return all(_file_holds(e, lstat) for e in self.files) and all(
+                _dir_holds(self.dir_path(e[0]), e, lstat) for e in self.dirs
             )
         except (TypeError, ValueError, IndexError, AttributeError):
             return False
@@ -332,8 +329,12 @@ class HostRecord:
     @classmethod
     def load(cls, settings: HostSettings, context: str) -> HostRecord:
         """The record of the last apply, if it was made in the same context; else empty."""
+        return cls.parse(read_private_file(cls.location(settings), RECORD_NAME), context)
+
+    @classmethod
+    def parse(cls, raw: bytes | None, context: str) -> HostRecord:
+        """The record in `raw` (the record file's content), if it was made in `context`."""
         record = cls(context)
-        raw = read_private_file(cls.location(settings), RECORD_NAME)
         if raw is None:
             return record
         # Line 1 the header, then one line per channel: "<enterprise number>\t<JSON>".

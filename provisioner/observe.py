@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -34,6 +34,35 @@ class Observed:
 
     def fingerprint(self) -> str:
         return f"{self.path}|{self.kind}|{self.owner}|{self.group}|{self.mode:o}|{self.sha256}"
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """What lstat says of a path, named as in `os.stat_result`: enough for the host record to
+    tell that a path is still as it was recorded (see provisioner.hostrecord)."""
+
+    st_mode: int
+    st_uid: int
+    st_gid: int
+    st_size: int
+    st_ino: int
+    st_mtime_ns: int
+    st_ctime_ns: int
+
+
+# How the host record stats a path: `lstat` here on the real host, a recorded host's in tests.
+Lstat = Callable[[str], "Stat | None"]
+
+
+def lstat(path: str) -> Stat | None:
+    """The path's own lstat (a symlink is not followed); None when it cannot be had."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return Stat(
+        st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns
+    )
 
 
 def observe_path(path: Path, *, read: bool = True) -> Observed:

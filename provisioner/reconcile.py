@@ -7,7 +7,6 @@ Nothing here writes; `apply.py` is the only place with side effects.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -31,8 +30,9 @@ from provisioner.hostrecord import (
     listing_stamp,
     routing_digest,
 )
+from provisioner.hostview import LIVE, HostView
 from provisioner.identity import DeclaredFile, by_declared_path, root_relative
-from provisioner.observe import Observed, list_dir, observe, observe_path, tree_size
+from provisioner.observe import Observed
 from provisioner.plan import (
     ChannelAction,
     ChannelPlan,
@@ -53,7 +53,6 @@ from provisioner.render import (
     Desired,
     DesiredTree,
     host_file_paths,
-    openssh_version,
     render_channel,
     render_host,
     routing_entry,
@@ -133,11 +132,6 @@ class Reconciliation:
         return paths
 
 
-def _owners_managed() -> bool:
-    # Only root can give files away; a normal user's run into --root reports owners instead.
-    return os.geteuid() == 0
-
-
 def _fingerprint_line(summary: FileSummary, cwd: Path, root: Path) -> str:
     # Named from the declarations root, not the working directory: a saved plan stays valid
     # when applied from another directory, or with the path typed another way.
@@ -161,13 +155,25 @@ def compute(
     write_cache: bool = False,
     use_cache: bool = True,
     progress: ProgressCallback | None = None,
+    host: HostView | None = None,
 ) -> Reconciliation:
     """The plan. `use_cache=False` checks every declaration and renders and reads every path,
     ignoring what earlier runs recorded (the result is the same, only slower). `progress` is
-    called as declarations are checked and channels rendered (see provisioner.progress)."""
+    called as declarations are checked and channels rendered (see provisioner.progress).
+    `host`: what the host is read through (see provisioner.hostview); this host by default."""
     with paused_gc():
         return _compute(
-            settings, paths, snapshot, now, revision, cwd, jobs, write_cache, use_cache, progress
+            settings,
+            paths,
+            snapshot,
+            now,
+            revision,
+            cwd,
+            jobs,
+            write_cache,
+            use_cache,
+            progress,
+            host or LIVE,
         )
 
 
@@ -181,7 +187,8 @@ def _compute(
     jobs: int | None,
     write_cache: bool,
     use_cache: bool,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | None,
+    host: HostView,
 ) -> Reconciliation:
     now = now or datetime.now(UTC)
     regs = snapshot.registrations
@@ -271,7 +278,7 @@ def _compute(
         accepted_files[qid] = index
 
     summaries = report.summaries
-    for qid, reasons in _host_names(settings, summaries, accepted_files).items():
+    for qid, reasons in _host_names(settings, summaries, accepted_files, host).items():
         refusals.setdefault(qid, []).extend(reasons)
         accepted_files.pop(qid, None)
     while True:
@@ -347,11 +354,22 @@ def _compute(
         held.extend(deferred)
         gone = []
 
-    owners = _owners_managed()
-    context = context_key(settings, owners, openssh_version(settings))
-    record = HostRecord.load(settings, context) if use_cache else HostRecord(context)
+    owners = host.owners_managed()
+    context = context_key(settings, owners, host.openssh_version(settings))
+    record = (
+        HostRecord.parse(host.host_record(settings), context) if use_cache else HostRecord(context)
+    )
     r = _render(
-        settings, report, accepted, accepted_files, held, record, context, routed, progress=progress
+        settings,
+        report,
+        accepted,
+        accepted_files,
+        held,
+        record,
+        context,
+        host,
+        routed,
+        progress=progress,
     )
 
     removal_paths: dict[Path, str] = {}
@@ -359,17 +377,19 @@ def _compute(
         removal_paths[settings.keys_file(reg.technical_user)] = str(reg.qid)
         removal_paths[settings.chroot(reg.technical_user)] = str(reg.qid)
     observed = r.observed
-    observed.update(observe(p for p in (*r.tree.nodes, *removal_paths) if p not in observed))
+    observed.update(
+        {p: host.observe(p) for p in (*r.tree.nodes, *removal_paths) if p not in observed}
+    )
     changes = tree_changes(r.tree, observed, owners=owners)
-    changes.extend(_removal_changes(removal_paths, observed))
+    changes.extend(_removal_changes(removal_paths, observed, host))
 
     held_paths = {settings.keys_file(h.technical_user) for h in held} | {
         settings.chroot(h.technical_user) for h in held
     }
     known = {str(p) for p in (*r.tree.nodes, *removal_paths, *held_paths)}
-    unknown, chroot_unknown = _unknown(settings, known, accepted, r.unchanged)
-    stale, unknown_certificates = stale_certificates(settings, known, r.certificate_paths)
-    observed.update(observe(stale))
+    unknown, chroot_unknown = _unknown(settings, known, accepted, r.unchanged, host)
+    stale, unknown_certificates = stale_certificates(settings, known, r.certificate_paths, host)
+    observed.update({p: host.observe(p) for p in stale})
     changes.extend(
         PathChange(
             str(p),
@@ -483,7 +503,10 @@ def _identity_changed(
 
 
 def _host_names(
-    settings: HostSettings, summaries: list[FileSummary], accepted_files: dict[QualityId, int]
+    settings: HostSettings,
+    summaries: list[FileSummary],
+    accepted_files: dict[QualityId, int],
+    host: HostView,
 ) -> dict[QualityId, list[str]]:
     """Technical users the host already uses: the SFTP group's name, and any account or
     group of the host's own databases (ours, in the extrausers files, do not count)."""
@@ -494,7 +517,7 @@ def _host_names(
         for q, i in accepted_files.items()
     }
     out: dict[QualityId, list[str]] = {}
-    names = HostNames(settings)
+    names = HostNames(settings, host.name_databases(), host.observe)
     for q, (user, at) in sorted(users.items()):
         if not user:
             continue
@@ -566,6 +589,7 @@ def _render(
     held: list[Registration],
     record: HostRecord,
     context: str,
+    host: HostView,
     routed: Sequence[Channel] = (),
     progress: ProgressCallback | None = None,
 ) -> _Rendered:
@@ -586,7 +610,7 @@ def _render(
             (channel.key, reg.technical_user, reg.uid or 0, reg.sender),
         )
         kept = record.channels.get(channel.key)
-        if kept is not None and kept.key == keys[qid] and kept.holds():
+        if kept is not None and kept.key == keys[qid] and kept.holds(host.lstat):
             unchanged[qid] = kept
         else:
             to_render.append(channel)
@@ -599,7 +623,7 @@ def _render(
     digests = {qid: unchanged[qid].routing_digest for qid in unchanged}
     digests.update({c.qid: routing_digest(routing[c.qid]) for c in to_render})
     routed_entries = {c.registration.sender: routing_entry(c, settings) for c in routed}
-    held_routing = _held_routing(settings, {h.sender for h in held})
+    held_routing = _held_routing(settings, {h.sender for h in held}, host)
     by_sender = dict(held_routing)
     by_sender.update(routed_entries)
     by_sender.update({c.registration.sender: routing[c.qid] for c in accepted})
@@ -632,14 +656,15 @@ def _render(
         memo = record.host_files.get(role)
         if memo is None or memo[0] != host_keys[role]:
             continue
-        observed[path] = seen = observe_path(path)
+        observed[path] = seen = host.observe(path)
         if seen.kind == "file" and seen.sha256 == memo[1]:
             known_files[role] = (memo[1], memo[2])
 
     tree = DesiredTree()
     # Accounts: the SFTP channels only (a held quality that never had one has no uid).
     registrations = [c.registration for c in accepted] + [h for h in held if h.uid is not None]
-    for node in render_host(settings, registrations, by_sender, known_files):
+    openssh = host.openssh_version(settings)
+    for node in render_host(settings, registrations, by_sender, known_files, openssh):
         tree.add(node)
     channel_nodes: dict[QualityId, list[Desired]] = {}
     ordered = sorted(to_render, key=lambda c: c.user)
@@ -679,14 +704,14 @@ _PEM_NAME = re.compile(r"[0-9a-f]{64}\.pem")
 
 
 def stale_certificates(
-    settings: HostSettings, known: set[str], referenced: set[str]
+    settings: HostSettings, known: set[str], referenced: set[str], host: HostView = LIVE
 ) -> tuple[list[Path], list[str]]:
     """PEM files in `certificates_dir` that no routing entry names any more (removed: the
     gate must not accept a certificate the declarations dropped), and other entries nobody
     declared (reported, never deleted)."""
     stale: list[Path] = []
     unknown: list[str] = []
-    for path in unknown_in(str(settings.certificates_dir), known | referenced):
+    for path in unknown_in(str(settings.certificates_dir), known | referenced, host):
         if _PEM_NAME.fullmatch(Path(path).name):
             stale.append(Path(path))
         else:
@@ -699,6 +724,7 @@ def _unknown(
     known: set[str],
     accepted: list[Channel],
     unchanged: dict[QualityId, ChannelRecord],
+    host: HostView,
 ) -> tuple[list[str], dict[QualityId, tuple[list[str], list[int] | None]]]:
     """Files in managed directories that nobody declared (reported, never deleted), and per
     channel those in its chroot with the listing stamp they were read at. A chroot whose
@@ -710,15 +736,15 @@ def _unknown(
         qid = channel.qid
         chroot = str(settings.chroot(channel.user))
         kept = unchanged.get(qid)
-        if kept is not None and listing_holds(chroot, kept.listing):
+        if kept is not None and listing_holds(chroot, kept.listing, host.lstat):
             chroot_unknown[qid] = (kept.unknown, kept.listing)
         else:
-            stamp = listing_stamp(chroot)
-            chroot_unknown[qid] = (unknown_in(chroot, known), stamp)
+            stamp = listing_stamp(chroot, host.lstat)
+            chroot_unknown[qid] = (unknown_in(chroot, known, host), stamp)
     unknown = [
-        *unknown_in(str(settings.keys_dir), known),
-        *unknown_in(str(settings.chroot_base), known),
-        *unknown_in(str(settings.extrausers_dir), known),
+        *unknown_in(str(settings.keys_dir), known, host),
+        *unknown_in(str(settings.chroot_base), known, host),
+        *unknown_in(str(settings.extrausers_dir), known, host),
     ]
     for names, _stamp in chroot_unknown.values():
         unknown.extend(names)
@@ -742,18 +768,22 @@ def _observed_digest(
     return digest_of(prints + sorted(f"{en}={fp}" for en, fp in channel_prints.items()) + unknown)
 
 
-def unknown_in(directory: str, known: set[str] | frozenset[str]) -> list[str]:
+def unknown_in(
+    directory: str, known: set[str] | frozenset[str], host: HostView = LIVE
+) -> list[str]:
     """Entries of `directory` that nobody declared: reported, never deleted."""
     prefix = directory.rstrip("/") + "/"
-    return [prefix + name for name in list_dir(Path(directory)) if prefix + name not in known]
+    return [prefix + name for name in host.list_dir(Path(directory)) if prefix + name not in known]
 
 
-def _held_routing(settings: HostSettings, held: set[str]) -> dict[str, dict[str, Any]]:
+def _held_routing(
+    settings: HostSettings, held: set[str], host: HostView
+) -> dict[str, dict[str, Any]]:
     """Routing entries of refused channels (by sender number), carried over from the live
     table."""
     if not held:
         return {}
-    current = observe_path(settings.routing_table)
+    current = host.observe(settings.routing_table)
     if current.content is None:
         return {}
     try:
@@ -763,7 +793,9 @@ def _held_routing(settings: HostSettings, held: set[str]) -> dict[str, dict[str,
     return {k: v for k, v in senders.items() if k in held and isinstance(v, dict)}
 
 
-def _removal_changes(paths: dict[Path, str], observed: dict[Path, Observed]) -> list[PathChange]:
+def _removal_changes(
+    paths: dict[Path, str], observed: dict[Path, Observed], host: HostView
+) -> list[PathChange]:
     changes = []
     for path, en in sorted(paths.items()):
         o = observed[path]
@@ -771,7 +803,7 @@ def _removal_changes(paths: dict[Path, str], observed: dict[Path, Observed]) -> 
             continue
         before = PathState.of_observed(o)
         if o.kind == "dir":
-            size, files = tree_size(path)
+            size, files = host.tree_size(path)
             changes.append(
                 PathChange(
                     str(path),

@@ -338,17 +338,19 @@ def render_host(
     registrations: Iterable[Registration],
     routing: dict[str, dict[str, Any]],
     known: dict[str, tuple[str, int]] | None = None,
+    openssh: tuple[int, int] | None = None,
 ) -> list[Desired]:
     """The host-wide paths: sshd drop-in, accounts, routing table, rsyslog, managed dirs.
 
     `registrations`: every channel with an account (accepted and held); `routing`: their
     entries by sender number. `known`: (hash, size) by role of files whose content is known
     to be what rendering would give (the caller vouches for it); they are not rendered.
+    `openssh`: the OpenSSH version the planner's host view reported (else this host's).
     """
     known = known or {}
     paths = host_file_paths(settings)
     env = template_environment(settings)
-    version = openssh_version(settings)
+    version = openssh or openssh_version(settings)
     nodes: list[Desired] = []
     root = 0
 
