@@ -14,7 +14,7 @@ import re
 import secrets
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,17 @@ import paramiko
 import pytest
 
 from provisioner.encoding import register
+from provisioner.template_contexts import (
+    Account,
+    AuthorizedKeys,
+    Group,
+    GroupFile,
+    Passwd,
+    Shadow,
+    SshdDropin,
+    TemplateContext,
+)
+from provisioner.template_contexts import KeyLine as Key
 
 # the harness is also a pytest plugin (fixtures); let pytest rewrite its asserts
 pytest.register_assert_rewrite("sshd_harness")
@@ -95,11 +106,16 @@ def env() -> jinja2.Environment:
     )
 
 
-def render(template: str, **context: Any) -> str:
-    return env().get_template(template).render(**context)
+def render(context: TemplateContext) -> str:
+    return env().get_template(context.template).render(**context.variables())
 
 
-# ---- hand-built contexts (same attribute names as the contracts) ----------------------
+def account_files(accounts: list[Account], group: Group) -> tuple[str, str, str]:
+    """passwd, group and shadow, as render_host writes them."""
+    return render(Passwd(accounts)), render(GroupFile(group)), render(Shadow(accounts))
+
+
+# ---- hand-built settings (same attribute names as HostSettings) -------------------------
 
 
 @dataclass(frozen=True)
@@ -129,35 +145,8 @@ class Settings:
     sftp_umask: str = "0027"
 
 
-@dataclass(frozen=True)
-class Key:
-    line: str
-    fingerprint: str
-    from_: list[str] | None = None
-    expiry_time: str | None = None
-
-
-@dataclass(frozen=True)
-class Account:
-    name: str
-    uid: int
-    gid: int
-    gecos: str
-    home: str = "/"
-    shell: str = "/usr/sbin/nologin"
-
-
-@dataclass(frozen=True)
-class Group:
-    name: str
-    gid: int
-    members: list[str] = field(default_factory=list)
-
-
 def render_dropin(s: Settings, version: tuple[int, int]) -> str:
-    return render(
-        "sshd/sftp-provisioner.conf.j2", s=s, openssh_version=version, generated_by=GENERATED_BY
-    )
+    return render(SshdDropin(s=s, openssh_version=version, generated_by=GENERATED_BY))
 
 
 def directives(config: str) -> list[tuple[str, str]]:
@@ -360,9 +349,7 @@ def test_dropin_requires_every_setting() -> None:
         sftp_group: str = "g"
 
     with pytest.raises(jinja2.UndefinedError):
-        render(
-            "sshd/sftp-provisioner.conf.j2", s=Partial(), openssh_version=(9, 2), generated_by="x"
-        )
+        render(SshdDropin(s=Partial(), openssh_version=(9, 2), generated_by="x"))
 
 
 def test_authorized_keys_template() -> None:
@@ -380,13 +367,7 @@ def test_authorized_keys_template() -> None:
         ),
         Key("ssh-ed25519 AAAAC3Nza other", "SHA256:ghi", expiry_time="202701010000Z"),
     ]
-    text = render(
-        "authorized_keys.j2",
-        user="secsocexemple01",
-        source="examples/qualities/0200065765.yaml",
-        generated_by=GENERATED_BY,
-        keys=keys,
-    )
+    text = render(AuthorizedKeys(user="secsocexemple01", keys=keys, generated_by=GENERATED_BY))
     lines = text.splitlines()
     assert lines[0] == f"# {GENERATED_BY}"
     key_lines = [ln for ln in lines if ln and not ln.startswith("#")]
@@ -396,7 +377,7 @@ def test_authorized_keys_template() -> None:
         f'restrict,expiry-time="202701010000Z" {keys[2].line}',
     ]
     assert "SHA256:def" in text and "secsocexemple01" in text
-    empty = render("authorized_keys.j2", user="u", source="s", generated_by="g", keys=[])
+    empty = render(AuthorizedKeys(user="u", keys=[], generated_by="g"))
     assert all(ln.startswith("#") for ln in empty.splitlines())
 
 
@@ -406,22 +387,18 @@ def test_account_templates() -> None:
         Account("Payroll2026ab", 61002, 61000, ""),
     ]
     group = Group("sftpusers", 61000, [a.name for a in accounts])
-    passwd = render("accounts/passwd.j2", accounts=accounts, group=group)
+    passwd = render(Passwd(accounts))
     assert passwd == (
         "secsocexemple01:x:61001:61000:SECRETARIAT SOCIAL EXEMPLE:/:/usr/sbin/nologin\n"
         "Payroll2026ab:x:61002:61000::/:/usr/sbin/nologin\n"
     )
-    assert render("accounts/group.j2", accounts=accounts, group=group) == (
-        "sftpusers:x:61000:secsocexemple01,Payroll2026ab\n"
-    )
-    assert render("accounts/shadow.j2", accounts=accounts, group=group) == (
-        "secsocexemple01:*:::::::\nPayroll2026ab:*:::::::\n"
-    )
-    assert render("accounts/group.j2", accounts=[], group=Group("g", 1)) == "g:x:1:\n"
-    assert render("accounts/passwd.j2", accounts=[], group=Group("g", 1)) == ""
+    assert render(GroupFile(group)) == ("sftpusers:x:61000:secsocexemple01,Payroll2026ab\n")
+    assert render(Shadow(accounts)) == ("secsocexemple01:*:::::::\nPayroll2026ab:*:::::::\n")
+    assert render(GroupFile(Group("g", 1))) == "g:x:1:\n"
+    assert render(Passwd([])) == ""
     for line in passwd.splitlines():
         assert len(line.split(":")) == 7
-    for line in render("accounts/shadow.j2", accounts=accounts, group=group).splitlines():
+    for line in render(Shadow(accounts)).splitlines():
         fields = line.split(":")
         assert len(fields) == 9 and fields[1] == "*"
 
@@ -580,11 +557,9 @@ def gateway(sftp_area: Path, openssh_version_installed: tuple[int, int]) -> Iter
     for account, key in ((accounts[0], key_a), (accounts[1], key_b)):
         jail = build_chroot(Path(settings.chroot_base), account.name, account.uid, gid)
         authorized = render(
-            "authorized_keys.j2",
-            user=account.name,
-            source="tests/by-hand.yaml",
-            generated_by=GENERATED_BY,
-            keys=[Key(key.line, key.fingerprint)],
+            AuthorizedKeys(
+                user=account.name, keys=[Key(key.line, key.fingerprint)], generated_by=GENERATED_BY
+            )
         )
         write_file(Path(settings.keys_dir) / account.name, authorized, 0o644)
         capture = stack.enter_context(syslog_socket(jail / "dev" / "log"))
@@ -596,13 +571,10 @@ def gateway(sftp_area: Path, openssh_version_installed: tuple[int, int]) -> Iter
         render_dropin(settings, openssh_version_installed),
         0o644,
     )
-    ctx = {"accounts": accounts, "group": group}
     with (
         stack,
         extrausers(
-            render("accounts/passwd.j2", **ctx),
-            render("accounts/group.j2", **ctx),
-            render("accounts/shadow.j2", **ctx),
+            *account_files(accounts, group),
             check_users=[name_a, name_b],
         ),
         running_sshd(dropin, workdir=sshd_dir, main_extra=HOSTILE_MAIN) as server,
@@ -873,11 +845,11 @@ def test_key_options_are_enforced(gateway: Gateway) -> None:
 
     def declare(**options: Any) -> None:
         text = render(
-            "authorized_keys.j2",
-            user=a.name,
-            source="tests/by-hand.yaml",
-            generated_by=GENERATED_BY,
-            keys=[Key(a.key.line, a.key.fingerprint, **options)],
+            AuthorizedKeys(
+                user=a.name,
+                keys=[Key(a.key.line, a.key.fingerprint, **options)],
+                generated_by=GENERATED_BY,
+            )
         )
         write_file(keys_file, text, 0o644)
 
@@ -1021,10 +993,8 @@ def test_extrausers_state_is_restored_even_on_failure(sshd_environment: Path) ->
     extra = {p.name: p.read_bytes() for p in EXTRAUSERS_DIR.iterdir() if p.is_file()}
     gid, uid = _free_ids(2)
     name = f"Restore{secrets.token_hex(3)}"
-    ctx = {
-        "accounts": [Account(name, uid, gid, "restore test")],
-        "group": Group(f"sftpr{secrets.token_hex(3)}", gid, [name]),
-    }
+    accounts = [Account(name, uid, gid, "restore test")]
+    group = Group(f"sftpr{secrets.token_hex(3)}", gid, [name])
 
     class Boom(Exception):
         pass
@@ -1032,9 +1002,7 @@ def test_extrausers_state_is_restored_even_on_failure(sshd_environment: Path) ->
     with (
         pytest.raises(Boom),
         extrausers(
-            render("accounts/passwd.j2", **ctx),
-            render("accounts/group.j2", **ctx),
-            render("accounts/shadow.j2", **ctx),
+            *account_files(accounts, group),
             check_users=[name],
         ),
     ):
