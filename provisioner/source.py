@@ -657,77 +657,98 @@ def _convert(
             return value
         return _scalar(node, tag, path, line, col)
     if isinstance(node, SequenceNode):
-        if tag != _SEQ:
-            raise _Refused("yaml-tag", _tag_message(tag), line, col, path)
-        if len(node.value) > MAX_ENTRIES:
-            extra = node.value[MAX_ENTRIES].start_mark
-            raise _too_many(False, extra.line + 1, extra.column + 1, path)
-        here = (line, col)
-        return [
-            _convert(item, (*path, i), positions, seen, here) for i, item in enumerate(node.value)
-        ]
+        return _convert_sequence(node, tag, path, positions, seen, line, col)
     if isinstance(node, MappingNode):
-        if tag != _MAP:
-            raise _Refused("yaml-tag", _tag_message(tag), line, col, path)
-        if len(node.value) > MAX_ENTRIES:
-            extra = node.value[MAX_ENTRIES][0].start_mark
-            raise _too_many(True, extra.line + 1, extra.column + 1, path)
-        result: dict[str, Any] = {}
-        keys, values, names = positions.keys, positions.values, _TAG_NAMES
-        for key_node, value_node in node.value:
-            key_mark = key_node.start_mark
-            kline, kcol = key_mark.line + 1, key_mark.column + 1
-            key_tag = names.get(id(key_node.ctag)) or key_node.tag
-            if (
-                id(key_node) in seen
-                or not isinstance(key_node, ScalarNode)
-                or key_tag in (_SEQ, _MAP)
-            ):
-                raise _Refused("yaml-key", "a key must be a plain name", kline, kcol, path)
-            if key_tag == "tag:yaml.org,2002:merge":
-                raise _Refused(
-                    "yaml-alias",
-                    "YAML merge keys (<<) are not allowed in a declaration",
-                    kline,
-                    kcol,
-                    path,
-                )
-            key = key_node.value
-            if key_tag not in (_STR, _INT, _BOOL, _NULL, _FLOAT):
-                raise _Refused(
-                    "yaml-tag",
-                    f"the tag {_show_tag(key_tag or '')} is not allowed on a key",
-                    kline,
-                    kcol,
-                    path,
-                )
-            child = (*path, key)
-            if key in result:
-                first = keys[child]
-                raise _Refused(
-                    "duplicate-key",
-                    f"the key '{key}' appears twice in this mapping (first on line {first[0]})",
-                    kline,
-                    kcol,
-                    child,
-                )
-            keys[child] = (kline, kcol)
-            if (
-                type(value_node) is ScalarNode
-                and names.get(id(value_node.ctag)) == _STR
-                and id(value_node) not in seen
-                and len(child) <= MAX_DEPTH
-            ):
-                # Most values are plain text: done here as `_convert` would do it, without
-                # a call per value.
-                seen.add(id(value_node))
-                value_mark = value_node.start_mark
-                values.setdefault(child, (value_mark.line + 1, value_mark.column + 1))
-                result[key] = value_node.value
-                continue
-            result[key] = _convert(value_node, child, positions, seen, (kline, kcol))
-        return result
+        return _convert_mapping(node, tag, path, positions, seen, line, col)
     raise _Refused("yaml-tag", "unsupported YAML node", line, col, path)
+
+
+def _convert_sequence(
+    node: SequenceNode,
+    tag: str,
+    path: YamlPath,
+    positions: PositionMap,
+    seen: set[int],
+    line: int,
+    col: int,
+) -> list[Any]:
+    # An alias inside a list is reported at the list: the item has no key of its own.
+    if tag != _SEQ:
+        raise _Refused("yaml-tag", _tag_message(tag), line, col, path)
+    if len(node.value) > MAX_ENTRIES:
+        extra = node.value[MAX_ENTRIES].start_mark
+        raise _too_many(False, extra.line + 1, extra.column + 1, path)
+    here = (line, col)
+    return [_convert(item, (*path, i), positions, seen, here) for i, item in enumerate(node.value)]
+
+
+def _convert_mapping(
+    node: MappingNode,
+    tag: str,
+    path: YamlPath,
+    positions: PositionMap,
+    seen: set[int],
+    line: int,
+    col: int,
+) -> dict[str, Any]:
+    """A mapping whose keys are plain scalars, each given once; a merge key (<<) is an alias
+    in disguise and is refused as one."""
+    if tag != _MAP:
+        raise _Refused("yaml-tag", _tag_message(tag), line, col, path)
+    if len(node.value) > MAX_ENTRIES:
+        extra = node.value[MAX_ENTRIES][0].start_mark
+        raise _too_many(True, extra.line + 1, extra.column + 1, path)
+    result: dict[str, Any] = {}
+    keys, values, names = positions.keys, positions.values, _TAG_NAMES
+    for key_node, value_node in node.value:
+        key_mark = key_node.start_mark
+        kline, kcol = key_mark.line + 1, key_mark.column + 1
+        key_tag = names.get(id(key_node.ctag)) or key_node.tag
+        if id(key_node) in seen or not isinstance(key_node, ScalarNode) or key_tag in (_SEQ, _MAP):
+            raise _Refused("yaml-key", "a key must be a plain name", kline, kcol, path)
+        if key_tag == "tag:yaml.org,2002:merge":
+            raise _Refused(
+                "yaml-alias",
+                "YAML merge keys (<<) are not allowed in a declaration",
+                kline,
+                kcol,
+                path,
+            )
+        key = key_node.value
+        if key_tag not in (_STR, _INT, _BOOL, _NULL, _FLOAT):
+            raise _Refused(
+                "yaml-tag",
+                f"the tag {_show_tag(key_tag or '')} is not allowed on a key",
+                kline,
+                kcol,
+                path,
+            )
+        child = (*path, key)
+        if key in result:
+            first = keys[child]
+            raise _Refused(
+                "duplicate-key",
+                f"the key '{key}' appears twice in this mapping (first on line {first[0]})",
+                kline,
+                kcol,
+                child,
+            )
+        keys[child] = (kline, kcol)
+        if (
+            type(value_node) is ScalarNode
+            and names.get(id(value_node.ctag)) == _STR
+            and id(value_node) not in seen
+            and len(child) <= MAX_DEPTH
+        ):
+            # Most values are plain text: done here as `_convert` would do it, without
+            # a call per value.
+            seen.add(id(value_node))
+            value_mark = value_node.start_mark
+            values.setdefault(child, (value_mark.line + 1, value_mark.column + 1))
+            result[key] = value_node.value
+            continue
+        result[key] = _convert(value_node, child, positions, seen, (kline, kcol))
+    return result
 
 
 def _tag_of(node: Node) -> str | None:
