@@ -3,31 +3,35 @@
 A case directory holds what the planner reads and what it must decide:
 
 - `case.yaml`: `why:` (one sentence: what the case proves), optional `now:` (ISO time; the
-  default is conftest.NOW) and `use_cache:` (default true);
+  default is conftest.NOW), `use_cache:` (default true), `same_plan_as: CASE` (the plan must
+  equal that case's, fingerprints included) and `host_record: {settings: {...}}` (the runner
+  makes the record the last apply left, with those settings: see `reads_of`);
 - `declarations/`: the declaration files, laid out like examples/ (qualities/, certs/, keys/);
 - `settings.yaml` (optional): settings on top of DEFAULT_SETTINGS;
 - `state.json`: the state snapshot before the run (see `snapshot_to_json`);
-- `host.json`: the host as the planner finds it, every path under `$ROOT` (see `host_to_json`);
+- `host.json`: the host as the planner finds it, a `provisioner.hostview.RecordedHost` (every
+  path keyed `$ROOT/...`; a path not listed does not exist);
 - `expected/plan.json`: the plan, with the root written as `$ROOT` and the opaque digests of
-  the fingerprints as `<sha256>`.
+  the fingerprints as `<sha256>`; `expected/reads.json`: what the planner read of the host
+  (for cases with `host_record:`).
 
-Every case is computed in the same fixed place, PLAN_BASE: the host is laid out in its `root/`
-(sizes and hashes of rendered files, which hold absolute paths, are then the same on every
-machine) and the declarations are copied to its `declarations/`, outside any Git work tree (in
-the checkout, the declarations root would be the repository and every declared path would
-differ from the one the state recorded). Both are removed after the run, under a lock, so two
-runs cannot share them.
+The planner reads the host through the recorded view: nothing is laid out for it. The root it
+is planned for is the same for every case, PLAN_ROOT (sizes and hashes of rendered files, which
+hold absolute paths, are then the same on every machine), and the declarations are copied to
+PLAN_BASE/declarations, outside any Git work tree (in the checkout the declarations root
+would be the repository, and no declared path would be the one the state recorded). The same
+host laid out for real must give the same plan (`plan_on_a_real_tree`). One run at a time
+uses PLAN_BASE, under a lock, and leaves nothing there.
 """
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import json
 import os
 import re
 import shutil
-import stat
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +41,9 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from provisioner.apply.records import remember
+from provisioner.cache import RACY_NS
+from provisioner.hostview import LIVE, HostView, RecordedHost, RecordedPath, record_host
 from provisioner.plan import Plan
 from provisioner.quality_id import QualityId
 from provisioner.reconcile import Reconciliation, compute
@@ -126,97 +133,76 @@ def snapshot_from_json(data: Mapping[str, Any]) -> StateSnapshot:
     )
 
 
-# --- the host as JSON ----------------------------------------------------------------------
+# --- the host --------------------------------------------------------------------------
 
 
-def host_to_json(root: Path, *, skip: set[Path] | frozenset[Path] = frozenset()) -> dict[str, Any]:
-    """Every path under `root` (symlinks not followed), keyed `$ROOT/relative/path`.
+def capture(settings: HostSettings) -> dict[str, Any]:
+    """host.json of an applied tree: `record_host` without what would tie a case to the
+    machine and the moment that made it (stamps, the host record, this host's NSS names).
 
-    Files carry `text` when they are UTF-8, `base64` otherwise; symlinks their `target`. The
-    root inside a text or a target is written `$ROOT` too, and `materialise` puts it back.
-    Paths in `skip` (and everything under them) are left out: the state database, the lock,
-    the audit log and the caches are the run's bookkeeping, not what the planner looks at.
+    Without stamps no channel is vouched for by a host record, and every path is read: the
+    plan is the same (see provisioner.hostrecord). A case about reads makes its record in
+    the runner instead (`host_record:` in case.yaml); a case about names writes them by hand.
     """
-    entries: dict[str, Any] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        base = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if base / d not in skip)
-        for name in sorted([*dirnames, *filenames]):
-            path = base / name
-            if path in skip:
-                continue
-            entries[f"{ROOT_TOKEN}/{path.relative_to(root)}"] = _entry(path, str(root))
-    return {"format": 1, "paths": dict(sorted(entries.items()))}
+    data = record_host(settings).to_json()
+    for entry in data["paths"].values():
+        entry.pop("stamp", None)
+    data["host_record"] = None
+    data["names"] = {"group": {}, "passwd": {}}
+    return data
 
 
-def _entry(path: Path, root: str) -> dict[str, Any]:
-    # Rendered files name the root they were rendered for: recorded as `$ROOT`.
-    st = os.lstat(path)
-    entry: dict[str, Any] = {"owner": st.st_uid, "group": st.st_gid}
-    entry["mode"] = f"{stat.S_IMODE(st.st_mode):04o}"
-    if stat.S_ISLNK(st.st_mode):
-        return {"kind": "symlink", **entry, "target": os.readlink(path).replace(root, ROOT_TOKEN)}
-    if stat.S_ISDIR(st.st_mode):
-        return {"kind": "dir", **entry}
-    if stat.S_ISREG(st.st_mode):
-        data = path.read_bytes()
-        try:
-            return {"kind": "file", **entry, "text": data.decode("utf-8").replace(root, ROOT_TOKEN)}
-        except UnicodeDecodeError:
-            return {"kind": "file", **entry, "base64": base64.b64encode(data).decode()}
-    if stat.S_ISFIFO(st.st_mode):
-        return {"kind": "fifo", **entry}
-    raise ValueError(f"{path}: a case cannot record this kind of file")
+def recorded(host: Mapping[str, Any], root: Path = PLAN_ROOT) -> RecordedHost:
+    return RecordedHost.from_json(dict(host), root)
 
 
 def materialise(host: Mapping[str, Any], root: Path) -> None:
-    """Lay out a recorded host under `root` (which must not exist), owners and modes included.
+    """Lay a recorded host out for real under `root`, owners and modes included.
 
-    Modes of directories are set last, deepest first, so that a directory recorded without
-    write permission still receives its content.
+    Directories above the recorded paths are made 0755 root:root, as on a Debian host. Modes
+    of directories are set last, deepest first, so that one recorded without write
+    permission still receives its content.
     """
-    root.mkdir(parents=True)
-    dirs: list[tuple[Path, dict[str, Any]]] = []
-    for key, entry in host["paths"].items():
-        path = root / key.removeprefix(ROOT_TOKEN + "/")
-        kind = entry["kind"]
-        if kind == "dir":
+    view = recorded(host, root)
+    root.mkdir(parents=True, exist_ok=True)
+    dirs: list[tuple[Path, RecordedPath]] = []
+    for key, entry in sorted(view.paths.items()):
+        path = Path(key)
+        if entry.kind == "missing":
+            continue
+        if entry.kind == "dir":
             path.mkdir(parents=True, exist_ok=True)
             dirs.append((path, entry))
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        if kind == "symlink":
-            os.symlink(entry["target"].replace(ROOT_TOKEN, str(root)), path)
-            os.lchown(path, entry["owner"], entry["group"])
+        if entry.kind == "symlink":
+            os.symlink(entry.target or "", path)
+            os.lchown(path, entry.owner, entry.group)
             continue
-        if kind == "fifo":
+        if entry.kind == "other":
             os.mkfifo(path)
         else:
-            content = (
-                entry["text"].replace(ROOT_TOKEN, str(root)).encode("utf-8")
-                if "text" in entry
-                else base64.b64decode(entry["base64"])
-            )
-            path.write_bytes(content)
-        os.chown(path, entry["owner"], entry["group"])
-        os.chmod(path, int(entry["mode"], 8))
+            path.write_bytes(entry.content or b"")
+        os.chown(path, entry.owner, entry.group)
+        os.chmod(path, entry.mode)
     for path, entry in sorted(dirs, key=lambda d: len(d[0].parts), reverse=True):
-        os.chown(path, entry["owner"], entry["group"])
-        os.chmod(path, int(entry["mode"], 8))
+        os.chown(path, entry.owner, entry.group)
+        os.chmod(path, entry.mode)
 
 
 @contextmanager
-def laid_out(case: Case, base: Path = PLAN_BASE) -> Iterator[Path]:
-    """The case's host in `base/root` and its declarations in `base/declarations` for the
-    time of the block, one run at a time; yields `base`."""
+def workplace(case: Case, *, real: bool = False, base: Path = PLAN_BASE) -> Iterator[Path]:
+    """PLAN_BASE for the time of the block, one run at a time: the case's declarations in
+    `declarations/`, and with `real` its host laid out in `root/`. Yields the base."""
     PLAN_LOCK.parent.mkdir(parents=True, exist_ok=True)
     with open(PLAN_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             _remove(base)
             base.mkdir(parents=True)
-            materialise(case.host(), base / "root")
             shutil.copytree(case.declarations, base / "declarations")
+            if real:
+                materialise(case.host(), base / "root")
             yield base
         finally:
             _remove(base)
@@ -251,6 +237,8 @@ class Case:
     settings: dict[str, Any] = field(default_factory=dict)
     # Another case whose plan this one must equal, fingerprints included (see test_plans).
     same_plan_as: str | None = None
+    # The settings of the last apply, whose host record the runner makes (see `reads_of`).
+    host_record: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -296,6 +284,9 @@ def load_case(directory: Path) -> Case:
         use_cache=bool(meta.get("use_cache", True)),
         settings=dict(_yaml(directory / "settings.yaml") or {}),
         same_plan_as=meta.get("same_plan_as"),
+        host_record=(
+            dict(meta["host_record"].get("settings") or {}) if "host_record" in meta else None
+        ),
     )
 
 
@@ -303,21 +294,53 @@ def case_directories() -> list[Path]:
     return sorted(p for p in PLANS.iterdir() if p.is_dir() and (p / "case.yaml").exists())
 
 
-def reconcile(case: Case, base: Path) -> Reconciliation:
-    """compute() for a case laid out in `base` (see `laid_out`), run from there."""
+def reconcile(
+    case: Case, base: Path, host: HostView | None, settings: HostSettings | None = None
+) -> Reconciliation:
+    """compute() for a case in its workplace `base`, run from there."""
     return compute(
-        case.host_settings(base / "root"),
+        settings or case.host_settings(base / "root"),
         [base / "declarations"],
         case.snapshot(),
         now=case.now,
         cwd=base,
         use_cache=case.use_cache,
+        host=host,
     )
 
 
 def plan_of(case: Case) -> Plan:
-    with laid_out(case) as base:
-        return reconcile(case, base).plan
+    """The plan on the recorded host: nothing is laid out but the declarations."""
+    with workplace(case) as base:
+        return reconcile(case, base, recorded(case.host(), base / "root")).plan
+
+
+def plan_on_a_real_tree(case: Case) -> Plan:
+    """The plan on the recorded host laid out for real, read as this host is."""
+    with workplace(case, real=True) as base:
+        return reconcile(case, base, LIVE).plan
+
+
+def reads_of(case: Case) -> dict[str, list[str]]:
+    """What the planner reads of a host that the last apply left with its host record.
+
+    The record is made here, as apply makes it, and not stored in the case: its keys digest
+    the code, so a stored one would be stale at the next commit. The host is laid out for
+    real, planned with the settings of the last apply (case.yaml `host_record: settings:`),
+    and remembered once the files are old enough to be stamped; that tree, recorded, is then
+    planned with the case's settings.
+    """
+    assert case.host_record is not None, f"{case.name}: no host_record in case.yaml"
+    with workplace(case, real=True) as base:
+        root = base / "root"
+        last = reconcile(case, base, LIVE, settings_for(case.host_record, root))
+        # Files younger than the racy window are recorded without a stamp (and read again).
+        time.sleep(RACY_NS / 1e9 + 0.1)
+        remember(last, [])
+        settings = case.host_settings(root)
+        view = record_host(settings)
+        reconcile(case, base, view, settings)
+        return {"reads": sorted(view.reads), "listed": sorted(view.listed)}
 
 
 def normalised(plan: Plan, root: Path = PLAN_ROOT) -> dict[str, Any]:

@@ -32,8 +32,8 @@ from conftest import EXAMPLES, ssh_key  # noqa: E402
 from plans_support import (  # noqa: E402
     DEFAULT_NOW,
     PLANS,
+    capture,
     dumps,
-    host_to_json,
     settings_for,
     snapshot_to_json,
 )
@@ -88,11 +88,6 @@ class Bench:
             return snapshot_to_json(StateSnapshot.empty())
         with StateStore.open(settings.state_url) as store:
             return snapshot_to_json(store.snapshot())
-
-    def bookkeeping(self) -> set[Path]:
-        """What a run writes besides the managed tree: not part of the recorded host."""
-        s = self.settings()
-        return {s.work_dir, s.cache_dir, s.lock_file, s.audit_log}
 
 
 def third_quality_text(*, sftp: bool = True) -> str:
@@ -386,6 +381,9 @@ PLAN_SETTINGS: dict[str, dict[str, Any]] = {
 
 # Cases whose plan must equal another's, fingerprints included.
 SAME_PLAN_AS: dict[str, str] = {"settings-no-render": "nothing-changed"}
+# Cases about what the planner reads: the runner makes the host record of their last apply,
+# which ran with these settings (see plans_support.reads_of).
+HOST_RECORD: dict[str, dict[str, Any]] = {"nothing-changed": {}, "settings-no-render": {}}
 
 
 def make(name: str) -> Path:
@@ -398,8 +396,7 @@ def make(name: str) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         shutil.copytree(bench.decls, target / "declarations")
         (target / "state.json").write_text(dumps(bench.snapshot_json()), "utf-8")
-        host = host_to_json(bench.root, skip=bench.bookkeeping()) if bench.root.exists() else {}
-        (target / "host.json").write_text(dumps(host or {"format": 1, "paths": {}}), "utf-8")
+        (target / "host.json").write_text(dumps(capture(bench.settings())), "utf-8")
     plan_settings = {**settings, **PLAN_SETTINGS.get(name, {})}
     settings_file = target / "settings.yaml"
     if plan_settings:
@@ -411,6 +408,8 @@ def make(name: str) -> Path:
     meta = f"why: {json.dumps(why)}\nnow: {DEFAULT_NOW.isoformat()}\n"
     if name in SAME_PLAN_AS:
         meta += f"same_plan_as: {SAME_PLAN_AS[name]}\n"
+    if name in HOST_RECORD:
+        meta += f"host_record:\n  settings: {json.dumps(HOST_RECORD[name])}\n"
     (target / "case.yaml").write_text(meta, "utf-8")
     return target
 
