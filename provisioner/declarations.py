@@ -30,7 +30,15 @@ from provisioner.encoding import free_text_problem
 from provisioner.errormap import validation_diagnostics
 from provisioner.forge import identities
 from provisioner.keys import KeyProblem, PublicKey, parse_public_key
-from provisioner.models import Declaration, KeyEntry, field_table, from_list_problems
+from provisioner.models import (
+    Application,
+    ChannelName,
+    Declaration,
+    KeyEntry,
+    OtherChannel,
+    field_table,
+    from_list_problems,
+)
 from provisioner.portaltime import portal_zone
 from provisioner.quality_id import QualityId
 from provisioner.safefile import (
@@ -395,6 +403,14 @@ def _salvage_sftp(doc: SourceDocument, root: Path, result: FileResult) -> None:
 
 
 def _structure_rules(doc: SourceDocument, decl: Declaration) -> list[Diagnostic]:
+    return [
+        *_administrator_rules(doc, decl),
+        *_contact_rules(doc, decl),
+        *_channel_rules(doc, decl),
+    ]
+
+
+def _administrator_rules(doc: SourceDocument, decl: Declaration) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     locals_ = [i for i, a in enumerate(decl.administrators) if a.role == "local"]
     if len(locals_) != 1:
@@ -424,8 +440,12 @@ def _structure_rules(doc: SourceDocument, decl: Declaration) -> list[Diagnostic]
                 )
             )
         seen_admin.setdefault(email, i)
+    return out
 
-    sm = ("structured_messages",)
+
+def _contact_rules(doc: SourceDocument, decl: Declaration) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    at = ("structured_messages", "contact", "emails")
     emails: dict[str, int] = {}
     for i, email in enumerate(decl.structured_messages.contact.emails):
         if email.lower() in emails:
@@ -433,21 +453,37 @@ def _structure_rules(doc: SourceDocument, decl: Declaration) -> list[Diagnostic]
                 error(
                     "duplicate-email",
                     f"the e-mail address {email} is listed twice",
-                    doc.location((*sm, "contact", "emails", i)),
-                    doc.location((*sm, "contact", "emails", emails[email.lower()])),
+                    doc.location((*at, i)),
+                    doc.location((*at, emails[email.lower()])),
                 )
             )
         emails.setdefault(email.lower(), i)
+    return out
 
+
+def _channel_rules(doc: SourceDocument, decl: Declaration) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
     channels = decl.structured_messages.channels.declared()
     if not channels:
         out.append(
             error(
                 "no-channel",
                 "declare at least one channel (sftp, ftp, mqlink or wbs)",
-                doc.location((*sm, "channels"), key=True),
+                doc.location(("structured_messages", "channels"), key=True),
             )
         )
+    carriers, repeated = _carriers(doc, channels)
+    out.extend(repeated)
+    out.extend(_preferred_channel_rules(doc, decl.structured_messages.preferred_channels, carriers))
+    return out
+
+
+def _carriers(
+    doc: SourceDocument, channels: dict[str, OtherChannel]
+) -> tuple[dict[str, list[str]], list[Diagnostic]]:
+    """Application -> the channels that carry it, in declaration order; an application listed
+    twice for one channel is refused, and counted once."""
+    out: list[Diagnostic] = []
     carriers: dict[str, list[str]] = {}
     for name, channel in channels.items():
         seen_app: dict[str, int] = {}
@@ -457,14 +493,24 @@ def _structure_rules(doc: SourceDocument, decl: Declaration) -> list[Diagnostic]
                     error(
                         "duplicate-application",
                         f"the application '{app}' is listed twice for {name}",
-                        doc.location((*sm, "channels", name, "applications", i)),
+                        doc.location(("structured_messages", "channels", name, "applications", i)),
                     )
                 )
                 continue
             seen_app[app] = i
             carriers.setdefault(app, []).append(name)
+    return carriers, out
 
-    preferred = decl.structured_messages.preferred_channels
+
+def _preferred_channel_rules(
+    doc: SourceDocument,
+    preferred: dict[Application, ChannelName],
+    carriers: dict[str, list[str]],
+) -> list[Diagnostic]:
+    """An application carried by two channels needs a preferred one, and a preferred channel
+    must carry the application."""
+    out: list[Diagnostic] = []
+    sm = ("structured_messages",)
     for app, names in carriers.items():
         if len(names) > 1 and app not in preferred:
             out.append(
