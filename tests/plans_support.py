@@ -248,6 +248,11 @@ class Case:
     def declarations(self) -> Path:
         return self.directory / "declarations"
 
+    @property
+    def before(self) -> Path:
+        """The declarations of the last apply, when they differ (cases about reads only)."""
+        return self.directory / "before"
+
     def snapshot(self) -> StateSnapshot:
         path = self.directory / "state.json"
         if not path.exists():
@@ -328,15 +333,23 @@ def reads_of(case: Case) -> dict[str, list[str]]:
     the code, so a stored one would be stale at the next commit. The host is laid out for
     real, planned with the settings of the last apply (case.yaml `host_record: settings:`),
     and remembered once the files are old enough to be stamped; that tree, recorded, is then
-    planned with the case's settings.
+    planned with the case's settings. When the declarations changed since the last apply,
+    `before/` holds those the last apply read: they stand in the declarations' place for it.
     """
     assert case.host_record is not None, f"{case.name}: no host_record in case.yaml"
     with workplace(case, real=True) as base:
         root = base / "root"
+        decls = base / "declarations"
+        if case.before.is_dir():
+            shutil.rmtree(decls)
+            shutil.copytree(case.before, decls)
         last = reconcile(case, base, LIVE, settings_for(case.host_record, root))
         # Files younger than the racy window are recorded without a stamp (and read again).
         time.sleep(RACY_NS / 1e9 + 0.1)
         remember(last, [])
+        if case.before.is_dir():
+            shutil.rmtree(decls)
+            shutil.copytree(case.declarations, decls)
         settings = case.host_settings(root)
         view = record_host(settings)
         reconcile(case, base, view, settings)

@@ -58,6 +58,7 @@ class Bench:
         self.base = base
         self.root = base / "root"
         self.decls = base / "declarations"
+        self.before = base / "before"
         self.extra = dict(settings or {})
         shutil.copytree(EXAMPLES, self.decls)
 
@@ -68,6 +69,9 @@ class Bench:
         with StateStore.open(self.settings().state_url) as store:
             result = apply(self.settings(), [self.decls], store, now=now, cwd=self.base)
         assert not result.plan.refused, result.plan.refused
+        # What the last apply read: a case about reads plans its host record from them.
+        shutil.rmtree(self.before, ignore_errors=True)
+        shutil.copytree(self.decls, self.before)
 
     def quality(self, name: str) -> Path:
         return self.decls / "qualities" / f"{name}.yaml"
@@ -383,7 +387,11 @@ PLAN_SETTINGS: dict[str, dict[str, Any]] = {
 SAME_PLAN_AS: dict[str, str] = {"settings-no-render": "nothing-changed"}
 # Cases about what the planner reads: the runner makes the host record of their last apply,
 # which ran with these settings (see plans_support.reads_of).
-HOST_RECORD: dict[str, dict[str, Any]] = {"nothing-changed": {}, "settings-no-render": {}}
+HOST_RECORD: dict[str, dict[str, Any]] = {
+    "nothing-changed": {},
+    "settings-no-render": {},
+    "key-rotated": {},
+}
 
 
 def make(name: str) -> Path:
@@ -395,6 +403,9 @@ def make(name: str) -> Path:
         shutil.rmtree(target / "declarations", ignore_errors=True)
         target.mkdir(parents=True, exist_ok=True)
         shutil.copytree(bench.decls, target / "declarations")
+        shutil.rmtree(target / "before", ignore_errors=True)
+        if name in HOST_RECORD and bench.before.exists() and _differ(bench.before, bench.decls):
+            shutil.copytree(bench.before, target / "before")
         (target / "state.json").write_text(dumps(bench.snapshot_json()), "utf-8")
         (target / "host.json").write_text(dumps(capture(bench.settings())), "utf-8")
     plan_settings = {**settings, **PLAN_SETTINGS.get(name, {})}
@@ -412,6 +423,13 @@ def make(name: str) -> Path:
         meta += f"host_record:\n  settings: {json.dumps(HOST_RECORD[name])}\n"
     (target / "case.yaml").write_text(meta, "utf-8")
     return target
+
+
+def _differ(a: Path, b: Path) -> bool:
+    def files(top: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(top)): p.read_bytes() for p in top.rglob("*") if p.is_file()}
+
+    return files(a) != files(b)
 
 
 def main(argv: list[str]) -> int:
