@@ -112,40 +112,59 @@ def read_regular(
     """
     if info is None:
         info = os.stat(path) if follow else os.lstat(path)
+    _refuse_before_open(info, cap)
+    fd = _open_unblocking(path, follow=follow)
+    try:
+        _refuse_opened(os.fstat(fd), info, cap)
+        return _read_capped(fd, cap)
+    finally:
+        os.close(fd)
+
+
+def _refuse_before_open(info: os.stat_result, cap: int) -> None:
+    """Judged from the `lstat`: only a regular file within the cap is ever opened."""
     if stat.S_ISLNK(info.st_mode):
         raise SymbolicLink
     if not stat.S_ISREG(info.st_mode):
         raise NotRegular(info.st_mode)
     if info.st_size > cap:
         raise TooLarge(info.st_size, cap)
+
+
+def _open_unblocking(path: str | Path, *, follow: bool) -> int:
+    """O_NONBLOCK always, O_NOFOLLOW unless `follow`: a FIFO or a link swapped in cannot hang."""
     try:
-        fd = os.open(path, OPEN_FLAGS & ~os.O_NOFOLLOW if follow else OPEN_FLAGS)
+        return os.open(path, OPEN_FLAGS & ~os.O_NOFOLLOW if follow else OPEN_FLAGS)
     except OSError as exc:
         if exc.errno == errno.ELOOP and not follow:
             raise SymbolicLink from None  # swapped in after the lstat
         raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise NotRegular(st.st_mode)
-        if (st.st_dev, st.st_ino) != (info.st_dev, info.st_ino):
-            raise Changed
-        if st.st_size > cap:
-            raise TooLarge(st.st_size, cap)
-        chunks: list[bytes] = []
-        left = cap + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, _READ_CHUNK))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
-        if len(data) > cap:
-            raise TooLarge(max(len(data), os.fstat(fd).st_size), cap)  # it grew meanwhile
-        return data
-    finally:
-        os.close(fd)
+
+
+def _refuse_opened(st: os.stat_result, info: os.stat_result, cap: int) -> None:
+    """The descriptor's `fstat` must show the same regular file the `lstat` saw, within the cap."""
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegular(st.st_mode)
+    if (st.st_dev, st.st_ino) != (info.st_dev, info.st_ino):
+        raise Changed
+    if st.st_size > cap:
+        raise TooLarge(st.st_size, cap)
+
+
+def _read_capped(fd: int, cap: int) -> bytes:
+    """At most cap + 1 bytes: a file that grew past the cap while it was read is refused."""
+    chunks: list[bytes] = []
+    left = cap + 1
+    while left > 0:
+        chunk = os.read(fd, min(left, _READ_CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    data = b"".join(chunks)
+    if len(data) > cap:
+        raise TooLarge(max(len(data), os.fstat(fd).st_size), cap)  # it grew meanwhile
+    return data
 
 
 def within(path: str, root: str) -> bool:
@@ -186,48 +205,64 @@ def confined_realpath(path: str | Path, root: str | Path) -> str:
     OSError(ELOOP) after MAX_LINKS links; a missing component is kept as written, as realpath
     does without `strict`.
     """
-    base = str(root)
     text = os.fspath(path)
     if not text.startswith("/"):
         text = os.path.join(os.getcwd(), text)
-    todo: list[str | _Check] = list(reversed(text.split("/")))
-    current = "/"
-    entered: str | None = None  # the first link inside the root that was followed
-    links = 0
-    while todo:
-        name = todo.pop()
-        if isinstance(name, _Check):
-            if not within(current, base):
-                raise OutsideRoot(name.link)
-            continue
-        if name in ("", "."):
-            continue
-        if name == "..":
-            current = os.path.dirname(current)
-            continue
-        candidate = os.path.join(current, name)
+    return _ConfinedWalk(text, str(root)).resolve()
+
+
+class _ConfinedWalk:
+    """One resolution of `confined_realpath`: the components (and `_Check` markers) left to
+    walk, where it stands, and the first link inside the root that it followed."""
+
+    __slots__ = ("base", "current", "entered", "links", "text", "todo")
+
+    def __init__(self, text: str, base: str) -> None:
+        self.text = text
+        self.base = base
+        self.todo: list[str | _Check] = list(reversed(text.split("/")))
+        self.current = "/"
+        self.entered: str | None = None
+        self.links = 0
+
+    def resolve(self) -> str:
+        while self.todo:
+            name = self.todo.pop()
+            if isinstance(name, _Check):
+                if not within(self.current, self.base):
+                    raise OutsideRoot(name.link)
+            elif name == "..":
+                self.current = os.path.dirname(self.current)
+            elif name not in ("", "."):
+                self._step(os.path.join(self.current, name))
+        return self.current
+
+    def _step(self, candidate: str) -> None:
         try:
             info = os.lstat(candidate)
         except OSError:
-            current = candidate
-            continue
-        if not stat.S_ISLNK(info.st_mode):
-            current = candidate
-            continue
-        inside = within(candidate, base)
-        if not inside and entered is not None:
-            raise OutsideRoot(entered)  # never the link outside: its name is not ours to tell
-        links += 1
-        if links > MAX_LINKS:
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), text)
-        target = os.readlink(candidate)
+            self.current = candidate
+            return
+        if stat.S_ISLNK(info.st_mode):
+            self._follow(candidate)
+        else:
+            self.current = candidate
+
+    def _follow(self, link: str) -> None:
+        inside = within(link, self.base)
+        if not inside and self.entered is not None:
+            raise OutsideRoot(self.entered)  # never the link outside: its name is not ours to tell
+        self.links += 1
+        if self.links > MAX_LINKS:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), self.text)
+        target = os.readlink(link)
         if inside:
-            entered = entered or candidate
-            todo.append(_Check(entered))
+            self.entered = self.entered or link
+            # Once the target is walked, the walk must stand inside the root again.
+            self.todo.append(_Check(self.entered))
         if target.startswith("/"):
-            current = "/"
-        todo.extend(reversed(target.split("/")))
-    return current
+            self.current = "/"
+        self.todo.extend(reversed(target.split("/")))
 
 
 # --- names that can be shown -----------------------------------------------------------------
