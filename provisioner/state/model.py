@@ -399,6 +399,40 @@ def allocate(
       ``uid-range-exhausted``) rather than given a number outside six digits or the range.
     """
     now = ensure_utc(now, "now")
+    _check_allocation_arguments(declared, sender_start=sender_start, uid_range=uid_range)
+    with_account = set(declared) if sftp is None else set(sftp)
+    snapshot = adopt(snapshot, legacy_adoptions(snapshot, declared))
+    allocator = _Allocator(
+        snapshot, declared, now=now, sender_start=sender_start, uid_range=uid_range
+    )
+    # New qualities in identity order, so that the plan and the apply step agree on who gets
+    # which number.
+    for qid in sorted(declared):
+        technical_user = declared[qid]
+        current = snapshot.registrations.get(qid)
+        if current is not None:
+            allocator.keep_registered(qid, technical_user, current, qid in with_account)
+            continue
+        refusal = allocator.first_time_refusal(qid, technical_user)
+        if refusal is not None:
+            allocator.refused.append(refusal)
+            continue
+        allocator.register(qid, technical_user, qid in with_account)
+    return Allocation(
+        new=tuple(allocator.new),
+        returning=tuple(allocator.returning),
+        removed=_no_longer_declared(snapshot, declared, held),
+        refused=tuple(allocator.refused),
+        base_version=snapshot.version,
+        accounts=tuple(allocator.accounts),
+        adopted=snapshot.adoptions,
+    )
+
+
+def _check_allocation_arguments(
+    declared: Mapping[QualityId, str], *, sender_start: int, uid_range: tuple[int, int]
+) -> None:
+    """Programming errors, not refusals: the caller passed what no settings can produce."""
     if not 0 <= sender_start <= MAX_SENDER_NUMBER:
         raise ValueError(f"sender_start {sender_start} is outside 000000-{MAX_SENDER_NUMBER}")
     uid_low, uid_high = uid_range
@@ -408,209 +442,17 @@ def allocate(
         check_quality_id(qid)
         if not technical_user:
             raise ValueError(f"quality {qid} declares an empty technical user")
-    with_account = set(declared) if sftp is None else set(sftp)
 
-    snapshot = adopt(snapshot, legacy_adoptions(snapshot, declared))
-    registrations = snapshot.registrations
-    ledger = snapshot.usernames
-    folded: dict[str, list[tuple[str, QualityId]]] = {}
-    for name, owner in ledger.items():
-        folded.setdefault(name.lower(), []).append((name, owner))
-    reserved = snapshot.reserved_folded()
-    owned = _ledger_by_owner(ledger)
-    used_senders = {reg.sender_number for reg in registrations.values()}
-    used_uids = {reg.uid for reg in registrations.values() if reg.uid is not None}
-    next_sender = max(sender_start, snapshot.next_sender_number)
-    next_uid = max(uid_low, snapshot.next_uid)
-    # Enterprises whose legacy registration could be any of several declarations.
-    ambiguous = {
-        q.enterprise_number: r
-        for q, r in registrations.items()
-        if r.legacy and r.status != "removed"
-    }
 
-    # Unrecorded names that two first-time qualities want in the same run: counted up front
-    # so the outcome does not depend on which of them sorts first. A recorded name has an
-    # owner already and the ledger check decides.
-    wanted: dict[str, list[QualityId]] = {}
-    for qid in sorted(declared):
-        name = declared[qid]
-        if qid not in registrations and name not in ledger:
-            wanted.setdefault(name, []).append(qid)
-
-    new: list[Registration] = []
-    returning: list[Registration] = []
-    accounts: list[Registration] = []
-    refused: list[Refusal] = []
-
-    def next_free_uid(qid: QualityId) -> int | None:
-        nonlocal next_uid
-        while next_uid in used_uids:
-            next_uid += 1
-        if next_uid > uid_high:
-            refused.append(
-                Refusal(
-                    qid,
-                    "uid-range-exhausted",
-                    f"No uid is left for quality {qid} in the range "
-                    f"{uid_low}-{uid_high}: uids are never reused and the next unassigned "
-                    f"one is {next_uid}.",
-                )
-            )
-            return None
-        used_uids.add(next_uid)
-        return next_uid
-
-    for qid in sorted(declared):
-        technical_user = declared[qid]
-        current = registrations.get(qid)
-
-        if current is not None:
-            if current.technical_user != technical_user:
-                refused.append(
-                    Refusal(
-                        qid,
-                        "technical-user-immutable",
-                        f"Quality {qid} has been registered with technical user "
-                        f"'{current.technical_user}' since "
-                        f"{current.registered_at:%Y-%m-%d}; a technical user cannot be "
-                        f"changed, so the declared '{technical_user}' is refused. Declare "
-                        f"'{current.technical_user}' again to keep (or get back) the channel.",
-                    )
-                )
-                continue
-            if current.uid is None and qid in with_account:
-                uid = next_free_uid(qid)
-                if uid is None:
-                    continue
-                current = replace(current, uid=uid)
-                if current.status != "removed":
-                    accounts.append(current)
-            if current.status == "removed":
-                returning.append(
-                    replace(current, status="pending", status_since=now, status_reason=None)
-                )
-            continue
-
-        legacy = ambiguous.get(qid.enterprise_number)
-        if legacy is not None:
-            refused.append(
-                Refusal(
-                    qid,
-                    "quality-type-unknown",
-                    f"Enterprise {qid.enterprise_number} was registered before quality types "
-                    f"were recorded (technical user '{legacy.technical_user}', sender number "
-                    f"{legacy.sender}), and several of its qualities are declared, none with "
-                    f"that technical user; declare '{legacy.technical_user}' in the file of "
-                    "the quality it belongs to, so that it keeps its sender number.",
-                )
-            )
-            continue
-
-        # Not registered, but a name may already be recorded for it (imported from another
-        # channel of the same quality): a quality that had a channel keeps its user.
-        own_names = owned.get(qid, [])
-        if own_names and technical_user not in own_names:
-            refused.append(
-                Refusal(
-                    qid,
-                    "technical-user-immutable",
-                    f"Quality {qid} already has technical user "
-                    f"{_quoted(own_names)}; a technical user cannot be changed, so the "
-                    f"declared '{technical_user}' is refused.",
-                )
-            )
-            continue
-
-        if technical_user.lower() in reserved:
-            refused.append(
-                Refusal(
-                    qid,
-                    "technical-user-reserved",
-                    f"Technical user '{technical_user}' is already taken in the access system "
-                    f"by a user that is not a quality of this gateway; choose another "
-                    f"technical user for quality {qid}.",
-                )
-            )
-            continue
-
-        holders = [(n, o) for n, o in folded.get(technical_user.lower(), []) if o != qid]
-        if holders:
-            name, owner = holders[0]
-            owner_reg = registrations.get(owner)
-            removed_note = (
-                " (removed, but a technical user is never given to another quality)"
-                if owner_reg is not None and owner_reg.status == "removed"
-                else ""
-            )
-            case_note = (
-                f" as '{name}' (names differing only by case are one name)"
-                if (name != technical_user)
-                else ""
-            )
-            refused.append(
-                Refusal(
-                    qid,
-                    "technical-user-taken",
-                    f"Technical user '{technical_user}' belongs to quality {_shown(owner)}"
-                    f"{case_note}{removed_note}; choose another technical user for quality "
-                    f"{qid}.",
-                )
-            )
-            continue
-
-        rivals = [str(o) for o in wanted.get(technical_user, []) if o != qid]
-        if rivals:
-            refused.append(
-                Refusal(
-                    qid,
-                    "technical-user-taken",
-                    f"Technical user '{technical_user}' is declared by quality "
-                    f"{qid} and by {', '.join(rivals)}; a technical user "
-                    "belongs to one quality only, so none of them is registered until the "
-                    "others choose another name.",
-                )
-            )
-            continue
-
-        while next_sender in used_senders:
-            next_sender += 1
-        if next_sender > MAX_SENDER_NUMBER:
-            refused.append(
-                Refusal(
-                    qid,
-                    "sender-numbers-exhausted",
-                    f"No sender number is left for quality {qid}: every number "
-                    f"from {max(sender_start, snapshot.next_sender_number):06d} to "
-                    f"{MAX_SENDER_NUMBER:06d} has been assigned and numbers are never reused "
-                    f"({RESERVED_SENDER_NUMBER:06d} is reserved for files sent back).",
-                )
-            )
-            continue
-        account: int | None = None
-        if qid in with_account:
-            account = next_free_uid(qid)
-            if account is None:
-                continue
-
-        new.append(
-            Registration(
-                enterprise_number=qid.enterprise_number,
-                quality_type=qid.quality_type,
-                technical_user=technical_user,
-                sender_number=next_sender,
-                uid=account,
-                registered_at=now,
-                status="pending",
-                status_since=now,
-            )
-        )
-        used_senders.add(next_sender)
-
-    removed = tuple(
+def _no_longer_declared(
+    snapshot: StateSnapshot, declared: Mapping[QualityId, str], held: Collection[QualityId]
+) -> tuple[QualityId, ...]:
+    """Live registrations to mark removed: not declared, not held, and not a legacy
+    registration that a declaration of its enterprise may still be (it is refused instead)."""
+    return tuple(
         sorted(
             qid
-            for qid, reg in registrations.items()
+            for qid, reg in snapshot.registrations.items()
             if reg.status != "removed"
             and qid not in declared
             and qid not in held
@@ -619,15 +461,238 @@ def allocate(
             )
         )
     )
-    return Allocation(
-        new=tuple(new),
-        returning=tuple(returning),
-        removed=removed,
-        refused=tuple(refused),
-        base_version=snapshot.version,
-        accounts=tuple(accounts),
-        adopted=snapshot.adoptions,
-    )
+
+
+class _Allocator:
+    """One run of :func:`allocate`: what the ledger already holds, the next free numbers, and
+    what the run has decided so far (each quality is decided once, in identity order)."""
+
+    def __init__(
+        self,
+        snapshot: StateSnapshot,
+        declared: Mapping[QualityId, str],
+        *,
+        now: datetime,
+        sender_start: int,
+        uid_range: tuple[int, int],
+    ) -> None:
+        self.now = now
+        self.registrations = snapshot.registrations
+        ledger = snapshot.usernames
+        self.folded: dict[str, list[tuple[str, QualityId]]] = {}
+        for name, owner in ledger.items():
+            self.folded.setdefault(name.lower(), []).append((name, owner))
+        self.reserved = snapshot.reserved_folded()
+        self.owned = _ledger_by_owner(ledger)
+        self.used_senders = {reg.sender_number for reg in self.registrations.values()}
+        self.used_uids = {reg.uid for reg in self.registrations.values() if reg.uid is not None}
+        self.sender_floor = max(sender_start, snapshot.next_sender_number)
+        self.next_sender = self.sender_floor
+        self.uid_low, self.uid_high = uid_range
+        self.next_uid = max(self.uid_low, snapshot.next_uid)
+        # Enterprises whose legacy registration could be any of several declarations.
+        self.ambiguous = {
+            q.enterprise_number: r
+            for q, r in self.registrations.items()
+            if r.legacy and r.status != "removed"
+        }
+        # Unrecorded names that two first-time qualities want in the same run: counted up
+        # front so the outcome does not depend on which of them sorts first. A recorded name
+        # has an owner already and the ledger check decides.
+        self.wanted: dict[str, list[QualityId]] = {}
+        for qid in sorted(declared):
+            name = declared[qid]
+            if qid not in self.registrations and name not in ledger:
+                self.wanted.setdefault(name, []).append(qid)
+        self.new: list[Registration] = []
+        self.returning: list[Registration] = []
+        self.accounts: list[Registration] = []
+        self.refused: list[Refusal] = []
+
+    # --- numbers ------------------------------------------------------------------------
+
+    def next_free_uid(self, qid: QualityId) -> int | None:
+        """The next uid never assigned, or None (and the refusal) when the range is used up."""
+        while self.next_uid in self.used_uids:
+            self.next_uid += 1
+        if self.next_uid > self.uid_high:
+            self.refused.append(
+                Refusal(
+                    qid,
+                    "uid-range-exhausted",
+                    f"No uid is left for quality {qid} in the range "
+                    f"{self.uid_low}-{self.uid_high}: uids are never reused and the next "
+                    f"unassigned one is {self.next_uid}.",
+                )
+            )
+            return None
+        self.used_uids.add(self.next_uid)
+        return self.next_uid
+
+    def next_free_sender(self, qid: QualityId) -> int | None:
+        """The next sender number never assigned, or None (and the refusal) past six digits."""
+        while self.next_sender in self.used_senders:
+            self.next_sender += 1
+        if self.next_sender > MAX_SENDER_NUMBER:
+            self.refused.append(
+                Refusal(
+                    qid,
+                    "sender-numbers-exhausted",
+                    f"No sender number is left for quality {qid}: every number "
+                    f"from {self.sender_floor:06d} to "
+                    f"{MAX_SENDER_NUMBER:06d} has been assigned and numbers are never reused "
+                    f"({RESERVED_SENDER_NUMBER:06d} is reserved for files sent back).",
+                )
+            )
+            return None
+        return self.next_sender
+
+    # --- registered qualities -----------------------------------------------------------
+
+    def keep_registered(
+        self, qid: QualityId, technical_user: str, current: Registration, sftp: bool
+    ) -> None:
+        """A registered quality keeps its user, gets its uid with its first SFTP channel,
+        and comes back ``pending`` when it was removed."""
+        if current.technical_user != technical_user:
+            self.refused.append(
+                Refusal(
+                    qid,
+                    "technical-user-immutable",
+                    f"Quality {qid} has been registered with technical user "
+                    f"'{current.technical_user}' since "
+                    f"{current.registered_at:%Y-%m-%d}; a technical user cannot be "
+                    f"changed, so the declared '{technical_user}' is refused. Declare "
+                    f"'{current.technical_user}' again to keep (or get back) the channel.",
+                )
+            )
+            return
+        if current.uid is None and sftp:
+            uid = self.next_free_uid(qid)
+            if uid is None:
+                return
+            current = replace(current, uid=uid)
+            if current.status != "removed":
+                self.accounts.append(current)
+        if current.status == "removed":
+            self.returning.append(
+                replace(current, status="pending", status_since=self.now, status_reason=None)
+            )
+
+    # --- first-time qualities -----------------------------------------------------------
+
+    def first_time_refusal(self, qid: QualityId, technical_user: str) -> Refusal | None:
+        """Why a quality seen for the first time cannot have its technical user, if it cannot:
+        the first of the ledger's rules it breaks, in the order they are told."""
+        return (
+            self._legacy_refusal(qid)
+            or self._own_name_refusal(qid, technical_user)
+            or self._reserved_refusal(qid, technical_user)
+            or self._taken_refusal(qid, technical_user)
+            or self._rival_refusal(qid, technical_user)
+        )
+
+    def _legacy_refusal(self, qid: QualityId) -> Refusal | None:
+        legacy = self.ambiguous.get(qid.enterprise_number)
+        if legacy is None:
+            return None
+        return Refusal(
+            qid,
+            "quality-type-unknown",
+            f"Enterprise {qid.enterprise_number} was registered before quality types "
+            f"were recorded (technical user '{legacy.technical_user}', sender number "
+            f"{legacy.sender}), and several of its qualities are declared, none with "
+            f"that technical user; declare '{legacy.technical_user}' in the file of "
+            "the quality it belongs to, so that it keeps its sender number.",
+        )
+
+    def _own_name_refusal(self, qid: QualityId, technical_user: str) -> Refusal | None:
+        # Not registered, but a name may already be recorded for it (imported from another
+        # channel of the same quality): a quality that had a channel keeps its user.
+        own_names = self.owned.get(qid, [])
+        if not own_names or technical_user in own_names:
+            return None
+        return Refusal(
+            qid,
+            "technical-user-immutable",
+            f"Quality {qid} already has technical user "
+            f"{_quoted(own_names)}; a technical user cannot be changed, so the "
+            f"declared '{technical_user}' is refused.",
+        )
+
+    def _reserved_refusal(self, qid: QualityId, technical_user: str) -> Refusal | None:
+        if technical_user.lower() not in self.reserved:
+            return None
+        return Refusal(
+            qid,
+            "technical-user-reserved",
+            f"Technical user '{technical_user}' is already taken in the access system "
+            f"by a user that is not a quality of this gateway; choose another "
+            f"technical user for quality {qid}.",
+        )
+
+    def _taken_refusal(self, qid: QualityId, technical_user: str) -> Refusal | None:
+        """The name (or one differing only by case) is in the ledger for another quality."""
+        holders = [(n, o) for n, o in self.folded.get(technical_user.lower(), []) if o != qid]
+        if not holders:
+            return None
+        name, owner = holders[0]
+        owner_reg = self.registrations.get(owner)
+        removed_note = (
+            " (removed, but a technical user is never given to another quality)"
+            if owner_reg is not None and owner_reg.status == "removed"
+            else ""
+        )
+        case_note = (
+            f" as '{name}' (names differing only by case are one name)"
+            if (name != technical_user)
+            else ""
+        )
+        return Refusal(
+            qid,
+            "technical-user-taken",
+            f"Technical user '{technical_user}' belongs to quality {_shown(owner)}"
+            f"{case_note}{removed_note}; choose another technical user for quality "
+            f"{qid}.",
+        )
+
+    def _rival_refusal(self, qid: QualityId, technical_user: str) -> Refusal | None:
+        """Two first-time qualities declare one unrecorded name: neither has a better claim."""
+        rivals = [str(o) for o in self.wanted.get(technical_user, []) if o != qid]
+        if not rivals:
+            return None
+        return Refusal(
+            qid,
+            "technical-user-taken",
+            f"Technical user '{technical_user}' is declared by quality "
+            f"{qid} and by {', '.join(rivals)}; a technical user "
+            "belongs to one quality only, so none of them is registered until the "
+            "others choose another name.",
+        )
+
+    def register(self, qid: QualityId, technical_user: str, sftp: bool) -> None:
+        """A new registration: the next sender number, and a uid when it has an SFTP channel."""
+        sender = self.next_free_sender(qid)
+        if sender is None:
+            return
+        account: int | None = None
+        if sftp:
+            account = self.next_free_uid(qid)
+            if account is None:
+                return
+        self.new.append(
+            Registration(
+                enterprise_number=qid.enterprise_number,
+                quality_type=qid.quality_type,
+                technical_user=technical_user,
+                sender_number=sender,
+                uid=account,
+                registered_at=self.now,
+                status="pending",
+                status_since=self.now,
+            )
+        )
+        self.used_senders.add(sender)
 
 
 def _shown(qid: QualityId) -> str:
