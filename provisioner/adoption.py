@@ -25,7 +25,7 @@ nothing and says so.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -282,100 +282,40 @@ def _refusal(exc: PydanticCustomError) -> tuple[str, str]:
 def _row(
     number: int, values: list[tuple[int, str]], order: Mapping[str, int], display: str, today: date
 ) -> tuple[ImportRow | None, list[Diagnostic]]:
-    problems: list[Diagnostic] = []
-
     def at(name: str) -> Location:
         return Location(display, number, values[order[name]][0])
 
     def value(name: str) -> str:
         return values[order[name]][1]
 
-    enterprise = quality_type = user = None
-    sender: int | None = None
-    registered: date | None = None
-    status: ImportStatus | None = None
-    try:
-        enterprise = enterprise_number_digits(value("enterprise_number"))
-    except PydanticCustomError as exc:
-        problems.append(error(*_refusal(exc), at("enterprise_number")))
-    quality_types = load_catalogue().quality_types
-    if value("quality_type") in quality_types:
-        quality_type = value("quality_type")
-    else:
-        problems.append(
-            error(
-                "unknown-quality-type",
-                f"{value('quality_type')!r} is not a known quality type; expected one of: "
-                f"{', '.join(quality_types)}",
-                at("quality_type"),
-            )
-        )
-    raw = value("sender_number")
-    if len(raw) != 6 or not raw.isascii() or not raw.isdigit():
-        hint = ""
-        if raw.isascii() and raw.isdigit() and len(raw) < 6:
-            hint = f" (a spreadsheet drops leading zeros: write {int(raw):06d})"
-        problems.append(
-            error(
-                "sender-number-format",
-                f"a sender number has exactly six digits (found {raw!r}){hint}",
-                at("sender_number"),
-            )
-        )
-    elif int(raw) == RESERVED_SENDER_NUMBER:
-        problems.append(
-            error(
-                "sender-number-reserved",
-                "999999 is the gateway's own sender number (the files it sends back carry it) "
-                "and never a quality's",
-                at("sender_number"),
-            )
-        )
-    else:
-        sender = int(raw)
-    try:
-        user = _technical_user(value("technical_user"))
-    except PydanticCustomError as exc:
-        problems.append(error(*_refusal(exc), at("technical_user")))
-    raw = value("registered_on")
-    try:
-        if len(raw) != 10:
-            raise ValueError(raw)
-        registered = date.fromisoformat(raw)
-    except ValueError:
-        problems.append(
-            error(
-                "registered-on-format",
-                f"a registration date is written YYYY-MM-DD, e.g. 2019-03-01 (found {raw!r})",
-                at("registered_on"),
-            )
-        )
-    else:
-        if registered > today:
-            problems.append(
-                error(
-                    "registered-on-future",
-                    f"the registration date {registered.isoformat()} is in the future",
-                    at("registered_on"),
-                )
-            )
-            registered = None
-    raw = value("status")
-    if raw.lower() == "active":
-        status = "active"
-    elif raw.lower() == "removed":
-        status = "removed"
-    else:
-        problems.append(
-            error(
-                "status-unknown",
-                f"the status of an imported registration is 'active' or 'removed' (found {raw!r})",
-                at("status"),
-            )
-        )
+    # Every column is judged, so that one reading of the file names all of a row's faults.
+    enterprise = _checked(enterprise_number_digits, value("enterprise_number"))
+    quality_type = _quality_type(value("quality_type"))
+    sender = _sender_number(value("sender_number"))
+    user = _checked(_technical_user, value("technical_user"))
+    registered = _registered_on(value("registered_on"), today)
+    status = _status(value("status"))
+    judged = {
+        "enterprise_number": enterprise,
+        "quality_type": quality_type,
+        "sender_number": sender,
+        "technical_user": user,
+        "registered_on": registered,
+        "status": status,
+    }
+    problems = [
+        error(v.code, v.message, at(name)) for name, v in judged.items() if isinstance(v, _Fault)
+    ]
     if problems:
         return None, problems
-    assert enterprise and quality_type and user and sender is not None and registered and status
+    assert (
+        isinstance(enterprise, str)
+        and isinstance(quality_type, str)
+        and isinstance(sender, int)
+        and isinstance(user, str)
+        and isinstance(registered, date)
+        and isinstance(status, str)
+    )
     return (
         ImportRow(
             Location(display, number, 1),
@@ -386,6 +326,78 @@ def _row(
             status,
         ),
         [],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Fault:
+    """A column's refusal; `_row` places it at the column."""
+
+    code: str
+    message: str
+
+
+def _checked(check: Callable[[str], str], raw: str) -> str | _Fault:
+    """A column the declarations' own validator judges, with the declarations' words."""
+    try:
+        return check(raw)
+    except PydanticCustomError as exc:
+        return _Fault(*_refusal(exc))
+
+
+def _quality_type(raw: str) -> str | _Fault:
+    quality_types = load_catalogue().quality_types
+    if raw in quality_types:
+        return raw
+    return _Fault(
+        "unknown-quality-type",
+        f"{raw!r} is not a known quality type; expected one of: {', '.join(quality_types)}",
+    )
+
+
+def _sender_number(raw: str) -> int | _Fault:
+    if len(raw) != 6 or not raw.isascii() or not raw.isdigit():
+        hint = ""
+        if raw.isascii() and raw.isdigit() and len(raw) < 6:
+            hint = f" (a spreadsheet drops leading zeros: write {int(raw):06d})"
+        return _Fault(
+            "sender-number-format", f"a sender number has exactly six digits (found {raw!r}){hint}"
+        )
+    if int(raw) == RESERVED_SENDER_NUMBER:
+        return _Fault(
+            "sender-number-reserved",
+            "999999 is the gateway's own sender number (the files it sends back carry it) "
+            "and never a quality's",
+        )
+    return int(raw)
+
+
+def _registered_on(raw: str, today: date) -> date | _Fault:
+    try:
+        if len(raw) != 10:
+            raise ValueError(raw)
+        registered = date.fromisoformat(raw)
+    except ValueError:
+        return _Fault(
+            "registered-on-format",
+            f"a registration date is written YYYY-MM-DD, e.g. 2019-03-01 (found {raw!r})",
+        )
+    if registered > today:
+        return _Fault(
+            "registered-on-future",
+            f"the registration date {registered.isoformat()} is in the future",
+        )
+    return registered
+
+
+def _status(raw: str) -> ImportStatus | _Fault:
+    if raw.lower() == "active":
+        return "active"
+    if raw.lower() == "removed":
+        return "removed"
+    return _Fault(
+        "status-unknown",
+        f"the status of an imported registration is 'active' or 'removed' (found {raw!r})",
     )
 
 
