@@ -59,6 +59,8 @@ class Bench:
         self.root = base / "root"
         self.decls = base / "declarations"
         self.before = base / "before"
+        # Names taken by users that are no quality of ours (written into state.json).
+        self.reserved: set[str] = set()
         self.extra = dict(settings or {})
         shutil.copytree(EXAMPLES, self.decls)
 
@@ -91,7 +93,9 @@ class Bench:
         if not db.exists():
             return snapshot_to_json(StateSnapshot.empty())
         with StateStore.open(settings.state_url) as store:
-            return snapshot_to_json(store.snapshot())
+            data = snapshot_to_json(store.snapshot())
+        data["reserved"] = sorted({*data["reserved"], *self.reserved})
+        return data
 
 
 def third_quality_text(*, sftp: bool = True) -> str:
@@ -372,6 +376,38 @@ def key_expired(bench: Bench) -> str:
     return (
         "A key whose expires date passed since the last apply changes nothing: its line "
         "carries expiry-time, and sshd refuses it from then on."
+    )
+
+
+@scenario("sender-numbers-exhausted", sender_start=999997)
+def sender_numbers_exhausted(bench: Bench) -> str:
+    bench.apply()
+    bench.quality(EN_THIRD).write_text(third_quality_text(), "utf-8")
+    return (
+        "A quality beyond the last sender number (999998; 999999 is the gateway's) is refused, "
+        "and the others keep theirs."
+    )
+
+
+@scenario("technical-user-taken")
+def technical_user_taken(bench: Bench) -> str:
+    bench.apply()
+    text = third_quality_text().replace(USER_THIRD, USER_ONDERNEMING)
+    bench.quality(EN_THIRD).write_text(text, "utf-8")
+    return (
+        "A new quality declaring the technical user of a live one is refused; the live one is "
+        "refused too (duplicate-technical-user) and held on its last good configuration."
+    )
+
+
+@scenario("technical-user-reserved")
+def technical_user_reserved(bench: Bench) -> str:
+    bench.apply()
+    bench.reserved.add(USER_THIRD.upper())
+    bench.quality(EN_THIRD).write_text(third_quality_text(), "utf-8")
+    return (
+        "A technical user the portal's access system already uses (reserved in the state, "
+        "whatever its case) is refused to a new quality."
     )
 
 
