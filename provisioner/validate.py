@@ -192,8 +192,55 @@ def validate(settings: ValidateSettings, *, full: bool = False) -> ValidationRep
         return _validate(settings, full)
 
 
+@dataclass(slots=True)
+class _Discovered:
+    """The files of one run, as found and shown, and what the cache knows of each."""
+
+    root: Path
+    files: list[Path]
+    problems: list[Diagnostic]
+    shown: list[tuple[Path, str]]
+    cache: ResultCache
+    # Per file: whether the cache holds a result for its content and referenced files.
+    valid: list[bool]
+
+    @property
+    def displays(self) -> list[str]:
+        return [display for _, display in self.shown]
+
+
+@dataclass(slots=True)
+class _Checked:
+    summaries: list[FileSummary]
+    # Whole results of the files checked in this run (full runs only; None: in the cache).
+    whole: list[FileResult | None]
+    cached: int
+
+
 def _validate(settings: ValidateSettings, full: bool) -> ValidationReport:
-    started_ns = time.time_ns()
+    run = _discover_files(settings, full, started_ns=time.time_ns())
+    history = settings.base is not None or settings.author is not None
+    if run.cache.enabled and not full and not history and settings.ledger is None:
+        unchanged = _unchanged_repository(settings, run)
+        if unchanged is not None:
+            return unchanged
+    checked = _check_the_rest(settings, run, full)
+    summaries = checked.summaries
+    diagnostics = list(run.problems) + _cross_file_verdicts(settings, run, summaries, full)
+    diagnostics.extend(_run_rules(settings, run, summaries, history=history))
+    return ValidationReport(
+        root=run.root,
+        files=run.displays,
+        diagnostics=sort_diagnostics(diagnostics),
+        summaries=summaries,
+        cached=checked.cached,
+        paths=list(run.files),
+        _full=checked.whole,
+        _loader=_whole_results_loader(settings, run, summaries) if full else None,
+    )
+
+
+def _discover_files(settings: ValidateSettings, full: bool, *, started_ns: int) -> _Discovered:
     cwd = settings.cwd
     root = settings.root or find_root([p if p.is_absolute() else cwd / p for p in settings.paths])
     files, problems = discover(settings.paths, cwd, root)
@@ -202,33 +249,39 @@ def _validate(settings: ValidateSettings, full: bool) -> ValidationReport:
         settings.cache_dir, root, "full" if full else "summary", started_ns=started_ns
     )
     valid = [cache.valid(path, display) for path, display in shown]
-    history = settings.base is not None or settings.author is not None
-    run_key = ""
-    if cache.enabled and not full:
-        run_key = cache.run_key(shown) if all(valid) else ""
-        memo = None if history or settings.ledger is not None else cache.get_memo(run_key)
-        if memo is not None:
-            replay = _replay(memo, settings.now)
-            if replay is not None:
-                if settings.cache_write:
-                    cache.save()  # stamps refreshed by `valid`
-                return ValidationReport(
-                    root=root,
-                    files=[display for _, display in shown],
-                    diagnostics=sort_diagnostics(list(problems) + replay),
-                    cached=len(files),
-                )
+    return _Discovered(root, list(files), list(problems), shown, cache, valid)
 
-    hit_paths = [path for (path, _), ok in zip(shown, valid, strict=True) if ok]
+
+def _unchanged_repository(settings: ValidateSettings, run: _Discovered) -> ValidationReport | None:
+    """The last run's verdicts and the clock rules at `now`, when no file changed since."""
+    run_key = run.cache.run_key(run.shown) if all(run.valid) else ""
+    memo = run.cache.get_memo(run_key)
+    replay = _replay(memo, settings.now) if memo is not None else None
+    if replay is None:
+        return None
+    if settings.cache_write:
+        run.cache.save()  # stamps refreshed by `valid`
+    return ValidationReport(
+        root=run.root,
+        files=run.displays,
+        diagnostics=sort_diagnostics(list(run.problems) + replay),
+        cached=len(run.files),
+    )
+
+
+def _check_the_rest(settings: ValidateSettings, run: _Discovered, full: bool) -> _Checked:
+    """Each file's summary: from the cache where it is valid, else checked (in parallel when
+    there are many) and put in the cache."""
+    cache = run.cache
+    hit_paths = [path for (path, _), ok in zip(run.shown, run.valid, strict=True) if ok]
     found = iter(cache.results(hit_paths, FileSummary))
     summaries_or_none: list[FileSummary | None] = []
     todo: list[tuple[int, tuple[Path, str, Path]]] = []
-    for (path, display), ok in zip(shown, valid, strict=True):
+    for (path, display), ok in zip(run.shown, run.valid, strict=True):
         hit = next(found) if ok else None
         if hit is None:
-            todo.append((len(summaries_or_none), (path, display, root)))
+            todo.append((len(summaries_or_none), (path, display, run.root)))
         summaries_or_none.append(hit)
-    cached = len(files) - len(todo)
     jobs = [job for _, job in todo]
     fresh: list[tuple[Any, tuple[str, str] | None]]
     if cache.enabled:
@@ -238,7 +291,7 @@ def _validate(settings: ValidateSettings, full: bool) -> ValidationReport:
         plain = _check_full if full else _check_summary
         checked = _map_parallel(plain, jobs, settings.jobs, settings.progress)
         fresh = [(item, None) for item in checked]
-    whole: list[FileResult | None] = [None] * len(files) if full else []
+    whole: list[FileResult | None] = [None] * len(run.files) if full else []
     for (index, (path, display, _root)), (item, payload) in zip(todo, fresh, strict=True):
         if full:
             whole[index] = item
@@ -247,33 +300,44 @@ def _validate(settings: ValidateSettings, full: bool) -> ValidationReport:
             summaries_or_none[index] = item
         cache.put(path, display, item, payload)
     summaries = [s for s in summaries_or_none if s is not None]
+    return _Checked(summaries, whole, cached=len(run.files) - len(todo))
 
+
+def _cross_file_verdicts(
+    settings: ValidateSettings, run: _Discovered, summaries: list[FileSummary], full: bool
+) -> list[Diagnostic]:
+    """Every file's own verdicts and the rules across files; the memo of a plain gate run."""
     verdicts = [d for s in summaries for d in s.diagnostics]
     owners = settings.key_owners
     if settings.base is not None:
         from provisioner.gitbase import base_key_owners
 
         owners = {
-            **base_key_owners(root, settings.base, settings.paths, settings.cwd),
+            **base_key_owners(run.root, settings.base, settings.paths, settings.cwd),
             **(owners or {}),
         }
     verdicts.extend(cross_file_rules(summaries, owners))
+    cache = run.cache
     if cache.enabled and not full and owners is None:
         # The memo holds verdicts of the files alone; who had a key first is not one.
-        cache.set_memo(cache.run_key(shown), _memo(verdicts, summaries))
+        cache.set_memo(cache.run_key(run.shown), _memo(verdicts, summaries))
     if settings.cache_write:
         cache.save()
+    return verdicts
 
-    diagnostics = list(problems) + verdicts
-    for s in summaries:
-        diagnostics.extend(clock_rules(s, settings.now))
+
+def _run_rules(
+    settings: ValidateSettings, run: _Discovered, summaries: list[FileSummary], *, history: bool
+) -> list[Diagnostic]:
+    """What depends on more than the files: the clock, the Git history, the host's ledger."""
+    out = [d for s in summaries for d in clock_rules(s, settings.now)]
     if history:
         from provisioner.gitbase import history_rules
 
-        diagnostics.extend(
+        out.extend(
             history_rules(
-                root,
-                files,
+                run.root,
+                run.files,
                 summaries,
                 base=settings.base,
                 author=settings.author,
@@ -284,11 +348,18 @@ def _validate(settings: ValidateSettings, full: bool) -> ValidationReport:
     if settings.ledger is not None:
         from provisioner.ledger import declared_of, ledger_rules
 
-        diagnostics.extend(
+        out.extend(
             ledger_rules(
                 declared_of(summaries), settings.ledger, settings.now, settings.ledger_max_age
             )
         )
+    return out
+
+
+def _whole_results_loader(
+    settings: ValidateSettings, run: _Discovered, summaries: list[FileSummary]
+) -> Callable[[list[int]], list[FileResult]]:
+    files, shown, cache, root = run.files, run.shown, run.cache, run.root
 
     def load(indices: list[int]) -> list[FileResult]:
         hits = cache.results([files[i] for i in indices], FileResult)
@@ -310,16 +381,7 @@ def _validate(settings: ValidateSettings, full: bool) -> ValidationReport:
             cache.save()
         return [hit if hit is not None else fresh[i] for i, hit in zip(indices, hits, strict=True)]
 
-    return ValidationReport(
-        root=root,
-        files=[display for _, display in shown],
-        diagnostics=sort_diagnostics(diagnostics),
-        summaries=summaries,
-        cached=cached,
-        paths=list(files),
-        _full=whole,
-        _loader=load if full else None,
-    )
+    return load
 
 
 # --- the memo of a run -----------------------------------------------------------------------
