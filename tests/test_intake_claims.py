@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.intake import claims
+from provisioner.state import StateStore, StateUnavailable
 
 pytest_plugins = ("pg",)
 
@@ -70,3 +71,23 @@ def test_sqlite_hosts_racing_for_a_name_one_wins(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_postgres_hosts_racing_for_a_name_one_wins(postgres_url: str) -> None:
     _check(postgres_url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://user@host/db", "sqlite:///relative.db", "postgresql+psycopg2://u@h/db"],
+)
+def test_the_gate_opens_the_state_as_every_command_does(url: str) -> None:
+    """One opener for a state URL: the gate's refusals are the store's, word for word."""
+    with pytest.raises(StateUnavailable) as gate:
+        claims.open_state(url)
+    with pytest.raises(StateUnavailable) as store:
+        StateStore.open(url)
+    assert str(gate.value) == str(store.value)
+
+
+def test_a_fresh_database_opened_by_the_gate_is_migrated_for_the_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh' / 'state.db'}"
+    claims.open_state(url).dispose()
+    with StateStore.open(url, create=False) as store:
+        assert store.version() == 0

@@ -15,23 +15,17 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from provisioner.state._db import create_engine, transaction
+from provisioner.state._db import transaction
 from provisioner.state.errors import StateConflict
-from provisioner.state.migrations import migrate
 from provisioner.state.schema import intake_names
+from provisioner.state.store import open_engine
 
 _CHUNK = 500
 
 
 def open_state(url: str) -> Engine:
     """The state database, migrated (the gate may be the first to open a fresh one)."""
-    engine = create_engine(url)
-    try:
-        migrate(engine)
-    except BaseException:
-        engine.dispose()
-        raise
-    return engine
+    return open_engine(url)
 
 
 def _taken(engine: Engine, names: Sequence[str], set_id: str) -> list[str]:

@@ -128,6 +128,19 @@ _STATUS_UPDATE = (
 )
 
 
+def open_engine(url: str, *, create: bool = True) -> Engine:
+    """The one way a state URL becomes an engine: created (see `create_engine`), then
+    migrated, and disposed of again if the migration fails. :meth:`StateStore.open` wraps it;
+    the intake gate, which may be the first to open a fresh database, uses the engine itself."""
+    engine = create_engine(url, create=create)
+    try:
+        migrate(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
 class StateStore:
     """Persistent state over SQLAlchemy Core. Thread-safe; one instance per process is enough."""
 
@@ -145,13 +158,7 @@ class StateStore:
         :class:`StateUnavailable` for a bad URL or an unreachable database and
         :class:`StateSchemaTooNew` for a database migrated by a newer release.
         """
-        engine = create_engine(url, create=create)
-        try:
-            migrate(engine)
-        except BaseException:
-            engine.dispose()
-            raise
-        return cls(engine)
+        return cls(open_engine(url, create=create))
 
     @property
     def url(self) -> str:
