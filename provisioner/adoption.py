@@ -511,6 +511,112 @@ def _also(location: Location | None) -> tuple[Location, ...]:
     return () if location is None else (location,)
 
 
+def _where(loc: Location | None) -> str:
+    return f"line {loc.line}" if loc is not None else "the state"
+
+
+def _holder(qid: QualityId | None) -> str:
+    return "a user of the portal's access system" if qid is None else f"quality {qid}"
+
+
+class _Taken:
+    """The sender numbers and usernames taken so far, by the state (no location) or by an
+    earlier line of the import; usernames also by their lower case, which the portal's
+    access system does not tell apart."""
+
+    def __init__(self, held: Held) -> None:
+        self.senders: dict[int, tuple[QualityId, Location | None]] = {
+            n: (q, None) for n, q in held.senders.items()
+        }
+        self.users: dict[str, tuple[QualityId | None, Location | None]] = {
+            u: (q, None) for u, q in held.usernames.items()
+        }
+        self.folded: dict[str, tuple[str, QualityId | None, Location | None]] = {}
+        for user, (qid, _) in self.users.items():
+            self.folded.setdefault(user.lower(), (user, qid, None))
+
+    def refusals(self, row: ImportRow) -> list[Diagnostic]:
+        """What stops `row` from being recorded: its sender number or its username (in any
+        case) held by another quality."""
+        out: list[Diagnostic] = []
+        taken = self.senders.get(row.sender_number)
+        if taken is not None and taken[0] != row.qid:
+            out.append(
+                error(
+                    "sender-number-taken",
+                    f"sender number {row.sender} belongs to quality {taken[0]} "
+                    f"({_where(taken[1])}); a sender number is never given twice",
+                    row.location,
+                    *_also(taken[1]),
+                )
+            )
+        owner = self.users.get(row.technical_user)
+        similar = self.folded.get(row.technical_user.lower())
+        if owner is not None and owner[0] != row.qid:
+            out.append(
+                error(
+                    "technical-user-taken",
+                    f"the technical user '{row.technical_user}' belongs to {_holder(owner[0])} "
+                    f"({_where(owner[1])}); a username is never given twice",
+                    row.location,
+                    *_also(owner[1]),
+                )
+            )
+        elif similar is not None and similar[0] != row.technical_user and similar[1] != row.qid:
+            out.append(
+                error(
+                    "technical-user-similar",
+                    f"'{row.technical_user}' differs only in case from '{similar[0]}', which "
+                    f"belongs to {_holder(similar[1])} ({_where(similar[2])}); the portal's "
+                    "access system does not tell them apart",
+                    row.location,
+                    *_also(similar[2]),
+                )
+            )
+        return out
+
+    def take(self, row: ImportRow) -> None:
+        self.senders[row.sender_number] = (row.qid, row.location)
+        self.users[row.technical_user] = (row.qid, row.location)
+        self.folded.setdefault(
+            row.technical_user.lower(), (row.technical_user, row.qid, row.location)
+        )
+
+    def reserved_already(self, name: ReservedName) -> bool:
+        """Reserved for a user of the portal already, in this case or another: one is enough."""
+        owner = self.users.get(name.username)
+        if owner is not None:
+            return owner[0] is None
+        similar = self.folded.get(name.username.lower())
+        return similar is not None and similar[1] is None
+
+    def reservation_refusal(self, name: ReservedName) -> Diagnostic | None:
+        """A name not reserved already is refused when a quality holds it, in any case."""
+        owner = self.users.get(name.username)
+        if owner is not None:
+            return error(
+                "reserved-username-taken",
+                f"'{name.username}' is the technical user of quality {owner[0]} "
+                f"({_where(owner[1])}); it cannot also belong to another user of the portal",
+                name.location,
+                *_also(owner[1]),
+            )
+        similar = self.folded.get(name.username.lower())
+        if similar is not None:
+            return error(
+                "reserved-username-taken",
+                f"'{name.username}' differs only in case from '{similar[0]}', the technical "
+                f"user of quality {similar[1]} ({_where(similar[2])})",
+                name.location,
+                *_also(similar[2]),
+            )
+        return None
+
+    def reserve(self, name: ReservedName) -> None:
+        self.users[name.username] = (None, name.location)
+        self.folded.setdefault(name.username.lower(), (name.username, None, name.location))
+
+
 def plan_import(
     file: str,
     rows: Sequence[ImportRow],
@@ -526,148 +632,36 @@ def plan_import(
     it is is not recorded again.
     """
     out = list(problems)
-    senders: dict[int, tuple[QualityId, Location | None]] = {
-        n: (q, None) for n, q in held.senders.items()
-    }
-    users: dict[str, tuple[QualityId | None, Location | None]] = {
-        u: (q, None) for u, q in held.usernames.items()
-    }
-    folded: dict[str, tuple[str, QualityId | None, Location | None]] = {}
-    for user, (qid, _) in users.items():
-        folded.setdefault(user.lower(), (user, qid, None))
+    taken = _Taken(held)
     seen: dict[QualityId, ImportRow] = {}
     new: list[ImportRow] = []
     already: list[ImportRow] = []
-
-    def where(loc: Location | None) -> str:
-        return f"line {loc.line}" if loc is not None else "the state"
-
-    def holder(qid: QualityId | None) -> str:
-        return "a user of the portal's access system" if qid is None else f"quality {qid}"
-
     for row in rows:
-        at = row.location
         if row.qid in seen:
-            first = seen[row.qid]
-            same = (first.sender_number, first.technical_user, first.registered_on, first.status)
-            if same == (row.sender_number, row.technical_user, row.registered_on, row.status):
-                out.append(
-                    error(
-                        "duplicate-row",
-                        f"this row repeats line {first.location.line}",
-                        at,
-                        first.location,
-                    )
-                )
-            else:
-                out.append(
-                    error(
-                        "quality-duplicate",
-                        f"quality {row.qid} is already listed at line {first.location.line} with "
-                        "other values; a quality has one sender number and one technical user",
-                        at,
-                        first.location,
-                    )
-                )
+            out.append(_repeated(row, seen[row.qid]))
             continue
         seen[row.qid] = row
         known = held.registrations.get(row.qid)
-        if known is not None:
-            if known == (row.sender_number, row.technical_user):
-                already.append(row)
-            else:
-                out.append(
-                    error(
-                        "quality-registered",
-                        f"quality {row.qid} is already registered with sender number "
-                        f"{known[0]:06d} and technical user '{known[1]}'; a registration is "
-                        "never changed by an import",
-                        at,
-                    )
-                )
-            continue
-        refused = False
-        taken = senders.get(row.sender_number)
-        if taken is not None and taken[0] != row.qid:
-            refused = True
-            out.append(
-                error(
-                    "sender-number-taken",
-                    f"sender number {row.sender} belongs to quality {taken[0]} "
-                    f"({where(taken[1])}); a sender number is never given twice",
-                    at,
-                    *_also(taken[1]),
-                )
-            )
-        owner = users.get(row.technical_user)
-        if owner is not None and owner[0] != row.qid:
-            refused = True
-            out.append(
-                error(
-                    "technical-user-taken",
-                    f"the technical user '{row.technical_user}' belongs to {holder(owner[0])} "
-                    f"({where(owner[1])}); a username is never given twice",
-                    at,
-                    *_also(owner[1]),
-                )
-            )
+        if known == (row.sender_number, row.technical_user):
+            already.append(row)
+        elif known is not None:
+            out.append(_registered_otherwise(row, known))
+        elif refusals := taken.refusals(row):
+            out.extend(refusals)
         else:
-            similar = folded.get(row.technical_user.lower())
-            if similar is not None and similar[0] != row.technical_user and similar[1] != row.qid:
-                refused = True
-                out.append(
-                    error(
-                        "technical-user-similar",
-                        f"'{row.technical_user}' differs only in case from '{similar[0]}', which "
-                        f"belongs to {holder(similar[1])} ({where(similar[2])}); the portal's "
-                        "access system does not tell them apart",
-                        at,
-                        *_also(similar[2]),
-                    )
-                )
-        if refused:
-            continue
-        senders[row.sender_number] = (row.qid, at)
-        users[row.technical_user] = (row.qid, at)
-        folded.setdefault(row.technical_user.lower(), (row.technical_user, row.qid, at))
-        new.append(row)
+            taken.take(row)
+            new.append(row)
 
     fresh: list[ReservedName] = []
     kept: list[ReservedName] = []
     for name in reserved:
-        owner = users.get(name.username)
-        if owner is not None:
-            if owner[0] is None:
-                kept.append(name)
-                continue
-            out.append(
-                error(
-                    "reserved-username-taken",
-                    f"'{name.username}' is the technical user of quality {owner[0]} "
-                    f"({where(owner[1])}); it cannot also belong to another user of the portal",
-                    name.location,
-                    *_also(owner[1]),
-                )
-            )
-            continue
-        similar = folded.get(name.username.lower())
-        if similar is not None and similar[1] is None:
-            kept.append(name)  # reserved already, in another case: one is enough
-            continue
-        if similar is not None:
-            out.append(
-                error(
-                    "reserved-username-taken",
-                    f"'{name.username}' differs only in case from '{similar[0]}', the technical "
-                    f"user of quality {similar[1]} ({where(similar[2])})",
-                    name.location,
-                    *_also(similar[2]),
-                )
-            )
-            continue
-        users[name.username] = (None, name.location)
-        folded.setdefault(name.username.lower(), (name.username, None, name.location))
-        fresh.append(name)
+        if taken.reserved_already(name):
+            kept.append(name)
+        elif (refusal := taken.reservation_refusal(name)) is not None:
+            out.append(refusal)
+        else:
+            taken.reserve(name)
+            fresh.append(name)
     return ImportPlan(
         file=file,
         new=tuple(new),
@@ -675,6 +669,35 @@ def plan_import(
         reserved=tuple(fresh),
         reserved_already=tuple(kept),
         diagnostics=tuple(sort_diagnostics(out)),
+    )
+
+
+def _repeated(row: ImportRow, first: ImportRow) -> Diagnostic:
+    """A quality on a second line: the same row twice, or the same quality with other values."""
+    same = (first.sender_number, first.technical_user, first.registered_on, first.status)
+    if same == (row.sender_number, row.technical_user, row.registered_on, row.status):
+        return error(
+            "duplicate-row",
+            f"this row repeats line {first.location.line}",
+            row.location,
+            first.location,
+        )
+    return error(
+        "quality-duplicate",
+        f"quality {row.qid} is already listed at line {first.location.line} with "
+        "other values; a quality has one sender number and one technical user",
+        row.location,
+        first.location,
+    )
+
+
+def _registered_otherwise(row: ImportRow, known: tuple[int, str]) -> Diagnostic:
+    return error(
+        "quality-registered",
+        f"quality {row.qid} is already registered with sender number "
+        f"{known[0]:06d} and technical user '{known[1]}'; a registration is "
+        "never changed by an import",
+        row.location,
     )
 
 
