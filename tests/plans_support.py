@@ -168,32 +168,46 @@ def materialise(host: Mapping[str, Any], root: Path) -> None:
     dirs: list[tuple[Path, RecordedPath]] = []
     for key, entry in sorted(view.paths.items()):
         path = Path(key)
-        if entry.kind == "missing":
-            continue
+        _lay(path, entry)
         if entry.kind == "dir":
-            path.mkdir(parents=True, exist_ok=True)
             dirs.append((path, entry))
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if entry.kind == "symlink":
-            os.symlink(entry.target or "", path)
+        elif entry.kind == "symlink":
             os.lchown(path, entry.owner, entry.group)
-            continue
-        if entry.kind == "other":
-            os.mkfifo(path)
-        else:
-            path.write_bytes(entry.content or b"")
-        os.chown(path, entry.owner, entry.group)
-        os.chmod(path, entry.mode)
+        elif entry.kind != "missing":
+            os.chown(path, entry.owner, entry.group)
+            os.chmod(path, entry.mode)
     for path, entry in sorted(dirs, key=lambda d: len(d[0].parts), reverse=True):
         os.chown(path, entry.owner, entry.group)
         os.chmod(path, entry.mode)
 
 
+def _lay(path: Path, entry: RecordedPath) -> None:
+    """Make one recorded path (owner and mode are the caller's)."""
+    if entry.kind == "missing":
+        return
+    if entry.kind == "dir":
+        path.mkdir(parents=True, exist_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if entry.kind == "symlink":
+        os.symlink(entry.target or "", path)
+    elif entry.kind == "other":
+        os.mkfifo(path)
+    else:
+        path.write_bytes(entry.content or b"")
+
+
 @contextmanager
-def workplace(case: Case, *, real: bool = False, base: Path = PLAN_BASE) -> Iterator[Path]:
+def workplace(
+    case: Case,
+    *,
+    real: bool = False,
+    host: Mapping[str, Any] | None = None,
+    base: Path = PLAN_BASE,
+) -> Iterator[Path]:
     """PLAN_BASE for the time of the block, one run at a time: the case's declarations in
-    `declarations/`, and with `real` its host laid out in `root/`. Yields the base."""
+    `declarations/`, and with `real` its host (or `host`) laid out in `root/`. Yields the
+    base."""
     PLAN_LOCK.parent.mkdir(parents=True, exist_ok=True)
     with open(PLAN_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -201,8 +215,8 @@ def workplace(case: Case, *, real: bool = False, base: Path = PLAN_BASE) -> Iter
             _remove(base)
             base.mkdir(parents=True)
             shutil.copytree(case.declarations, base / "declarations")
-            if real:
-                materialise(case.host(), base / "root")
+            if real or host is not None:
+                materialise(host if host is not None else case.host(), base / "root")
             yield base
         finally:
             _remove(base)
@@ -250,7 +264,8 @@ class Case:
 
     @property
     def before(self) -> Path:
-        """The declarations of the last apply, when they differ (cases about reads only)."""
+        """What the last apply read and left, where it differs from the case (cases about
+        reads only): `declarations/`, `host.json`."""
         return self.directory / "before"
 
     def snapshot(self) -> StateSnapshot:
@@ -326,34 +341,69 @@ def plan_on_a_real_tree(case: Case) -> Plan:
         return reconcile(case, base, LIVE).plan
 
 
-def reads_of(case: Case) -> dict[str, list[str]]:
-    """What the planner reads of a host that the last apply left with its host record.
+def reads_of(case: Case) -> tuple[Plan, dict[str, list[str]]]:
+    """The plan, and what the planner read, on a host its last apply left with a host record.
 
     The record is made here, as apply makes it, and not stored in the case: its keys digest
-    the code, so a stored one would be stale at the next commit. The host is laid out for
-    real, planned with the settings of the last apply (case.yaml `host_record: settings:`),
-    and remembered once the files are old enough to be stamped; that tree, recorded, is then
-    planned with the case's settings. When the declarations changed since the last apply,
-    `before/` holds those the last apply read: they stand in the declarations' place for it.
+    the code, so a stored one would be stale at the next commit. The host of the last apply
+    (`before/host.json`, or host.json when nothing changed on the host since) is laid out for
+    real with the declarations it read (`before/declarations/`, or declarations/), planned
+    with the settings of the last apply (case.yaml `host_record: settings:`) and remembered
+    once its files are old enough to be stamped. Then the tree is brought to host.json the
+    way a hand would (a file rewritten, a mode changed: see `_drift`), recorded, and planned
+    with the case's declarations and settings.
     """
     assert case.host_record is not None, f"{case.name}: no host_record in case.yaml"
-    with workplace(case, real=True) as base:
+    before_host = case.before / "host.json"
+    before_decls = case.before / "declarations"
+    last_host = json.loads(before_host.read_text("utf-8")) if before_host.exists() else None
+    with workplace(case, real=True, host=last_host) as base:
         root = base / "root"
         decls = base / "declarations"
-        if case.before.is_dir():
+        if before_decls.is_dir():
             shutil.rmtree(decls)
-            shutil.copytree(case.before, decls)
+            shutil.copytree(before_decls, decls)
         last = reconcile(case, base, LIVE, settings_for(case.host_record, root))
         # Files younger than the racy window are recorded without a stamp (and read again).
         time.sleep(RACY_NS / 1e9 + 0.1)
         remember(last, [])
-        if case.before.is_dir():
+        if before_decls.is_dir():
             shutil.rmtree(decls)
             shutil.copytree(case.declarations, decls)
+        if last_host is not None:
+            _drift(recorded(last_host, root), recorded(case.host(), root))
         settings = case.host_settings(root)
         view = record_host(settings)
-        reconcile(case, base, view, settings)
-        return {"reads": sorted(view.reads), "listed": sorted(view.listed)}
+        plan = reconcile(case, base, view, settings).plan
+        return plan, {"reads": sorted(view.reads), "listed": sorted(view.listed)}
+
+
+def _drift(was: RecordedHost, now: RecordedHost) -> None:
+    """Change the real tree laid out from `was` into `now`, touching only what differs."""
+    for key in sorted(set(was.paths) - set(now.paths), reverse=True):
+        path = Path(key)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    for key, entry in sorted(now.paths.items()):
+        old = was.paths.get(key)
+        if old == entry:
+            continue
+        path = Path(key)
+        if old is not None and (old.kind != entry.kind or old.content != entry.content):
+            if old.kind == "dir":
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            old = None
+        if old is None:
+            _lay(path, entry)
+        if entry.kind == "symlink":
+            os.lchown(path, entry.owner, entry.group)
+        else:
+            os.chown(path, entry.owner, entry.group)
+            os.chmod(path, entry.mode)
 
 
 def normalised(plan: Plan, root: Path = PLAN_ROOT) -> dict[str, Any]:

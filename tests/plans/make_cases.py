@@ -61,6 +61,7 @@ class Bench:
         self.before = base / "before"
         # Names taken by users that are no quality of ours (written into state.json).
         self.reserved: set[str] = set()
+        self.before_host: dict[str, Any] | None = None
         self.extra = dict(settings or {})
         shutil.copytree(EXAMPLES, self.decls)
 
@@ -71,9 +72,10 @@ class Bench:
         with StateStore.open(self.settings().state_url) as store:
             result = apply(self.settings(), [self.decls], store, now=now, cwd=self.base)
         assert not result.plan.refused, result.plan.refused
-        # What the last apply read: a case about reads plans its host record from them.
+        # What the last apply read and left: a case about reads makes its host record there.
         shutil.rmtree(self.before, ignore_errors=True)
         shutil.copytree(self.decls, self.before)
+        self.before_host = capture(self.settings())
 
     def quality(self, name: str) -> Path:
         return self.decls / "qualities" / f"{name}.yaml"
@@ -427,6 +429,8 @@ HOST_RECORD: dict[str, dict[str, Any]] = {
     "nothing-changed": {},
     "settings-no-render": {},
     "key-rotated": {},
+    "drift-keys-edited": {},
+    "drift-wrong-mode": {},
 }
 
 
@@ -439,11 +443,16 @@ def make(name: str) -> Path:
         shutil.rmtree(target / "declarations", ignore_errors=True)
         target.mkdir(parents=True, exist_ok=True)
         shutil.copytree(bench.decls, target / "declarations")
-        shutil.rmtree(target / "before", ignore_errors=True)
-        if name in HOST_RECORD and bench.before.exists() and _differ(bench.before, bench.decls):
-            shutil.copytree(bench.before, target / "before")
         (target / "state.json").write_text(dumps(bench.snapshot_json()), "utf-8")
-        (target / "host.json").write_text(dumps(capture(bench.settings())), "utf-8")
+        host = capture(bench.settings())
+        (target / "host.json").write_text(dumps(host), "utf-8")
+        shutil.rmtree(target / "before", ignore_errors=True)
+        if name in HOST_RECORD:
+            if bench.before.exists() and _differ(bench.before, bench.decls):
+                shutil.copytree(bench.before, target / "before" / "declarations")
+            if bench.before_host is not None and bench.before_host != host:
+                (target / "before").mkdir(exist_ok=True)
+                (target / "before" / "host.json").write_text(dumps(bench.before_host), "utf-8")
     plan_settings = {**settings, **PLAN_SETTINGS.get(name, {})}
     settings_file = target / "settings.yaml"
     if plan_settings:
