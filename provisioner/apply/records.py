@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from provisioner.apply.converge import StateMoved
 from provisioner.apply.result import ApplyResult
@@ -26,7 +26,7 @@ from provisioner.pending import REMOVAL_ROLLED_BACK, ROLLED_BACK
 from provisioner.plan import PathChange, PathState, compare
 from provisioner.quality_id import QualityId
 from provisioner.reconcile import Reconciliation, unknown_in
-from provisioner.render import MEMO_ROLES
+from provisioner.render import MEMO_ROLES, Channel
 from provisioner.settings import HostSettings
 from provisioner.state import (
     ChannelStatus,
@@ -219,6 +219,34 @@ def remember(rec: Reconciliation, applied: Sequence[PathChange]) -> None:
     changes nothing leaves every file alone, this one included."""
     if rec.record is None:
         return
+    _wait_out_racy_window(applied)
+    at = time.time_ns()
+    old = rec.record.channels
+    new = HostRecord(rec.record.context)
+    changed = set(old) != {c.key for c in rec.accepted}
+    restamped = 0
+    for channel in rec.accepted:
+        record, how = _channel_record(rec, channel, old.get(channel.key), at)
+        if record is not None:
+            new.channels[channel.key] = record
+        changed = changed or how == "changed"
+        if how == "restamped":
+            restamped += 1
+    for node in rec.tree:
+        if node.role in MEMO_ROLES and node.kind == "file":
+            state = PathState.of_desired(node)
+            new.host_files[node.role] = [rec.host_keys[node.role], state.sha256, state.size]
+    changed = changed or new.host_files != rec.record.host_files
+    if changed or restamped >= max(RESTAMP_MIN, len(new.channels) // 100):
+        new.save(rec.settings)
+
+
+# How a channel's record differs from the last one: "restamped" is new stamps alone, worth a
+# rewrite only in numbers; "changed" is rewritten at once.
+_Difference = Literal["same", "restamped", "changed"]
+
+
+def _wait_out_racy_window(applied: Sequence[PathChange]) -> None:
     written = sum(
         1 for c in applied if c.channel is not None and c.kind == "file" and c.after is not None
     )
@@ -227,62 +255,62 @@ def remember(rec: Reconciliation, applied: Sequence[PathChange]) -> None:
         # next runs would render their channels and read them again: after a first apply,
         # thousands. Waiting out the window once here is cheaper than that.
         time.sleep(RACY_NS / 1e9)
-    at = time.time_ns()
-    owners = rec.plan.owners_managed
-    old = rec.record.channels
-    new = HostRecord(rec.record.context)
-    changed = set(old) != {c.key for c in rec.accepted}
-    restamped = 0
-    for channel in rec.accepted:
-        en = channel.qid
-        unknown, listing = rec.chroot_unknown.get(en, ([], None))
-        kept = rec.unchanged.get(en)
-        if kept is not None:
-            # Untouched by this apply: what compute saw still holds.
-            changed = changed or unknown != kept.unknown
-            if (unknown, listing) != (kept.unknown, kept.listing):
-                restamped += 1
-                kept = replace(kept, unknown=unknown, listing=listing, raw=None)
-            new.channels[channel.key] = kept
-            continue
-        nodes = rec.channel_nodes.get(en, [])
-        chroot = str(rec.settings.chroot(channel.user))
-        files: list[list[Any]] = []
-        dirs: list[list[Any]] = []
-        prints = []
-        for node in nodes:
-            stamped = stamp(node.path, node.kind, chroot, at)
-            if stamped is None or compare(node, stamped[1], owners=owners) is not None:
-                changed = True
-                break
-            entry, observed = stamped
-            (files if node.kind == "file" else dirs).append(entry)
-            prints.append(observed.fingerprint())
-        else:
-            fresh = ChannelRecord(
-                key=rec.keys[en],
-                routing=rec.routing[en],
-                routing_digest=rec.routing_digests[en],
-                files=files,
-                dirs=dirs,
-                fingerprint=channel_fingerprint(prints),
-                chroot=chroot,
-                unknown=unknown_in(chroot, frozenset(str(n.path) for n in nodes)),
-                listing=listing_stamp(chroot),
-            )
-            before = old.get(channel.key)
-            if before is not None and _same_but_stamps(before, fresh):
-                restamped += 1
-            else:
-                changed = True
-            new.channels[channel.key] = fresh
-    for node in rec.tree:
-        if node.role in MEMO_ROLES and node.kind == "file":
-            state = PathState.of_desired(node)
-            new.host_files[node.role] = [rec.host_keys[node.role], state.sha256, state.size]
-    changed = changed or new.host_files != rec.record.host_files
-    if changed or restamped >= max(RESTAMP_MIN, len(new.channels) // 100):
-        new.save(rec.settings)
+
+
+def _channel_record(
+    rec: Reconciliation, channel: Channel, before: ChannelRecord | None, at: int
+) -> tuple[ChannelRecord | None, _Difference]:
+    """The channel's record after this apply (None: not as rendered, not recorded), and how
+    it differs from `before`."""
+    kept = rec.unchanged.get(channel.qid)
+    if kept is not None:
+        return _kept_record(rec, channel.qid, kept)
+    fresh = _stamped_record(rec, channel, at)
+    if fresh is None:
+        return None, "changed"
+    if before is not None and _same_but_stamps(before, fresh):
+        return fresh, "restamped"
+    return fresh, "changed"
+
+
+def _kept_record(
+    rec: Reconciliation, en: QualityId, kept: ChannelRecord
+) -> tuple[ChannelRecord, _Difference]:
+    """Untouched by this apply: what compute saw still holds, but for its chroot's listing."""
+    unknown, listing = rec.chroot_unknown.get(en, ([], None))
+    if (unknown, listing) == (kept.unknown, kept.listing):
+        return kept, "same"
+    how: _Difference = "changed" if unknown != kept.unknown else "restamped"
+    return replace(kept, unknown=unknown, listing=listing, raw=None), how
+
+
+def _stamped_record(rec: Reconciliation, channel: Channel, at: int) -> ChannelRecord | None:
+    """A new record of a channel this apply rendered, from stamps of its paths as they are
+    now; None if one of them is not as rendered (or too recent to stamp)."""
+    en = channel.qid
+    nodes = rec.channel_nodes.get(en, [])
+    chroot = str(rec.settings.chroot(channel.user))
+    files: list[list[Any]] = []
+    dirs: list[list[Any]] = []
+    prints = []
+    for node in nodes:
+        stamped = stamp(node.path, node.kind, chroot, at)
+        if stamped is None or compare(node, stamped[1], owners=rec.plan.owners_managed) is not None:
+            return None
+        entry, observed = stamped
+        (files if node.kind == "file" else dirs).append(entry)
+        prints.append(observed.fingerprint())
+    return ChannelRecord(
+        key=rec.keys[en],
+        routing=rec.routing[en],
+        routing_digest=rec.routing_digests[en],
+        files=files,
+        dirs=dirs,
+        fingerprint=channel_fingerprint(prints),
+        chroot=chroot,
+        unknown=unknown_in(chroot, frozenset(str(n.path) for n in nodes)),
+        listing=listing_stamp(chroot),
+    )
 
 
 def _same_but_stamps(a: ChannelRecord, b: ChannelRecord) -> bool:
