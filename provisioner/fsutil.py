@@ -1,6 +1,6 @@
 """Small atomic file writes for the operations side (heartbeat, outbox, contact book).
 
-The managed host tree has its own journalled writer in apply.py; these are files the
+The managed host tree has its own journalled writer in apply/journal.py; these are files the
 reconciler keeps for itself and for monitoring, where "old or new, never half" is enough.
 """
 
