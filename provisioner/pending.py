@@ -21,8 +21,8 @@ from provisioner.settings import HostSettings
 IN_PROGRESS = "the configuration for the creation of the channel is in progress"
 # The cadence the host runs at when the source says nothing else (the settings' default).
 DEFAULT_EVERY = timedelta(minutes=30)
-# How apply words the reason of a channel whose apply was rolled back (see apply/records.py), so that
-# its status says "rolled back" rather than "refused".
+# How apply words the reason of a channel whose apply was rolled back (see apply/records.py), so
+# that its status says "rolled back" rather than "refused".
 ROLLED_BACK = "apply rolled back: "
 REMOVAL_ROLLED_BACK = "removal rolled back: "
 
