@@ -411,13 +411,13 @@ def allocate(
         technical_user = declared[qid]
         current = snapshot.registrations.get(qid)
         if current is not None:
-            allocator.keep_registered(qid, technical_user, current, qid in with_account)
+            allocator.keep_registered(qid, technical_user, current, sftp=qid in with_account)
             continue
         refusal = allocator.first_time_refusal(qid, technical_user)
         if refusal is not None:
             allocator.refused.append(refusal)
             continue
-        allocator.register(qid, technical_user, qid in with_account)
+        allocator.register(qid, technical_user, sftp=qid in with_account)
     return Allocation(
         new=tuple(allocator.new),
         returning=tuple(allocator.returning),
@@ -550,7 +550,7 @@ class _Allocator:
     # --- registered qualities -----------------------------------------------------------
 
     def keep_registered(
-        self, qid: QualityId, technical_user: str, current: Registration, sftp: bool
+        self, qid: QualityId, technical_user: str, current: Registration, *, sftp: bool
     ) -> None:
         """A registered quality keeps its user, gets its uid with its first SFTP channel,
         and comes back ``pending`` when it was removed."""
@@ -670,7 +670,7 @@ class _Allocator:
             "others choose another name.",
         )
 
-    def register(self, qid: QualityId, technical_user: str, sftp: bool) -> None:
+    def register(self, qid: QualityId, technical_user: str, *, sftp: bool) -> None:
         """A new registration: the next sender number, and a uid when it has an SFTP channel."""
         sender = self.next_free_sender(qid)
         if sender is None:
