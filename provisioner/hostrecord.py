@@ -3,8 +3,8 @@
 For every channel it provisioned, a successful apply records
 
 - the channel's key: a digest of everything its paths were rendered from (the declaration's
-  content and referenced files, the registration, the host settings, the templates, the code,
-  and whether owners are managed);
+  content and referenced files, the registration, the host settings rendering reads, the
+  templates, the code, and whether owners are managed);
 - its routing entry, so that the routing table is rendered without loading the model;
 - each of its paths as it was right after the apply: kind, owner, group, mode, and for files
   size, inode, mtime, ctime (nanoseconds) and content hash;
@@ -50,6 +50,7 @@ from provisioner.cache import open_private_dir, read_private_file, settled, writ
 from provisioner.observe import Lstat, Observed, lstat
 from provisioner.plan import digest_of
 from provisioner.resources import shipped
+from provisioner.setting_scopes import rendering_settings
 from provisioner.settings import HostSettings
 
 RECORD_FORMAT = 2
@@ -93,10 +94,12 @@ def _code_digest(templates: str | None) -> str:
 
 
 def context_key(settings: HostSettings, owners: bool, openssh: tuple[int, int]) -> str:
-    """What every channel's rendering depends on besides its own declaration."""
+    """What every channel's rendering depends on besides its own declaration: the code and
+    templates, the settings rendering reads (see provisioner.setting_scopes), the owners rule
+    and the OpenSSH version."""
     templates = str(settings.templates_dir) if settings.templates_dir else None
     h = hashlib.sha256(_code_digest(templates).encode())
-    h.update(settings.model_dump_json().encode())
+    h.update(rendering_settings(settings).encode())
     h.update(f"|owners={owners}|openssh={openssh}".encode())
     return h.hexdigest()
 
