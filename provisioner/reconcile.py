@@ -1,14 +1,15 @@
 """The pure core of a reconcile: declarations + state + host -> plan.
 
 load (validate) -> allocate (state, pure) -> render (templates) -> observe (read-only) -> plan.
-Nothing here writes; `apply.py` is the only place with side effects.
+Nothing here writes; `apply` is the only place with side effects. Every read of the host goes
+through a host view (`provisioner.hostview`): this host unless `compute` is given another.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -58,9 +59,11 @@ from provisioner.render import (
     routing_entry,
 )
 from provisioner.rules import FileSummary
+from provisioner.setting_scopes import planning_settings
 from provisioner.settings import HostSettings
 from provisioner.state import (
     Allocation,
+    Refusal,
     Registration,
     StateSnapshot,
     adopt,
@@ -191,14 +194,131 @@ def _compute(
     host: HostView,
 ) -> Reconciliation:
     now = now or datetime.now(UTC)
+    base = cwd or Path.cwd()
+    key_owners = _key_owners(snapshot)
+    report, decls_root = _validated(
+        settings, paths, now, base, jobs, write_cache, use_cache, key_owners, progress
+    )
+    # Registrations made before quality types were recorded take the type of the file they
+    # belong to (see state.model.legacy_adoptions); the commit writes it.
+    snapshot = adopt(snapshot, legacy_adoptions(snapshot, _claimed_users(report)))
+    files = _sort_files(report, snapshot.registrations)
+    for qid, reasons in _host_names(settings, report.summaries, files.accepted, host).items():
+        files.refuse(qid, reasons)
+    allocation = _allocate(settings, snapshot, report.summaries, files, key_owners, now)
+    accepted, routed = _channels(report, files, allocation, snapshot.registrations)
+    removals = _removals(snapshot.registrations, accepted, routed, files)
+
+    owners = host.owners_managed()
+    context = context_key(settings, owners, host.openssh_version(settings))
+    record = (
+        HostRecord.parse(host.host_record(settings), context) if use_cache else HostRecord(context)
+    )
+    r = _render(
+        settings,
+        report,
+        accepted,
+        files.accepted,
+        removals.held,
+        record,
+        context,
+        host,
+        routed,
+        progress=progress,
+    )
+    seen = _compare(settings, r, removals, accepted, host, owners)
+
+    channels = _channel_plans(
+        accepted,
+        removals.held,
+        removals.gone,
+        files.refusals,
+        allocation,
+        seen.changes,
+        files.sources,
+        snapshot,
+        routed,
+    )
+    notes = list(removals.notes)
+    if not owners:
+        notes.append("not running as root: owners and groups are not compared or set")
+    fingerprints = Fingerprints(
+        declarations=digest_of(
+            sorted(_fingerprint_line(s, base, decls_root) for s in report.summaries)
+        ),
+        state_version=snapshot.version,
+        observed=_observed_digest(seen.observed, r.channel_nodes, r.unchanged, seen.unknown),
+        settings=digest_of([planning_settings(settings)]),
+        revision=revision,
+    )
+    plan = Plan(
+        created_at=now.isoformat(),
+        root=str(settings.root) if settings.root else None,
+        fingerprints=fingerprints,
+        channels=channels,
+        changes=seen.changes,
+        unknown=seen.unknown,
+        owners_managed=owners,
+        notes=notes,
+        unidentified=files.unidentified,
+        removal_guard=assess(settings, snapshot, channels),
+    )
+    return Reconciliation(
+        settings,
+        report,
+        snapshot,
+        allocation,
+        accepted,
+        removals.held,
+        removals.gone,
+        r.tree,
+        seen.observed,
+        plan,
+        files.refusals,
+        record=record,
+        keys=r.keys,
+        unchanged=r.unchanged,
+        routing=r.routing,
+        host_keys=r.host_keys,
+        routing_digests=r.routing_digests,
+        channel_nodes=r.channel_nodes,
+        chroot_unknown=seen.chroot_unknown,
+        channel_keys={
+            c.qid: [k.fingerprint for k in report.summaries[files.accepted[c.qid]].keys]
+            for c in accepted
+        },
+        deferred=removals.deferred,
+        deferred_by=files.identity_unknown,
+        declared=_declared_files(
+            [*accepted, *routed], {**files.accepted, **files.routed}, report, files.rel_paths
+        ),
+        routed=routed,
+    )
+
+
+def _key_owners(snapshot: StateSnapshot) -> dict[str, QualityId]:
+    """Key fingerprint -> the live channel the last apply put it on: a key stays there (see
+    rules.cross_file_rules)."""
     regs = snapshot.registrations
-    # A key stays with the live channel the last apply put it on (see rules.cross_file_rules).
-    key_owners = {
+    return {
         fp: qid
         for fp, qid in snapshot.channel_keys.items()
         if qid in regs and regs[qid].status != "removed"
     }
-    base = cwd or Path.cwd()
+
+
+def _validated(
+    settings: HostSettings,
+    paths: Sequence[Path],
+    now: datetime,
+    base: Path,
+    jobs: int | None,
+    write_cache: bool,
+    use_cache: bool,
+    key_owners: dict[str, QualityId],
+    progress: ProgressCallback | None,
+) -> tuple[ValidationReport, Path]:
+    """The declarations checked, and the root fingerprints name files from."""
     # The paths as typed, made absolute; fingerprints name files relative to `decls_root`.
     given, decls_root = anchored(paths, base)
     # Checked declarations are read back from settings.cache_dir; only apply writes there,
@@ -219,121 +339,205 @@ def _compute(
         # An empty or mistyped path must never read as "every quality was removed".
         problems = "; ".join(f"{d.location}: {d.message}" for d in report.diagnostics)
         raise DeclarationError(f"no declarations to reconcile ({problems or 'none found'})")
+    return report, decls_root
 
-    # Registrations made before quality types were recorded take the type of the file they
-    # belong to (see state.model.legacy_adoptions); the commit writes it.
-    claimed = {
+
+def _claimed_users(report: ValidationReport) -> dict[QualityId, str]:
+    return {
         q: s.facts.technical_user or "" for s in report.summaries if (q := s.facts.qid) is not None
     }
-    snapshot = adopt(snapshot, legacy_adoptions(snapshot, claimed))
-    regs = snapshot.registrations
 
+
+@dataclass(slots=True)
+class _Files:
+    """The declaration files sorted by what this run does with them; qualities map to their
+    index in `report.summaries`."""
+
+    accepted: dict[QualityId, int] = field(default_factory=dict)  # SFTP channels
+    routed: dict[QualityId, int] = field(default_factory=dict)  # the same, without SFTP
+    refusals: dict[QualityId, list[str]] = field(default_factory=dict)
+    sources: dict[QualityId, str] = field(default_factory=dict)  # quality -> its file
+    # Files too broken to say whose they are, and their reasons.
+    identity_unknown: list[str] = field(default_factory=list)
+    unidentified: list[str] = field(default_factory=list)
+    rel_paths: list[str | None] = field(default_factory=list)
+
+    def note(self, qid: QualityId, reasons: Sequence[str]) -> None:
+        self.refusals.setdefault(qid, []).extend(reasons)
+
+    def refuse(self, qid: QualityId, reasons: Sequence[str]) -> None:
+        """Refuse a quality that had passed so far: it is no SFTP channel this run."""
+        self.note(qid, reasons)
+        self.accepted.pop(qid, None)
+
+
+def _sort_files(report: ValidationReport, regs: Mapping[QualityId, Registration]) -> _Files:
+    """Accepted (with SFTP or routed only), refused, or unidentified, file by file."""
+    files = _Files()
     errors_by_file: dict[str, list[Diagnostic]] = {}
     for d in report.diagnostics:
         if d.is_error:
             errors_by_file.setdefault(d.location.file, []).append(d)
-
-    accepted_files: dict[QualityId, int] = {}  # quality -> index in report.summaries
-    routed_files: dict[QualityId, int] = {}  # the same, for qualities without SFTP
-    refusals: dict[QualityId, list[str]] = {}
-    sources: dict[QualityId, str] = {}
-    identity_unknown: list[str] = []
-    unidentified: list[str] = []
     # Who declared what at the last successful apply (see provisioner.identity).
-    rel_paths = [root_relative(p, report.root) for p in report.paths]
+    files.rel_paths = [root_relative(p, report.root) for p in report.paths]
     whose = by_declared_path(regs)
     named = {q for s in report.summaries if (q := s.facts.qid) is not None}
     for index, summary in enumerate(report.summaries):
-        qid = summary.facts.qid
         errors = errors_by_file.get(summary.display, [])
-        prior = whose.get(rel_paths[index] or "") if rel_paths else None
-        if prior is not None and qid != prior and prior not in named:
-            # The file that declared `prior` still exists but no longer says so (unparsable,
-            # a mistyped number or type, another quality): it holds `prior`, which keeps its
-            # last good configuration, and nothing else is deferred because of it.
-            sources[prior] = summary.display
-            reasons = _reasons(errors)
-            if qid is not None:
-                reasons.append(_identity_changed(summary, prior, qid, regs[prior]))
-                if qid in regs and regs[qid].status != "removed":
-                    sources.setdefault(qid, summary.display)
-                    refusals.setdefault(qid, []).extend(reasons)
-            refusals.setdefault(prior, []).extend(reasons)
-            continue
-        if qid is None:
-            if errors:
-                identity_unknown.append(summary.display)
-                # Refused like any invalid declaration: its reasons shown, the exit code 1.
-                unidentified.extend(_reasons(errors))
-            continue
-        sources[qid] = summary.display
-        if errors:
-            refusals.setdefault(qid, []).extend(_reasons(errors))
-            continue
-        if not summary.sftp:
-            # Served by other channels only: a sender number and a routing entry, but
-            # nothing to provision on this host.
-            routed_files[qid] = index
-            continue
-        accepted_files[qid] = index
+        prior = whose.get(files.rel_paths[index] or "") if files.rel_paths else None
+        if prior is not None and summary.facts.qid != prior and prior not in named:
+            _refuse_changed_identity(files, summary, prior, errors, regs)
+        else:
+            _sort_file(files, index, summary, errors)
+    return files
 
-    summaries = report.summaries
-    for qid, reasons in _host_names(settings, summaries, accepted_files, host).items():
-        refusals.setdefault(qid, []).extend(reasons)
-        accepted_files.pop(qid, None)
+
+def _refuse_changed_identity(
+    files: _Files,
+    summary: FileSummary,
+    prior: QualityId,
+    errors: list[Diagnostic],
+    regs: Mapping[QualityId, Registration],
+) -> None:
+    """The file that declared `prior` still exists but no longer says so (unparsable, a
+    mistyped number or type, another quality): it holds `prior`, which keeps its last good
+    configuration, and nothing else is deferred because of it."""
+    qid = summary.facts.qid
+    files.sources[prior] = summary.display
+    reasons = _reasons(errors)
+    if qid is not None:
+        reasons.append(_identity_changed(summary, prior, qid, regs[prior]))
+        if qid in regs and regs[qid].status != "removed":
+            files.sources.setdefault(qid, summary.display)
+            files.note(qid, reasons)
+    files.note(prior, reasons)
+
+
+def _sort_file(files: _Files, index: int, summary: FileSummary, errors: list[Diagnostic]) -> None:
+    qid = summary.facts.qid
+    if qid is None:
+        if errors:
+            files.identity_unknown.append(summary.display)
+            # Refused like any invalid declaration: its reasons shown, the exit code 1.
+            files.unidentified.extend(_reasons(errors))
+        return
+    files.sources[qid] = summary.display
+    if errors:
+        files.note(qid, _reasons(errors))
+    elif not summary.sftp:
+        # Served by other channels only: a sender number and a routing entry, but nothing
+        # to provision on this host.
+        files.routed[qid] = index
+    else:
+        files.accepted[qid] = index
+
+
+def _allocate(
+    settings: HostSettings,
+    snapshot: StateSnapshot,
+    summaries: list[FileSummary],
+    files: _Files,
+    key_owners: dict[str, QualityId],
+    now: datetime,
+) -> Allocation:
+    """Uids and sender numbers for the valid qualities; what allocation refuses is refused."""
     while True:
-        valid = {**accepted_files, **routed_files}
-        declared = {q: summaries[i].facts.technical_user or "" for q, i in valid.items()}
-        # A quality whose file is refused keeps its registration: a typo must not cut off a
-        # working channel. When a broken file cannot even say whose it is, nobody is removed.
-        held_ids = set(refusals) | (set(snapshot.registrations) if identity_unknown else set())
-        allocation = allocate(
-            snapshot,
-            declared,
-            now=now,
-            sender_start=settings.sender_start,
-            uid_range=settings.uid_range,
-            held=held_ids,
-            sftp=set(accepted_files),
-        )
+        allocation = _allocation(settings, snapshot, summaries, files, now)
         # A held channel keeps the keys it has: one who declares one of them is refused,
         # and that may hold another channel in turn (rarely more than one round).
-        refused_now = set(refusals) | {r.qid for r in allocation.refused}
+        refused_now = set(files.refusals) | {r.qid for r in allocation.refused}
         taken = _keys_taken(
-            summaries, accepted_files, key_owners, refused_now, bool(identity_unknown), sources
+            summaries,
+            files.accepted,
+            key_owners,
+            refused_now,
+            bool(files.identity_unknown),
+            files.sources,
         )
         if not taken:
             break
         for qid, reasons in taken.items():
-            refusals.setdefault(qid, []).extend(reasons)
-            accepted_files.pop(qid, None)
+            files.refuse(qid, reasons)
     for refusal in allocation.refused:
-        qid = refusal.qid
-        where = sources.get(qid, str(qid))
-        index_of = accepted_files.get(qid, routed_files.get(qid))
-        declared_at = summaries[index_of].facts.technical_user_at if index_of is not None else None
-        if refusal.code.startswith("technical-user") and declared_at is not None:
-            # Point at the line that declares the user, as the gate does for its own findings.
-            where = str(declared_at)
-        refusals.setdefault(qid, []).append(f"{where}: {refusal.code}: {refusal.message}")
-        accepted_files.pop(qid, None)
-        routed_files.pop(qid, None)
+        files.refuse(refusal.qid, [_allocation_refusal(refusal, summaries, files)])
+        files.routed.pop(refusal.qid, None)
+    return allocation
 
+
+def _allocation(
+    settings: HostSettings,
+    snapshot: StateSnapshot,
+    summaries: list[FileSummary],
+    files: _Files,
+    now: datetime,
+) -> Allocation:
+    valid = {**files.accepted, **files.routed}
+    declared = {q: summaries[i].facts.technical_user or "" for q, i in valid.items()}
+    # A quality whose file is refused keeps its registration: a typo must not cut off a
+    # working channel. When a broken file cannot even say whose it is, nobody is removed.
+    held_ids = set(files.refusals)
+    if files.identity_unknown:
+        held_ids |= set(snapshot.registrations)
+    return allocate(
+        snapshot,
+        declared,
+        now=now,
+        sender_start=settings.sender_start,
+        uid_range=settings.uid_range,
+        held=held_ids,
+        sftp=set(files.accepted),
+    )
+
+
+def _allocation_refusal(refusal: Refusal, summaries: list[FileSummary], files: _Files) -> str:
+    qid = refusal.qid
+    where = files.sources.get(qid, str(qid))
+    index_of = files.accepted.get(qid, files.routed.get(qid))
+    declared_at = summaries[index_of].facts.technical_user_at if index_of is not None else None
+    if refusal.code.startswith("technical-user") and declared_at is not None:
+        # Point at the line that declares the user, as the gate does for its own findings.
+        where = str(declared_at)
+    return f"{where}: {refusal.code}: {refusal.message}"
+
+
+def _channels(
+    report: ValidationReport,
+    files: _Files,
+    allocation: Allocation,
+    regs: Mapping[QualityId, Registration],
+) -> tuple[list[Channel], list[Channel]]:
+    """The accepted SFTP channels and the routed-only qualities, with their registrations."""
     fresh = {r.qid: r for r in (*allocation.new, *allocation.returning, *allocation.accounts)}
-    accepted = []
-    for qid, index in sorted(accepted_files.items()):
-        reg = fresh.get(qid) or regs.get(qid)
-        if reg is None:  # pragma: no cover - allocate() registers every accepted quality
-            continue
-        accepted.append(Channel(reg, summaries[index].display, load=partial(report.result, index)))
-    routed = []
-    for qid, index in sorted(routed_files.items()):
-        reg = fresh.get(qid) or regs.get(qid)
-        if reg is None:  # pragma: no cover - allocate() registers every accepted quality
-            continue
-        routed.append(Channel(reg, summaries[index].display, load=partial(report.result, index)))
 
-    notes: list[str] = []
+    def channels(indexes: dict[QualityId, int]) -> list[Channel]:
+        out = []
+        for qid, index in sorted(indexes.items()):
+            reg = fresh.get(qid) or regs.get(qid)
+            if reg is None:  # pragma: no cover - allocate() registers every accepted quality
+                continue
+            summary = report.summaries[index]
+            out.append(Channel(reg, summary.display, load=partial(report.result, index)))
+        return out
+
+    return channels(files.accepted), channels(files.routed)
+
+
+@dataclass(slots=True)
+class _Removals:
+    held: list[Registration]  # refused qualities that keep their last good configuration
+    gone: list[Registration]  # registrations whose account goes
+    deferred: list[Registration]
+    notes: list[str]
+
+
+def _removals(
+    regs: Mapping[QualityId, Registration],
+    accepted: list[Channel],
+    routed: list[Channel],
+    files: _Files,
+) -> _Removals:
+    """Who is held, whose account goes, and whose removal waits for a readable file."""
+    refusals = files.refusals
     held = [regs[q] for q in sorted(refusals) if q in regs and regs[q].status != "removed"]
     accepted_ids = {c.qid for c in accepted}
     routed_ids = {c.qid for c in routed}
@@ -343,37 +547,39 @@ def _compute(
         for q, r in sorted(regs.items())
         if q not in accepted_ids and q not in refusals and not (q in routed_ids and r.uid is None)
     ]
-    deferred: list[Registration] = []
-    if identity_unknown:
-        # A file too broken to tell whose it is might be any quality: remove nobody this run.
-        deferred = [r for r in gone if r.status != "removed"]
-        notes.append(
-            f"removals deferred ({len(deferred)}): cannot tell which quality these files "
-            "declare: " + ", ".join(identity_unknown)
-        )
-        held.extend(deferred)
-        gone = []
-
-    owners = host.owners_managed()
-    context = context_key(settings, owners, host.openssh_version(settings))
-    record = (
-        HostRecord.parse(host.host_record(settings), context) if use_cache else HostRecord(context)
+    if not files.identity_unknown:
+        return _Removals(held, gone, [], [])
+    # A file too broken to tell whose it is might be any quality: remove nobody this run.
+    deferred = [r for r in gone if r.status != "removed"]
+    note = (
+        f"removals deferred ({len(deferred)}): cannot tell which quality these files "
+        "declare: " + ", ".join(files.identity_unknown)
     )
-    r = _render(
-        settings,
-        report,
-        accepted,
-        accepted_files,
-        held,
-        record,
-        context,
-        host,
-        routed,
-        progress=progress,
-    )
+    return _Removals([*held, *deferred], [], deferred, [note])
 
+
+@dataclass(slots=True)
+class _Seen:
+    """The host compared with the desired tree."""
+
+    observed: dict[Path, Observed]
+    changes: list[PathChange]
+    unknown: list[str]
+    chroot_unknown: dict[QualityId, tuple[list[str], list[int] | None]]
+
+
+def _compare(
+    settings: HostSettings,
+    r: _Rendered,
+    removals: _Removals,
+    accepted: list[Channel],
+    host: HostView,
+    owners: bool,
+) -> _Seen:
+    """What must change: the rendered paths, the removed channels' paths and the certificates
+    nobody names any more; and what nobody declared."""
     removal_paths: dict[Path, str] = {}
-    for reg in gone:
+    for reg in removals.gone:
         removal_paths[settings.keys_file(reg.technical_user)] = str(reg.qid)
         removal_paths[settings.chroot(reg.technical_user)] = str(reg.qid)
     observed = r.observed
@@ -383,8 +589,8 @@ def _compute(
     changes = tree_changes(r.tree, observed, owners=owners)
     changes.extend(_removal_changes(removal_paths, observed, host))
 
-    held_paths = {settings.keys_file(h.technical_user) for h in held} | {
-        settings.chroot(h.technical_user) for h in held
+    held_paths = {settings.keys_file(h.technical_user) for h in removals.held} | {
+        settings.chroot(h.technical_user) for h in removals.held
     }
     known = {str(p) for p in (*r.tree.nodes, *removal_paths, *held_paths)}
     unknown, chroot_unknown = _unknown(settings, known, accepted, r.unchanged, host)
@@ -405,62 +611,7 @@ def _compute(
     )
     # Anything else under a certificate's name (a directory, a link) is reported, not touched.
     unknown_certificates += [str(p) for p in stale if observed[p].kind != "file"]
-    unknown = sorted([*unknown, *unknown_certificates])
-
-    channels = _channel_plans(
-        accepted, held, gone, refusals, allocation, changes, sources, snapshot, routed
-    )
-    if not owners:
-        notes.append("not running as root: owners and groups are not compared or set")
-    fingerprints = Fingerprints(
-        declarations=digest_of(sorted(_fingerprint_line(s, base, decls_root) for s in summaries)),
-        state_version=snapshot.version,
-        observed=_observed_digest(observed, r.channel_nodes, r.unchanged, unknown),
-        settings=digest_of([settings.model_dump_json()]),
-        revision=revision,
-    )
-    plan = Plan(
-        created_at=now.isoformat(),
-        root=str(settings.root) if settings.root else None,
-        fingerprints=fingerprints,
-        channels=channels,
-        changes=changes,
-        unknown=unknown,
-        owners_managed=owners,
-        notes=notes,
-        unidentified=unidentified,
-        removal_guard=assess(settings, snapshot, channels),
-    )
-    return Reconciliation(
-        settings,
-        report,
-        snapshot,
-        allocation,
-        accepted,
-        held,
-        gone,
-        r.tree,
-        observed,
-        plan,
-        refusals,
-        record=record,
-        keys=r.keys,
-        unchanged=r.unchanged,
-        routing=r.routing,
-        host_keys=r.host_keys,
-        routing_digests=r.routing_digests,
-        channel_nodes=r.channel_nodes,
-        chroot_unknown=chroot_unknown,
-        channel_keys={
-            c.qid: [k.fingerprint for k in summaries[accepted_files[c.qid]].keys] for c in accepted
-        },
-        deferred=deferred,
-        deferred_by=identity_unknown,
-        declared=_declared_files(
-            [*accepted, *routed], {**accepted_files, **routed_files}, report, rel_paths
-        ),
-        routed=routed,
-    )
+    return _Seen(observed, changes, sorted([*unknown, *unknown_certificates]), chroot_unknown)
 
 
 def _declared_files(
@@ -838,37 +989,53 @@ def _channel_plans(
 ) -> list[ChannelPlan]:
     touched = {c.channel for c in changes if c.channel}
     fresh = {r.qid for r in (*allocation.new, *allocation.returning)}
-    held_ids = {h.qid for h in held}
+    plans = [_sftp_plan(ch, fresh, touched) for ch in accepted]
+    plans += [_routed_plan(ch, fresh, touched) for ch in routed]
+    plans += _refused_plans(refusals, {h.qid for h in held}, sources, snapshot)
+    plans += _removal_plans(gone, {c.qid for c in routed}, touched)
+    return sorted(plans, key=lambda p: (p.technical_user or "", p.enterprise_number))
+
+
+def _sftp_plan(ch: Channel, fresh: set[QualityId], touched: set[str]) -> ChannelPlan:
+    why: tuple[str, ...] = ()
+    if ch.qid in fresh:
+        action = ChannelAction.CREATE
+    elif ch.key in touched:
+        action = ChannelAction.CHANGE
+    elif ch.registration.status != "active":
+        # The files already match (a refused declaration put back, a retried failure): only
+        # the status moves, and the plan says so rather than showing a bare "change".
+        action = ChannelAction.CHANGE
+        why = (f"status {ch.registration.status} -> active (the files already match)",)
+    else:
+        action = ChannelAction.UNCHANGED
+    return _plan(ch.qid, ch.user, ch.registration.sender, action, ch.display, why)
+
+
+_NO_SFTP = "no SFTP channel: a sender number and a routing entry, no account on this host"
+
+
+def _routed_plan(ch: Channel, fresh: set[QualityId], touched: set[str]) -> ChannelPlan:
+    why: tuple[str, ...] = ()
+    if ch.qid in fresh:
+        action, why = ChannelAction.CREATE, (_NO_SFTP,)
+    elif ch.key in touched:
+        action, why = ChannelAction.CHANGE, ("the SFTP channel is removed; " + _NO_SFTP,)
+    elif ch.registration.status != "active":
+        action = ChannelAction.CHANGE
+        why = (f"status {ch.registration.status} -> active; {_NO_SFTP}",)
+    else:
+        action = ChannelAction.UNCHANGED
+    return _plan(ch.qid, ch.user, ch.registration.sender, action, ch.display, why)
+
+
+def _refused_plans(
+    refusals: dict[QualityId, list[str]],
+    held_ids: set[QualityId],
+    sources: dict[QualityId, str],
+    snapshot: StateSnapshot,
+) -> list[ChannelPlan]:
     plans = []
-    for ch in accepted:
-        qid = ch.qid
-        why: tuple[str, ...] = ()
-        if qid in fresh:
-            action = ChannelAction.CREATE
-        elif ch.key in touched:
-            action = ChannelAction.CHANGE
-        elif ch.registration.status != "active":
-            # The files already match (a refused declaration put back, a retried failure):
-            # only the status moves, and the plan says so rather than showing a bare "change".
-            action = ChannelAction.CHANGE
-            why = (f"status {ch.registration.status} -> active (the files already match)",)
-        else:
-            action = ChannelAction.UNCHANGED
-        plans.append(_plan(qid, ch.user, ch.registration.sender, action, ch.display, why))
-    no_sftp = "no SFTP channel: a sender number and a routing entry, no account on this host"
-    for ch in routed:
-        qid = ch.qid
-        if qid in fresh:
-            action, why = ChannelAction.CREATE, (no_sftp,)
-        elif ch.key in touched:
-            action, why = ChannelAction.CHANGE, ("the SFTP channel is removed; " + no_sftp,)
-        elif ch.registration.status != "active":
-            action = ChannelAction.CHANGE
-            why = (f"status {ch.registration.status} -> active; {no_sftp}",)
-        else:
-            action, why = ChannelAction.UNCHANGED, ()
-        plans.append(_plan(qid, ch.user, ch.registration.sender, action, ch.display, why))
-    routed_ids = {c.qid for c in routed}
     for qid, reasons in sorted(refusals.items()):
         reg = snapshot.registrations.get(qid)
         keeps = " (keeps its last good configuration)" if qid in held_ids else ""
@@ -882,12 +1049,18 @@ def _channel_plans(
                 tuple(r + keeps for r in reasons[:1]) + tuple(reasons[1:]),
             )
         )
-    for reg in gone:
-        if reg.qid in routed_ids:
-            continue  # planned above: the quality stays, only its SFTP channel goes
-        if str(reg.qid) in touched or reg.status != "removed":
-            plans.append(_plan(reg.qid, reg.technical_user, reg.sender, ChannelAction.REMOVE))
-    return sorted(plans, key=lambda p: (p.technical_user or "", p.enterprise_number))
+    return plans
+
+
+def _removal_plans(
+    gone: list[Registration], routed_ids: set[QualityId], touched: set[str]
+) -> list[ChannelPlan]:
+    # A routed quality is planned with the routed ones: it stays, only its SFTP channel goes.
+    return [
+        _plan(reg.qid, reg.technical_user, reg.sender, ChannelAction.REMOVE)
+        for reg in gone
+        if reg.qid not in routed_ids and (str(reg.qid) in touched or reg.status != "removed")
+    ]
 
 
 def _plan(
