@@ -106,3 +106,51 @@ def test_edited_content_is_seen(applied: Host) -> None:
     rec = compute_on(applied, recorded)
     assert [c.path for c in rec.plan.changes] == [keys]
     assert recorded.shown(keys) in recorded.reads
+
+
+def test_recorded_paths_answer_as_the_file_system_would() -> None:
+    root = Path("/srv/case")
+    host = RecordedHost.from_json(
+        {
+            "format": 1,
+            "paths": {
+                "$ROOT/srv/sftp": {"kind": "dir"},
+                "$ROOT/srv/sftp/a/IN": {"kind": "dir", "owner": 1001, "mode": "2770"},
+                "$ROOT/srv/sftp/a/IN/x.xml": {"kind": "file", "text": "<x/>\n"},
+                "$ROOT/srv/sftp/a/link": {"kind": "symlink", "target": "$ROOT/etc"},
+                "$ROOT/srv/sftp/a/fifo": {"kind": "fifo"},
+                "$ROOT/srv/sftp/a/bin": {"kind": "file", "base64": "AAE="},
+                "$ROOT/srv/sftp/gone": {"kind": "missing"},
+            },
+        },
+        root,
+    )
+    # A directory only implied by the paths under it does not exist: its parent lists nothing.
+    assert host.list_dir(root / "srv/sftp") == []
+    host.put("$ROOT/srv/sftp/a", RecordedPath("dir", mode=0o755))
+    assert host.list_dir(root / "srv/sftp") == ["a"]
+    assert host.list_dir(root / "srv/sftp/a") == ["IN", "bin", "fifo", "link"]
+    seen = host.observe(root / "srv/sftp/a/IN")
+    assert (seen.kind, seen.owner, seen.group, seen.mode) == ("dir", 1001, 0, 0o2770)
+    assert host.observe(root / "srv/sftp/a/fifo").kind == "other"
+    assert host.observe(root / "srv/sftp/gone").kind == "missing"
+    assert host.observe(root / "nowhere").kind == "missing"
+    assert host.readlink(root / "srv/sftp/a/link") == "/srv/case/etc"
+    assert host.observe(root / "srv/sftp/a/bin").content == b"\x00\x01"
+    assert host.tree_size(root / "srv/sftp/a") == (5 + 2 + len(b"/srv/case/etc"), 4)
+    # Only file contents count as reads; a file asked for without its content is a stat.
+    host.forget_reads()
+    host.observe(root / "srv/sftp/a/IN/x.xml", read=False)
+    host.observe(root / "srv/sftp/a/IN")
+    assert host.reads == set()
+    assert host.stats == {"$ROOT/srv/sftp/a/IN/x.xml", "$ROOT/srv/sftp/a/IN"}
+    host.observe(root / "srv/sftp/a/IN/x.xml")
+    assert host.read_under("$ROOT/srv/sftp/a") == {"$ROOT/srv/sftp/a/IN/x.xml"}
+    assert host.read_under("$ROOT/srv/sftp/ab") == set()
+
+
+def test_a_damaged_recorded_path_is_named() -> None:
+    with pytest.raises(ValueError, match=r"\$ROOT/x"):
+        RecordedHost.from_json({"paths": {"$ROOT/x": {"kind": "file", "base64": "%%"}}}, None)
+    with pytest.raises(ValueError, match="unknown kind"):
+        RecordedHost.from_json({"paths": {"$ROOT/x": {"kind": "door"}}}, None)
