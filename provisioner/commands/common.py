@@ -10,14 +10,64 @@ from __future__ import annotations
 import inspect
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
+
+from provisioner.settings import HostSettings, load_settings
 
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_CHANGES = 2
 EXIT_INTERNAL = 3
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HOST_SETTINGS_HELP = (
+    "Host settings file [default: /etc/sftp-provisioner/settings.yaml when present]."
+)
+ROOT_HELP = "Prefix every managed path (and the default state file) with DIR."
+STATE_URL_HELP = "State database URL (sqlite:///… or postgresql+psycopg://…)."
+
+
+def state_location_options(
+    settings_help: str = HOST_SETTINGS_HELP,
+    root_help: str = ROOT_HELP,
+    state_url_help: str = STATE_URL_HELP,
+) -> Callable[[F], F]:
+    """--settings, --root and --state-url: where the host's settings and state are. Commands
+    that only read the state (`show`) word the help their own way."""
+
+    def decorate(fn: F) -> F:
+        options = [
+            click.option(
+                "--settings",
+                "settings_file",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help=settings_help,
+            ),
+            click.option(
+                "--root", type=click.Path(file_okay=False, path_type=Path), help=root_help
+            ),
+            click.option("--state-url", help=state_url_help),
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+host_options = state_location_options()
+
+
+def settings_from(
+    settings_file: Path | None, root: Path | None, state_url: str | None, **overrides: Any
+) -> HostSettings:
+    return load_settings(settings_file, root=root, overrides={"state_url": state_url, **overrides})
 
 
 def default_cache_dir() -> Path:

@@ -13,7 +13,13 @@ from typing import Any
 import click
 
 from provisioner.catalogue import LANGUAGES
-from provisioner.commands.common import EXIT_INVALID, EXIT_OK, default_cache_dir, echo_err
+from provisioner.commands.common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    default_cache_dir,
+    echo_err,
+    state_location_options,
+)
 from provisioner.forge import FORGES, Forge, resolve_author
 from provisioner.progress import progress_options, reporter
 from provisioner.report import FORMATS, render, render_text
@@ -198,18 +204,11 @@ def schema_command(output: Path, check: bool) -> int:
     show_default=True,
     help="Output format on standard output.",
 )
-@click.option(
-    "--settings",
-    "settings_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Host settings: show the sender number and status from the host's state.",
+@state_location_options(
+    settings_help="Host settings: show the sender number and status from the host's state.",
+    root_help="As for plan/apply: read the state under DIR.",
+    state_url_help="Read the registration from this state database.",
 )
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="As for plan/apply: read the state under DIR.",
-)
-@click.option("--state-url", help="Read the registration from this state database.")
 @click.option(
     "--ledger",
     "ledger_file",

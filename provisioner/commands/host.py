@@ -6,51 +6,24 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import click
 
-from provisioner.commands.common import EXIT_CHANGES, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK
+from provisioner.commands.common import (
+    EXIT_CHANGES,
+    EXIT_INTERNAL,
+    EXIT_INVALID,
+    EXIT_OK,
+    host_options,
+    settings_from,
+)
 from provisioner.errors import PlanError
 from provisioner.gcpause import one_shot
 from provisioner.progress import progress_options, reporter
-from provisioner.settings import HostSettings, load_settings
-
-if TYPE_CHECKING:
-    pass
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def host_options(fn: F) -> F:
-    options = [
-        click.option(
-            "--settings",
-            "settings_file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Host settings file [default: /etc/sftp-provisioner/settings.yaml when present].",
-        ),
-        click.option(
-            "--root",
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Prefix every managed path (and the default state file) with DIR.",
-        ),
-        click.option(
-            "--state-url", help="State database URL (sqlite:///… or postgresql+psycopg://…)."
-        ),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def settings_from(
-    settings_file: Path | None, root: Path | None, state_url: str | None, **overrides: Any
-) -> HostSettings:
-    return load_settings(settings_file, root=root, overrides={"state_url": state_url, **overrides})
+from provisioner.settings import HostSettings
 
 
 def _revision(paths: tuple[Path, ...]) -> str | None:

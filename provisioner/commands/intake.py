@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 
 from provisioner import logs
-from provisioner.commands.common import EXIT_INVALID, EXIT_OK
-from provisioner.commands.host import host_options, settings_from
+from provisioner.commands.common import EXIT_INVALID, EXIT_OK, host_options, settings_from
 
 
 @click.command("intake")

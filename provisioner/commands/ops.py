@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 import click
 
 from provisioner import logs
-from provisioner.commands.common import EXIT_INVALID, EXIT_OK, echo_err
-from provisioner.commands.host import allow_removals_option, host_options, settings_from
+from provisioner.commands.common import EXIT_INVALID, EXIT_OK, echo_err, host_options, settings_from
+from provisioner.commands.host import allow_removals_option
 from provisioner.errors import SettingsError
 from provisioner.settings import HostSettings
 

@@ -7,8 +7,14 @@ from pathlib import Path
 
 import click
 
-from provisioner.commands.common import EXIT_INVALID, EXIT_OK, SummaryGroup, echo_err
-from provisioner.commands.host import host_options, settings_from
+from provisioner.commands.common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    SummaryGroup,
+    echo_err,
+    host_options,
+    settings_from,
+)
 
 
 @click.command("import", short_help="Bring the portal's registrations into the state.")
