@@ -89,26 +89,36 @@ def commands(text: str, *, heading: str | None = None, marker: str | None = None
     if (heading is None) == (marker is None):
         raise ValueError("give heading or marker")
     lines = text.splitlines()
+    if marker is not None:
+        return _commands_after_marker(lines, marker)
+    assert heading is not None
+    return _commands_under_heading(lines, heading)
+
+
+def _commands_after_marker(lines: list[str], marker: str) -> list[str]:
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        match = _MARKER.match(line)
+        if match and match.group(1) == marker:
+            j = i + 1
+            while j < len(lines) and not lines[j].strip():
+                j += 1
+            if j == len(lines) or not _FENCE.match(lines[j]):
+                raise DocError(f"no code block right after the marker '{marker}'")
+            return _commands_of(_lines_of_block(lines, j)[0])
+        # A marker quoted inside a code block is an example, not a marker.
+        i = _lines_of_block(lines, i)[1] if _FENCE.match(line) else i + 1
+    raise DocError(f"no marker <!-- doc-commands: {marker} -->")
+
+
+def _commands_under_heading(lines: list[str], heading: str) -> list[str]:
     found: list[str] = []
     level = None
     inside = False
     i = 0
     while i < len(lines):
         line = lines[i]
-        if marker is not None:
-            match = _MARKER.match(line)
-            if match and match.group(1) == marker:
-                j = i + 1
-                while j < len(lines) and not lines[j].strip():
-                    j += 1
-                if j == len(lines) or not _FENCE.match(lines[j]):
-                    raise DocError(f"no code block right after the marker '{marker}'")
-                return _commands_of(_lines_of_block(lines, j)[0])
-            if _FENCE.match(line):
-                i = _lines_of_block(lines, i)[1]
-                continue
-            i += 1
-            continue
         if _FENCE.match(line):
             block, i = _lines_of_block(lines, i)
             if inside:
@@ -121,8 +131,6 @@ def commands(text: str, *, heading: str | None = None, marker: str | None = None
             if match.group(2) == heading:
                 inside, level = True, len(match.group(1))
         i += 1
-    if marker is not None:
-        raise DocError(f"no marker <!-- doc-commands: {marker} -->")
     if not inside:
         raise DocError(f"no heading '{heading}'")
     return found
