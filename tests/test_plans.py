@@ -39,31 +39,14 @@ from plans_support import (
 from provisioner.plan import Plan
 
 CASES = case_directories()
-# Decisions of issue 11 not made yet: strict, so that the day they hold the marker must go.
-# A refresh (UPDATE_GOLDEN=1) does not write their expected files, which say what must be.
-NOT_YET = {
-    "settings-no-render": "the settings fingerprint and the host record still digest every "
-    "setting, mail_from and smtp_timeout included (issue 11: key them on what rendering reads)",
-}
 
 
-def _params(directories: list[Path], *, not_yet: bool = False) -> list[Any]:
-    return [
-        pytest.param(
-            d,
-            id=d.name,
-            marks=(
-                [pytest.mark.xfail(strict=True, reason=NOT_YET[d.name])]
-                if not_yet and d.name in NOT_YET
-                else []
-            ),
-        )
-        for d in directories
-    ]
+def _params(directories: list[Path]) -> list[Any]:
+    return [pytest.param(d, id=d.name) for d in directories]
 
 
-def _check(expected: Path, text: str, why: str, *, refresh: bool = True) -> None:
-    if updating() and refresh:
+def _check(expected: Path, text: str, why: str) -> None:
+    if updating():
         expected.parent.mkdir(exist_ok=True)
         expected.write_text(text, "utf-8")
     assert expected.exists(), f"{expected} is missing (UPDATE_GOLDEN=1 writes it)"
@@ -106,7 +89,7 @@ def test_expected_plan_is_a_loadable_saved_plan(directory: Path) -> None:
 READS = [c for c in CASES if load_case(c).host_record is not None]
 
 
-@pytest.mark.parametrize("directory", _params(READS, not_yet=True))
+@pytest.mark.parametrize("directory", _params(READS))
 def test_reads(directory: Path) -> None:
     """What the planner reads of a host its last apply left with a host record: channels
     the record vouches for are neither read nor listed, and a path changed since (by the
@@ -116,18 +99,18 @@ def test_reads(directory: Path) -> None:
     plan, reads = reads_of(case)
     # A record makes a plan faster, never different.
     assert dumps(normalised(plan)) == (directory / "expected" / "plan.json").read_text("utf-8")
-    refresh = directory.name not in NOT_YET
-    _check(directory / "expected" / "reads.json", dumps(reads), case.why, refresh=refresh)
+    _check(directory / "expected" / "reads.json", dumps(reads), case.why)
 
 
 SAME = [c for c in CASES if load_case(c).same_plan_as]
 
 
-@pytest.mark.parametrize("directory", _params(SAME, not_yet=True))
+@pytest.mark.parametrize("directory", _params(SAME))
 def test_same_plan_as(directory: Path) -> None:
     """`same_plan_as: OTHER`: the plan equals OTHER's, fingerprints included, so a plan
     saved before the difference between the two cases (a setting that renders nothing)
-    is still the plan and is not refused as stale."""
+    is still the plan and is not refused as stale; and when both make a host record, the
+    planner reads what it reads for OTHER (no channel again)."""
     require_root()
     case = load_case(directory)
     assert case.same_plan_as is not None
@@ -135,3 +118,5 @@ def test_same_plan_as(directory: Path) -> None:
     mine, theirs = exact(plan_of(case)), exact(plan_of(other))
     assert mine["fingerprints"] == theirs["fingerprints"], "a saved plan would be stale"
     assert mine == theirs
+    if case.host_record is not None and other.host_record is not None:
+        assert reads_of(case)[1] == reads_of(other)[1], "the planner read more than for OTHER"
