@@ -43,7 +43,8 @@ from ruamel.yaml import YAML
 
 from provisioner.apply.records import remember
 from provisioner.cache import RACY_NS
-from provisioner.hostview import LIVE, HostView, RecordedHost, RecordedPath, record_host
+from provisioner.hostaccounts import NameDatabases
+from provisioner.hostview import HostView, LiveHost, RecordedHost, RecordedPath, record_host
 from provisioner.plan import Plan
 from provisioner.quality_id import QualityId
 from provisioner.reconcile import Reconciliation, compute
@@ -335,10 +336,22 @@ def plan_of(case: Case) -> Plan:
         return reconcile(case, base, recorded(case.host(), base / "root")).plan
 
 
+class RealTree(LiveHost):
+    """The real file system (and euid, and sshd), with the user and group names of the case
+    instead of this machine's: a case must not depend on the accounts of the host that runs
+    it."""
+
+    def __init__(self, case: Case) -> None:
+        self._names = recorded(case.host()).name_databases()
+
+    def name_databases(self) -> NameDatabases:
+        return self._names
+
+
 def plan_on_a_real_tree(case: Case) -> Plan:
-    """The plan on the recorded host laid out for real, read as this host is."""
+    """The plan on the recorded host laid out for real, read as a host is read."""
     with workplace(case, real=True) as base:
-        return reconcile(case, base, LIVE).plan
+        return reconcile(case, base, RealTree(case)).plan
 
 
 def reads_of(case: Case) -> tuple[Plan, dict[str, list[str]]]:
@@ -363,7 +376,8 @@ def reads_of(case: Case) -> tuple[Plan, dict[str, list[str]]]:
         if before_decls.is_dir():
             shutil.rmtree(decls)
             shutil.copytree(before_decls, decls)
-        last = reconcile(case, base, LIVE, settings_for(case.host_record, root))
+        tree = RealTree(case)
+        last = reconcile(case, base, tree, settings_for(case.host_record, root))
         # Files younger than the racy window are recorded without a stamp (and read again).
         time.sleep(RACY_NS / 1e9 + 0.1)
         remember(last, [])
@@ -373,7 +387,7 @@ def reads_of(case: Case) -> tuple[Plan, dict[str, list[str]]]:
         if last_host is not None:
             _drift(recorded(last_host, root), recorded(case.host(), root))
         settings = case.host_settings(root)
-        view = record_host(settings)
+        view = record_host(settings, tree)
         plan = reconcile(case, base, view, settings).plan
         return plan, {"reads": sorted(view.reads), "listed": sorted(view.listed)}
 
