@@ -62,6 +62,8 @@ class Bench:
         # Names taken by users that are no quality of ours (written into state.json).
         self.reserved: set[str] = set()
         self.before_host: dict[str, Any] | None = None
+        # The host's own user and group names (NSS), as host.json records them.
+        self.names: dict[str, dict[str, int]] = {"group": {}, "passwd": {}}
         self.extra = dict(settings or {})
         shutil.copytree(EXAMPLES, self.decls)
 
@@ -413,6 +415,28 @@ def technical_user_reserved(bench: Bench) -> str:
     )
 
 
+@scenario("host-account-clash")
+def host_account_clash(bench: Bench) -> str:
+    bench.apply()
+    bench.quality(EN_THIRD).write_text(third_quality_text(), "utf-8")
+    bench.names["passwd"][USER_THIRD] = 1500
+    bench.names["group"]["staff"] = 50
+    return (
+        "A technical user that is already an account of the host (NSS) is refused for that "
+        "quality only: the host's entry would win the login."
+    )
+
+
+@scenario("host-account-added-later")
+def host_account_added_later(bench: Bench) -> str:
+    bench.apply()
+    bench.names["passwd"][USER_SECSOC] = 998
+    return (
+        "An account of the host that appears later under a live channel's name refuses that "
+        "channel, held on its last good configuration."
+    )
+
+
 # --- writing a case ------------------------------------------------------------------------
 
 # Settings a case plans with that differ from those the "before" host was applied with.
@@ -445,6 +469,7 @@ def make(name: str) -> Path:
         shutil.copytree(bench.decls, target / "declarations")
         (target / "state.json").write_text(dumps(bench.snapshot_json()), "utf-8")
         host = capture(bench.settings())
+        host["names"] = bench.names
         (target / "host.json").write_text(dumps(host), "utf-8")
         shutil.rmtree(target / "before", ignore_errors=True)
         if name in HOST_RECORD:
