@@ -197,7 +197,16 @@ def _compute(
     base = cwd or Path.cwd()
     key_owners = _key_owners(snapshot)
     report, decls_root = _validated(
-        settings, paths, now, base, jobs, write_cache, use_cache, key_owners, progress
+        settings,
+        paths,
+        now,
+        base,
+        jobs,
+        write_cache,
+        use_cache,
+        key_owners,
+        progress,
+        user_owners=_user_owners(snapshot),
     )
     # Registrations made before quality types were recorded take the type of the file they
     # belong to (see state.model.legacy_adoptions); the commit writes it.
@@ -307,6 +316,16 @@ def _key_owners(snapshot: StateSnapshot) -> dict[str, QualityId]:
     }
 
 
+def _user_owners(snapshot: StateSnapshot) -> dict[str, QualityId]:
+    """Technical user -> the live quality registered with it: another file declaring it
+    cannot take it away, whatever its name (see rules.cross_file_rules)."""
+    return {
+        reg.technical_user: qid
+        for qid, reg in snapshot.registrations.items()
+        if reg.status != "removed" and reg.technical_user
+    }
+
+
 def _validated(
     settings: HostSettings,
     paths: Sequence[Path],
@@ -317,6 +336,8 @@ def _validated(
     use_cache: bool,
     key_owners: dict[str, QualityId],
     progress: ProgressCallback | None,
+    *,
+    user_owners: dict[str, QualityId],
 ) -> tuple[ValidationReport, Path]:
     """The declarations checked, and the root fingerprints name files from."""
     # The paths as typed, made absolute; fingerprints name files relative to `decls_root`.
@@ -330,6 +351,7 @@ def _validated(
         cache_dir=settings.cache_dir if use_cache else None,
         cache_write=write_cache and use_cache,
         key_owners=key_owners,
+        user_owners=user_owners,
         progress=progress,
     )
     if jobs:

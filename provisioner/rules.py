@@ -139,20 +139,30 @@ def certificate_rules(summary: FileSummary, now: datetime) -> list[Diagnostic]:
 
 
 def cross_file_rules(
-    summaries: Iterable[FileSummary], key_owners: Mapping[str, QualityId] | None = None
+    summaries: Iterable[FileSummary],
+    key_owners: Mapping[str, QualityId] | None = None,
+    user_owners: Mapping[str, QualityId] | None = None,
 ) -> list[Diagnostic]:
     """Rules across files. A quality is its enterprise number and quality type: two files
     may declare one enterprise with two types, never the same pair. `key_owners` maps a key
     fingerprint to the quality that already has it: on the host, the channel the last apply put it on; in
     CI, the quality whose file at the base revision declared it. That quality keeps the key
     and every other file declaring it is refused. A key nobody had yet is refused in every
-    file that declares it: none of them has a better claim, whichever name sorts first."""
+    file that declares it: none of them has a better claim, whichever name sorts first.
+
+    `user_owners` maps a technical user to the live quality registered with it (the
+    reconciler passes the state's): that quality keeps it, and every other file declaring it
+    is refused, whatever their names; a file named to sort first cannot take another
+    quality's username. Without an owner, the files after the first (by name) are refused."""
     out: list[Diagnostic] = []
     numbers: dict[QualityId, Location] = {}
-    users: dict[str, Location] = {}
+    ordered = sorted(summaries, key=lambda s: s.display)
+    # The registered owner's declaration is where a username is first declared.
+    users: dict[str, Location] = _owned_users(ordered, user_owners or {})
+    owned = set(users)
     folded: dict[str, tuple[str, Location]] = {}
     keys: dict[str, list[tuple[FileSummary, Location]]] = {}
-    for s in sorted(summaries, key=lambda s: s.display):
+    for s in ordered:
         f = s.facts
         qid = f.qid
         if qid is not None and f.enterprise_number_at:
@@ -172,11 +182,17 @@ def cross_file_rules(
         if f.technical_user and f.technical_user_at:
             first = users.setdefault(f.technical_user, f.technical_user_at)
             if first is not f.technical_user_at:
+                registered = f.technical_user in owned
                 out.append(
                     error(
                         "duplicate-technical-user",
-                        f"the technical user '{f.technical_user}' is already used by {first.file}; "
-                        "technical usernames are unique",
+                        f"the technical user '{f.technical_user}' is "
+                        + (
+                            f"registered to the channel of {first.file}, which keeps it; "
+                            "technical usernames are unique: choose another one"
+                            if registered
+                            else f"already used by {first.file}; technical usernames are unique"
+                        ),
                         f.technical_user_at,
                         first,
                     )
@@ -205,6 +221,20 @@ def cross_file_rules(
             )
         )
     return out
+
+
+def _owned_users(
+    ordered: list[FileSummary], owners: Mapping[str, QualityId]
+) -> dict[str, Location]:
+    """Technical user -> where its registered owner declares it, for the users whose owner
+    still declares them."""
+    found: dict[str, Location] = {}
+    for s in ordered:
+        user, at = s.facts.technical_user, s.facts.technical_user_at
+        owner = owners.get(user) if user else None
+        if user and at and owner is not None and _owns(s, owner):
+            found.setdefault(user, at)
+    return found
 
 
 def _owns(summary: FileSummary, owner: QualityId) -> bool:

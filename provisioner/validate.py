@@ -58,6 +58,9 @@ class ValidateSettings:
     # Key fingerprint -> the quality that already has it (the reconciler passes the state's;
     # `base` adds the base revision's): see `rules.cross_file_rules`.
     key_owners: Mapping[str, QualityId] | None = None
+    # Technical user -> the live quality registered with it (the reconciler passes the
+    # state's): see `rules.cross_file_rules`.
+    user_owners: Mapping[str, QualityId] | None = None
     # Called after each declaration checked (see provisioner.progress); never prints.
     progress: ProgressCallback | None = field(default=None, compare=False)
     # The declarations root when the caller found it already (`show FILE` takes the one
@@ -316,10 +319,10 @@ def _cross_file_verdicts(
             **base_key_owners(run.root, settings.base, settings.paths, settings.cwd),
             **(owners or {}),
         }
-    verdicts.extend(cross_file_rules(summaries, owners))
+    verdicts.extend(cross_file_rules(summaries, owners, settings.user_owners))
     cache = run.cache
-    if cache.enabled and not full and owners is None:
-        # The memo holds verdicts of the files alone; who had a key first is not one.
+    if cache.enabled and not full and owners is None and settings.user_owners is None:
+        # The memo holds verdicts of the files alone; who had a key or a name first is not one.
         cache.set_memo(cache.run_key(run.shown), _memo(verdicts, summaries))
     if settings.cache_write:
         cache.save()
