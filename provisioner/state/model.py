@@ -486,8 +486,10 @@ class _Allocator:
         self.owned = _ledger_by_owner(ledger)
         self.used_senders = {reg.sender_number for reg in self.registrations.values()}
         self.used_uids = {reg.uid for reg in self.registrations.values() if reg.uid is not None}
-        self.sender_floor = max(sender_start, snapshot.next_sender_number)
-        self.next_sender = self.sender_floor
+        # The first number this gateway hands out, for the refusal's sentence; the next one
+        # is past every number handed out before (numbers are never reused).
+        self.sender_start = sender_start
+        self.next_sender = max(sender_start, snapshot.next_sender_number)
         self.uid_low, self.uid_high = uid_range
         self.next_uid = max(self.uid_low, snapshot.next_uid)
         # Enterprises whose legacy registration could be any of several declarations.
@@ -539,7 +541,7 @@ class _Allocator:
                     qid,
                     "sender-numbers-exhausted",
                     f"No sender number is left for quality {qid}: every number "
-                    f"from {self.sender_floor:06d} to "
+                    f"from {self.sender_start:06d} to "
                     f"{MAX_SENDER_NUMBER:06d} has been assigned and numbers are never reused "
                     f"({RESERVED_SENDER_NUMBER:06d} is reserved for files sent back).",
                 )
