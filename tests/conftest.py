@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -304,3 +305,18 @@ def host(tmp_path: Path) -> Iterator[Host]:
     if shutil.which("chattr") and os.geteuid() == 0 and h.root.exists():
         subprocess.run(["chattr", "-R", "-i", str(h.root)], capture_output=True, check=False)
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.fixture
+def recorded_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Host]:
+    """The examples applied, with the host record vouching for every channel at once."""
+    from provisioner import cache
+
+    # No racy window: the record vouches for the channels right after the apply.
+    monkeypatch.setattr(cache, "RACY_NS", 0)
+    h = Host(tmp_path)
+    h.apply()
+    # Coarse filesystem clocks tick every few milliseconds: an edit made within the same tick
+    # as the apply could keep its mtime, which is exactly what the racy rule guards against.
+    time.sleep(0.05)
+    yield h

@@ -12,13 +12,13 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import Host
 
-from provisioner import cache, hostrecord
+from provisioner import hostrecord
 from provisioner.quality_id import QualityId
 from provisioner.reconcile import Reconciliation
 
@@ -28,14 +28,8 @@ ACME_Q = QualityId(ACME, "employer_nsso")  # its identity: channels are keyed on
 
 
 @pytest.fixture
-def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Host]:
-    monkeypatch.setattr(cache, "RACY_NS", 0)
-    h = Host(tmp_path)
-    h.apply()
-    # Coarse filesystem clocks tick every few milliseconds: an edit made within the same tick
-    # as the apply could keep its mtime, which is exactly what the racy rule guards against.
-    time.sleep(0.05)
-    yield h
+def host(recorded_host: Host) -> Host:
+    return recorded_host
 
 
 def same_plan(a: Reconciliation, b: Reconciliation) -> None:

@@ -4,14 +4,11 @@ host gives, and says what the planner read of it."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import NOW, Host
 
-from provisioner import cache
 from provisioner.hostrecord import RECORD_NAME, HostRecord
 from provisioner.hostview import RecordedHost, RecordedPath, record_host
 from provisioner.plan import canonical_json
@@ -39,13 +36,8 @@ def plan_json(rec: Reconciliation) -> str:
 
 
 @pytest.fixture
-def applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Host]:
-    # No racy window: the record vouches for the channels right after the apply.
-    monkeypatch.setattr(cache, "RACY_NS", 0)
-    h = Host(tmp_path)
-    h.apply()
-    time.sleep(0.05)
-    yield h
+def applied(recorded_host: Host) -> Host:
+    return recorded_host
 
 
 def test_an_empty_root_plans_the_same_recorded(tmp_path: Path) -> None:

@@ -3,14 +3,9 @@ and only those that rendering and planning read key the host record and the plan
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from conftest import Host
 
-from provisioner import cache
 from provisioner.hostrecord import context_key
 from provisioner.reconcile import Reconciliation
 from provisioner.setting_scopes import ELSEWHERE, PLANS, RENDERS
@@ -32,12 +27,8 @@ def test_every_setting_is_in_exactly_one_scope() -> None:
 
 
 @pytest.fixture
-def applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Host]:
-    monkeypatch.setattr(cache, "RACY_NS", 0)
-    h = Host(tmp_path)
-    h.apply()
-    time.sleep(0.05)
-    yield h
+def applied(recorded_host: Host) -> Host:
+    return recorded_host
 
 
 def _context(host: Host) -> str:
