@@ -74,6 +74,26 @@ from provisioner.validate import ValidateSettings, ValidationReport, validate
 
 
 @dataclass(slots=True)
+class HostMemo:
+    """What this run proved about the host, for the record apply writes after it
+    (`apply.records.remember`, see `provisioner.hostrecord`); nothing else reads it. A run
+    without the record (`--no-cache`) plans the same with `record` None."""
+
+    record: HostRecord | None = None
+    # Per channel (quality): its key, and for unchanged ones the record that holds.
+    keys: dict[QualityId, str] = field(default_factory=dict)
+    unchanged: dict[QualityId, ChannelRecord] = field(default_factory=dict)
+    routing: dict[QualityId, dict[str, Any]] = field(default_factory=dict)
+    # What each big host-wide file is made of, and each channel's routing entry (as digests).
+    host_keys: dict[str, str] = field(default_factory=dict)
+    routing_digests: dict[QualityId, str] = field(default_factory=dict)
+    # Unknown paths in each channel's chroot, and the listing stamp they were read at.
+    chroot_unknown: dict[QualityId, tuple[list[str], list[int] | None]] = field(
+        default_factory=dict
+    )
+
+
+@dataclass(slots=True)
 class Reconciliation:
     """Everything a plan was computed from; apply works from this, never from the plan text.
 
@@ -93,20 +113,9 @@ class Reconciliation:
     observed: dict[Path, Observed]
     plan: Plan
     refusals: dict[QualityId, list[str]] = field(default_factory=dict)
-    record: HostRecord | None = None
-    # Per channel (quality): its key, and for unchanged ones the record that holds.
-    keys: dict[QualityId, str] = field(default_factory=dict)
-    unchanged: dict[QualityId, ChannelRecord] = field(default_factory=dict)
-    routing: dict[QualityId, dict[str, Any]] = field(default_factory=dict)
-    # What each big host-wide file is made of, and each channel's routing entry (as digests).
-    host_keys: dict[str, str] = field(default_factory=dict)
-    routing_digests: dict[QualityId, str] = field(default_factory=dict)
+    memo: HostMemo = field(default_factory=HostMemo)
     # The paths of each channel rendered in this run.
     channel_nodes: dict[QualityId, list[Desired]] = field(default_factory=dict)
-    # Unknown paths in each channel's chroot, and the listing stamp they were read at.
-    chroot_unknown: dict[QualityId, tuple[list[str], list[int] | None]] = field(
-        default_factory=dict
-    )
     # Per accepted channel, the fingerprints of its keys: recorded once it is applied, so
     # that a key stays with the channel that had it first.
     channel_keys: dict[QualityId, list[str]] = field(default_factory=dict)
@@ -127,6 +136,11 @@ class Reconciliation:
         they do: removals deferred, a quality refused (held on its last good configuration),
         or a file refused."""
         return bool(self.deferred or self.deferred_by or self.plan.has_refusals)
+
+    @property
+    def unchanged(self) -> dict[QualityId, ChannelRecord]:
+        """The channels the last apply left as they should be: not rendered in this run."""
+        return self.memo.unchanged
 
     def managed_paths(self) -> list[Path]:
         paths = list(self.tree.nodes)
@@ -284,14 +298,16 @@ def _compute(
         seen.observed,
         plan,
         files.refusals,
-        record=record,
-        keys=r.keys,
-        unchanged=r.unchanged,
-        routing=r.routing,
-        host_keys=r.host_keys,
-        routing_digests=r.routing_digests,
+        memo=HostMemo(
+            record,
+            r.keys,
+            r.unchanged,
+            r.routing,
+            r.host_keys,
+            r.routing_digests,
+            seen.chroot_unknown,
+        ),
         channel_nodes=r.channel_nodes,
-        chroot_unknown=seen.chroot_unknown,
         channel_keys={
             c.qid: [k.fingerprint for k in report.summaries[files.accepted[c.qid]].keys]
             for c in accepted

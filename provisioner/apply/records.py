@@ -217,12 +217,12 @@ def remember(rec: Reconciliation, applied: Sequence[PathChange]) -> None:
     Like the declarations cache, the record is rewritten for new stamps alone (files that
     were too recent to stamp last time) only once that saves real work: an apply that
     changes nothing leaves every file alone, this one included."""
-    if rec.record is None:
+    if rec.memo.record is None:
         return
     _wait_out_racy_window(applied)
     at = time.time_ns()
-    old = rec.record.channels
-    new = HostRecord(rec.record.context)
+    old = rec.memo.record.channels
+    new = HostRecord(rec.memo.record.context)
     changed = set(old) != {c.key for c in rec.accepted}
     restamped = 0
     for channel in rec.accepted:
@@ -235,8 +235,8 @@ def remember(rec: Reconciliation, applied: Sequence[PathChange]) -> None:
     for node in rec.tree:
         if node.role in MEMO_ROLES and node.kind == "file":
             state = PathState.of_desired(node)
-            new.host_files[node.role] = [rec.host_keys[node.role], state.sha256, state.size]
-    changed = changed or new.host_files != rec.record.host_files
+            new.host_files[node.role] = [rec.memo.host_keys[node.role], state.sha256, state.size]
+    changed = changed or new.host_files != rec.memo.record.host_files
     if changed or restamped >= max(RESTAMP_MIN, len(new.channels) // 100):
         new.save(rec.settings)
 
@@ -262,7 +262,7 @@ def _channel_record(
 ) -> tuple[ChannelRecord | None, _Difference]:
     """The channel's record after this apply (None: not as rendered, not recorded), and how
     it differs from `before`."""
-    kept = rec.unchanged.get(channel.qid)
+    kept = rec.memo.unchanged.get(channel.qid)
     if kept is not None:
         return _kept_record(rec, channel.qid, kept)
     fresh = _stamped_record(rec, channel, at)
@@ -277,7 +277,7 @@ def _kept_record(
     rec: Reconciliation, en: QualityId, kept: ChannelRecord
 ) -> tuple[ChannelRecord, _Difference]:
     """Untouched by this apply: what compute saw still holds, but for its chroot's listing."""
-    unknown, listing = rec.chroot_unknown.get(en, ([], None))
+    unknown, listing = rec.memo.chroot_unknown.get(en, ([], None))
     if (unknown, listing) == (kept.unknown, kept.listing):
         return kept, "same"
     how: _Difference = "changed" if unknown != kept.unknown else "restamped"
@@ -301,9 +301,9 @@ def _stamped_record(rec: Reconciliation, channel: Channel, at: int) -> ChannelRe
         (files if node.kind == "file" else dirs).append(entry)
         prints.append(observed.fingerprint())
     return ChannelRecord(
-        key=rec.keys[en],
-        routing=rec.routing[en],
-        routing_digest=rec.routing_digests[en],
+        key=rec.memo.keys[en],
+        routing=rec.memo.routing[en],
+        routing_digest=rec.memo.routing_digests[en],
         files=files,
         dirs=dirs,
         fingerprint=channel_fingerprint(prints),
