@@ -208,7 +208,32 @@ def render_reference() -> str:
         lines.append(
             f"| `{s.name}` | {_cell(s.type)} | {_cell(default)} | {env} | {_cell(s.description)} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *_change_effects()]) + "\n"
+
+
+def _change_effects() -> list[str]:
+    """What a changed setting costs the next run, read off provisioner.setting_scopes."""
+    from provisioner.setting_scopes import PLANS, RENDERS
+
+    order = [s.name for s in settings()]
+
+    def named(scope: frozenset[str]) -> str:
+        return ", ".join(f"`{name}`" for name in order if name in scope)
+
+    return [
+        "",
+        "## What a changed setting costs",
+        "",
+        f"- Changing one of {named(RENDERS)} changes what is rendered: the next run renders "
+        "every channel again and reads its files, and a plan saved before is stale "
+        "(`apply --plan` refuses it).",
+        f"- Changing one of {named(PLANS)} changes what a plan decides or where it is "
+        "applied: a plan saved before is stale, but channels the last apply left as they "
+        "should be are not rendered again.",
+        "- Every other setting (notifications, the intake gate, status, the ledger, the "
+        "timers, the caches, the audit log) leaves both alone: it takes effect at the next "
+        "run without re-rendering anything.",
+    ]
 
 
 def _comment(text: str, width: int = 96) -> list[str]:
