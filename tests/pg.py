@@ -34,15 +34,15 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from conftest import require
 
 SUPERUSER = "postgres"
 
 
 def _unavailable(reason: str) -> NoReturn:
-    """Skip, or fail when CI promised PostgreSQL."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"PostgreSQL test server unavailable on CI: {reason}", pytrace=False)
-    pytest.skip(f"PostgreSQL test server unavailable: {reason}")
+    """Skip, or fail when CI promised PostgreSQL (conftest.require)."""
+    require(False, f"PostgreSQL test server unavailable: {reason}")
+    raise AssertionError("not reached: require(False, ...) skips or fails")
 
 
 def find_bindir() -> Path | None:
@@ -114,6 +114,34 @@ class PostgresServer:
             command, capture_output=True, text=True, timeout=timeout, check=False, cwd=self.root
         )
 
+    def start(self) -> subprocess.CompletedProcess[str]:
+        """`pg_ctl start` on 127.0.0.1:`port`, the socket in our directory, no fsync."""
+        options = (
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        return self.run(
+            "pg_ctl",
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.logfile),
+            "-o",
+            options,
+            timeout=120,
+        )
+
+    def stop(self) -> subprocess.CompletedProcess[str]:
+        """`pg_ctl stop -m immediate`: as a crash looks to the clients."""
+        return self.run("pg_ctl", "stop", "-D", str(self.datadir), "-m", "immediate", "-w")
+
+    def running(self) -> bool:
+        return self.run("pg_ctl", "status", "-D", str(self.datadir)).returncode == 0
+
     def create_database(self, prefix: str = "test") -> str:
         import psycopg
 
@@ -175,24 +203,7 @@ def _start(bindir: Path) -> PostgresServer:
         # The free port may be taken between probing and binding; a few tries cover that.
         for _attempt in range(5):
             server.port = _free_port()
-            options = (
-                f"-p {server.port} -k {server.socket_dir} -c listen_addresses=127.0.0.1 "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            )
-            started = server.run(
-                "pg_ctl",
-                "start",
-                "-w",
-                "-t",
-                "60",
-                "-D",
-                str(server.datadir),
-                "-l",
-                str(server.logfile),
-                "-o",
-                options,
-                timeout=120,
-            )
+            started = server.start()
             if started.returncode == 0:
                 return server
             last_error = f"{started.stderr.strip()}\n{server.log_tail()}"
@@ -205,7 +216,7 @@ def _start(bindir: Path) -> PostgresServer:
 
 def _stop(server: PostgresServer) -> None:
     with contextlib.suppress(Exception):
-        server.run("pg_ctl", "stop", "-D", str(server.datadir), "-m", "immediate", "-w")
+        server.stop()
     shutil.rmtree(server.root, ignore_errors=True)
 
 

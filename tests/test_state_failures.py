@@ -150,34 +150,16 @@ class Server:
     pg: PostgresServer
 
     def stop(self) -> None:
-        done = self.pg.run("pg_ctl", "stop", "-D", str(self.pg.datadir), "-m", "immediate", "-w")
+        done = self.pg.stop()
         assert done.returncode == 0, done.stderr + self.pg.log_tail()
 
     def running(self) -> bool:
-        done = self.pg.run("pg_ctl", "status", "-D", str(self.pg.datadir))
-        return done.returncode == 0
+        return self.pg.running()
 
     def start(self) -> None:
         if self.running():
             return
-        options = (
-            f"-p {self.pg.port} -k {self.pg.socket_dir} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        done = self.pg.run(
-            "pg_ctl",
-            "start",
-            "-w",
-            "-t",
-            "60",
-            "-D",
-            str(self.pg.datadir),
-            "-l",
-            str(self.pg.logfile),
-            "-o",
-            options,
-            timeout=120,
-        )
+        done = self.pg.start()
         assert done.returncode == 0, done.stderr + self.pg.log_tail()
 
 
