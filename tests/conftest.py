@@ -101,6 +101,12 @@ def require_root() -> None:
     require(os.geteuid() == 0, "needs root (owners, chattr, runuser)")
 
 
+@pytest.fixture
+def needs_root() -> None:
+    """For `@pytest.mark.usefixtures("needs_root")`: skips without root, fails under CI."""
+    require_root()
+
+
 def require_sshd() -> None:
     require(SSHD.exists(), f"needs OpenSSH's sshd at {SSHD} (install openssh-server)")
 

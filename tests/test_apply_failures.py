@@ -370,8 +370,10 @@ class TestFailureMidway:
         probe = subprocess.run(
             ["chattr", "+i", str(keys_dir)], capture_output=True, text=True, check=False
         )
-        if probe.returncode != 0:
-            pytest.skip(f"this file system has no immutable flag: {probe.stderr.strip()}")
+        require(
+            probe.returncode == 0,
+            f"this file system has no immutable flag: {probe.stderr.strip()}",
+        )
         try:
             plan = host.plan(now=LATER)
             keys_at = next(

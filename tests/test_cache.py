@@ -553,7 +553,7 @@ def test_a_cache_others_may_write_is_not_used(repo: Path, tmp_path: Path, full: 
     assert run(repo, cache_dir, full=full).cached == 0
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+@pytest.mark.usefixtures("needs_root")  # giving a file away needs root
 def test_a_cache_owned_by_someone_else_is_not_used(repo: Path, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     run(repo, cache_dir, full=True)

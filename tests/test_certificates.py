@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import require
 from cpu_time import cpu_seconds
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -56,7 +57,15 @@ from provisioner.certificates import (
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "certs"
 OPENSSL = shutil.which("openssl")
-needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed")
+
+
+@pytest.fixture
+def openssl_installed() -> None:
+    require(OPENSSL is not None, "openssl is not installed")
+
+
+# Skips without openssl, and fails under CI=true (see conftest.require).
+needs_openssl = pytest.mark.usefixtures("openssl_installed")
 UTC = dt.UTC
 
 

@@ -157,7 +157,7 @@ def test_drift_is_seen_as_without_the_record(host: Host, name: str) -> None:
     assert ACME_Q in after.unchanged
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+@pytest.mark.usefixtures("needs_root")  # giving a file away needs root
 def test_an_owner_change_is_seen(host: Host) -> None:
     os.chown(chroot(host) / "OUT", 4242, 4242)
     os.lchown(keys_file(host), 4242, 0)

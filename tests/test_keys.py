@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import require
 from cpu_time import cpu_seconds
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -49,7 +50,15 @@ from provisioner.keys import (
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SSH_KEYGEN = shutil.which("ssh-keygen")
-needs_ssh_keygen = pytest.mark.skipif(SSH_KEYGEN is None, reason="ssh-keygen is not installed")
+
+
+@pytest.fixture
+def ssh_keygen_installed() -> None:
+    require(SSH_KEYGEN is not None, "ssh-keygen is not installed")
+
+
+# Skips without ssh-keygen, and fails under CI=true (see conftest.require).
+needs_ssh_keygen = pytest.mark.usefixtures("ssh_keygen_installed")
 
 ALL_CODES = {
     "key-empty",

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Host
+from conftest import Host, require
 
 from provisioner import systemd
 from provisioner.schedule import parse_interval
@@ -226,8 +226,8 @@ def test_the_intake_gate_runs_as_a_service_writing_only_its_directories(
     assert not any(settings.intake_dir.is_relative_to(w) for w in reconciler)
 
 
-@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
 def test_systemd_analyze_accepts_the_units(printed: dict[str, str], tmp_path: Path) -> None:
+    require(shutil.which("systemd-analyze") is not None, "systemd-analyze is not installed")
     for name, text in printed.items():
         (tmp_path / name).write_text(text)
     done = subprocess.run(
